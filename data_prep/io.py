@@ -190,7 +190,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_mask(paths) -> np.ndarray:
     """Read one or several binary masks (e.g. Montgomery's left and right lungs) as their union,
-    uint8 0/1. Masks must be binary (two values at most) and of one size."""
+    uint8 0/1 (threshold 0.5). A mask with more than 1% of its pixels between 0.1 and 0.9 is not
+    binary (a grayscale image given as a mask, say) and is refused; masks must share one size."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     if not paths:
         raise ValueError("read_mask: no mask paths given")
@@ -199,6 +200,9 @@ def read_mask(paths) -> np.ndarray:
         m = read_image(p)
         if union is not None and m.shape != union.shape:
             raise ImageReadError(f"{p}: mask size {m.shape} differs from {paths[0]} {union.shape}")
+        grey = float(((m > 0.1) & (m < 0.9)).mean())
+        if grey > 0.01:
+            raise ImageReadError(f"{p}: mask is not binary ({grey:.1%} of pixels are neither 0 nor 1)")
         binary = m > 0.5
         union = binary if union is None else (union | binary)
     return union.astype(np.uint8)

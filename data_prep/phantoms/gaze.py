@@ -12,12 +12,10 @@ screen's edge) and carry ``-1`` image coordinates, as in the real CSVs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-SCREEN = (1920, 1080)  # width, height in screen pixels
-SCREEN_PX_PER_DEGREE = 45.0  # 0.27 mm pitch at 70 cm: 2·700·tan(0.5°) / 0.27
+from data_prep.egd import Display
+
 SAMPLE_HZ = 60.0
 
 # Probability of each region being the target of a fixation, per label.
@@ -28,35 +26,16 @@ PRIORITIES = {
 }
 
 
-@dataclass
-class Display:
-    """How an image of ``shape`` (H, W) is letter-boxed on the screen; padding in image pixels."""
-
-    shape: tuple
-
-    @property
-    def scale(self) -> float:  # screen pixels per image pixel
-        h, w = self.shape
-        return min(SCREEN[0] / w, SCREEN[1] / h)
-
-    @property
-    def padding(self) -> dict:
-        h, w = self.shape
-        extra_w = SCREEN[0] / self.scale - w
-        extra_h = SCREEN[1] / self.scale - h
-        return {"image_top_pad": extra_h / 2, "image_bottom_pad": extra_h / 2,
-                "image_left_pad": extra_w / 2, "image_right_pad": extra_w / 2}
-
-    @property
-    def px_per_degree(self) -> float:  # image pixels per degree of visual angle
-        return SCREEN_PX_PER_DEGREE / self.scale
-
-    def to_screen_fraction(self, x, y):
-        pad = self.padding
-        h, w = self.shape
-        fx = (np.asarray(x) + pad["image_left_pad"]) / (w + pad["image_left_pad"] + pad["image_right_pad"])
-        fy = (np.asarray(y) + pad["image_top_pad"]) / (h + pad["image_top_pad"] + pad["image_bottom_pad"])
-        return fx, fy
+def regions_of(ph) -> dict:
+    """Gaze target regions of a :class:`~data_prep.phantoms.cxr.CXRPhantom`: lungs, heart,
+    finding, and the mediastinum (the central fifth of the columns, above the lung bases,
+    outside lungs and heart)."""
+    h, w = ph.heart.shape
+    medi = ((ph.heart == 0) & (ph.lungs == 0)).astype(np.uint8)
+    medi[:, : w * 2 // 5] = 0
+    medi[:, w * 3 // 5:] = 0
+    medi[np.nonzero(ph.lungs.any(axis=1))[0].max() + 1:] = 0
+    return {"lungs": ph.lungs, "heart": ph.heart, "mediastinum": medi, "finding": ph.finding_mask}
 
 
 def simulate_fixations(seed, regions: dict, label: str, shape) -> dict:
@@ -81,14 +60,13 @@ def simulate_fixations(seed, regions: dict, label: str, shape) -> dict:
     targets[0] = "mediastinum"  # readings start centrally
     xs, ys, durs = [], [], []
     h, w = shape
+    points = {k: np.argwhere(m) for k, m in regions.items()}
     for name in targets:
         dur = float(rng.lognormal(np.log(0.25), 0.45))
         if name == "off":
             xs.append(-1.0), ys.append(-1.0), durs.append(dur)
             continue
-        pts = np.argwhere(regions[name])
-        if len(pts) == 0:
-            pts = np.argwhere(regions["lungs"])
+        pts = points[name] if len(points[name]) else points["lungs"]
         y0, x0 = pts[rng.integers(len(pts))]
         if name == "finding":
             dur *= 1.5  # dwelling on the abnormality

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from data_prep.io import atomic_directory
 from data_prep.phantoms.cxr import render_cxr
 from data_prep.phantoms.doppler import render_doppler
-from data_prep.phantoms.gaze import Display, raw_samples, simulate_fixations
+from data_prep.egd import Display
+from data_prep.phantoms.gaze import raw_samples, regions_of, simulate_fixations
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +196,7 @@ def _egd_item(spec, root: Path, size: int):
     rel = spec["path"]
     _write_dicom(root / rel, ph.image, f"egd/{spec['dicom_id']}", spec["patient_id"],
                  np.random.default_rng(s_dcm), allow_monochrome1=False)
-    medi = ((ph.heart == 0) & (ph.lungs == 0)).astype(np.uint8)
-    medi[:, : shape[1] * 2 // 5] = 0
-    medi[:, shape[1] * 3 // 5:] = 0
-    regions = {"lungs": ph.lungs, "heart": ph.heart, "mediastinum": medi, "finding": ph.finding_mask}
+    regions = regions_of(ph)
     gaze_label = "normal" if spec["label"] == "Normal" else spec["label"]
     fix = simulate_fixations(s_fix, regions, gaze_label, shape)
     raw = raw_samples(s_raw, fix, shape)
@@ -290,7 +288,7 @@ def _plan(layout: str, n: int, seed: int) -> list:
                               "session": int(rng.integers(1, 4))})
                 i += 1
     elif layout == "doppler":  # ~24 strips per patient, flow mix and quality subset as the paper's
-        n_patients = max(3, round(n / 24))
+        n_patients = min(max(10, round(n / 24)), n)  # enough patients for a 70/20/10 split
         patients = [f"P{k + 1:04d}" for k in range(n_patients)]
         for i in range(n):
             specs.append({"i": i, "patient_id": patients[int(rng.integers(n_patients))],

@@ -1,6 +1,7 @@
 """Contact sheet of the phantoms: one sample per class, with masks and gaze overlaid."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import numpy as np
 from data_prep.io import atomic_write_bytes
 from data_prep.phantoms.cxr import render_cxr
 from data_prep.phantoms.doppler import DEFECTS, render_doppler
-from data_prep.phantoms.gaze import simulate_fixations
+from data_prep.phantoms.gaze import regions_of, simulate_fixations
 
 
 def _contour(ax, mask, color):
@@ -38,9 +39,7 @@ def contact_sheet(out, seed: int = 0, size: int = 256) -> Path:
     shape = (int(size * 1.2), size)
     for ax, (label, finding) in zip(axes[1], gaze_cases):
         ph = render_cxr(next(seeds), shape, finding, severity=None if finding == "normal" else 0.7)
-        medi = ((ph.heart == 0) & (ph.lungs == 0)).astype(np.uint8)
-        regions = {"lungs": ph.lungs, "heart": ph.heart, "mediastinum": medi, "finding": ph.finding_mask}
-        fix = simulate_fixations(next(seeds), regions, label, shape)
+        fix = simulate_fixations(next(seeds), regions_of(ph), label, shape)
         on = fix["x"] >= 0
         ax.imshow(ph.image, cmap="gray", vmin=0, vmax=1)
         ax.plot(fix["x"][on], fix["y"][on], "-", color="yellow", lw=0.5, alpha=0.6)
@@ -78,7 +77,6 @@ def contact_sheet(out, seed: int = 0, size: int = 256) -> Path:
                  "(circle area ∝ fixation duration)", fontsize=12)
     fig.tight_layout()
     out = Path(out)
-    import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=72)
     plt.close(fig)

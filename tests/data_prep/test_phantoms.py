@@ -9,7 +9,8 @@ from sklearn.metrics import roc_auc_score
 from data_prep.phantoms.__main__ import main
 from data_prep.phantoms.cxr import FINDINGS, render_cxr
 from data_prep.phantoms.doppler import render_doppler
-from data_prep.phantoms.gaze import Display, simulate_fixations
+from data_prep.egd import Display
+from data_prep.phantoms.gaze import simulate_fixations
 from data_prep.phantoms.layouts import LAYOUTS, TRUTH, generate
 
 SHAPE = (128, 128)

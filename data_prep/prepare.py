@@ -1,0 +1,213 @@
+"""``python -m data_prep.prepare DATASET --src DIR --out DIR``: preprocess a dataset once.
+
+Reads the dataset through its loader, checks it up front (missing files, unknown labels, empty
+classes, then every image decoded: unreadable files, constant images, masks of the wrong size
+or not binary — all reported together), and writes
+
+* ``images/<id>.png`` — 8-bit gray, bicubic-resized to ``--size`` (256×256 for UMS-Rep) or
+  letter-boxed to ``--shape HxW`` (640×416 for MT-UNet's eye-gaze data);
+* ``masks/<id>.png`` (0/255, the union of a row's masks) and, for ``egd``, ``saliency/<id>.png``
+  (16-bit maps scaled to their maximum, letter-boxed like the image; the pipeline renormalises
+  them to sum 1 — a PNG keeps decoding inside TensorFlow's graph);
+* ``manifest.csv`` — one row per image with ``split`` (patient-level, class-stratified) and
+  ``fold`` (k-fold) columns, and ``stats.json`` — the training split's mean/std.
+
+Work runs in parallel over the cores with a progress bar. Every file is written atomically and
+existing outputs are skipped, so an interrupted run is completed by running it again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from data_prep import datasets
+from data_prep.cli import base_parser, setup_logging
+from data_prep.io import ImageReadError, atomic_write_bytes, atomic_write_text, read_image, read_mask
+from data_prep.splits import SPLIT_PRESETS, assign_folds, check_no_leakage, split_patients
+from data_prep.transforms import MTUNET_SHAPE, UMS_SIZE, Letterbox, MeanNormalizer, resize, resize_mask
+from data_prep.validate import DataValidationError, image_problems, manifest_problems
+
+log = logging.getLogger("data_prep.prepare")
+
+# Split fractions per dataset (SPEC.md): 70/20/10 for UMS-Rep's data, 70/10/20 for MT-UNet's.
+DEFAULT_SPLIT = {"rsna": "70/20/10", "shenzhen": "70/20/10", "montgomery": "70/20/10",
+                 "kermany": "70/20/10", "doppler": "70/20/10", "egd": "70/10/20"}
+MANIFEST_COLUMNS_DROPPED = ("path", "mask_paths", "boxes")
+
+
+def item_id(path: str, root: Path) -> str:
+    """A file-system-safe id from the image's path relative to the dataset root."""
+    rel = os.path.relpath(path, root)
+    return re.sub(r"[^A-Za-z0-9._-]+", "__", os.path.splitext(rel)[0])
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    arr = image if image.dtype in (np.uint8, np.uint16) else np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _process(job) -> dict:
+    """Read, check, transform and write one item; return its outputs or its problems."""
+    (uid, path, mask_paths, out, size, shape, gaze) = job
+    out = Path(out)
+    img_out = out / "images" / f"{uid}.png"
+    mask_out = out / "masks" / f"{uid}.png" if mask_paths else None
+    sal_out = out / "saliency" / f"{uid}.png" if gaze is not None else None
+    result = {"id": uid, "image": str(img_out.relative_to(out)),
+              "mask": str(mask_out.relative_to(out)) if mask_out else "",
+              "saliency": str(sal_out.relative_to(out)) if sal_out else "", "problems": [], "skipped": False}
+    if img_out.exists() and (mask_out is None or mask_out.exists()) and (sal_out is None or sal_out.exists()):
+        result["skipped"] = True
+        return result
+    try:
+        image = read_image(path)
+        masks = [read_mask(mask_paths)] if mask_paths else []
+    except ImageReadError as e:
+        result["problems"].append(str(e))
+        return result
+    result["problems"] = image_problems(image, path, masks, [mask_paths[0]] if mask_paths else [])
+    if result["problems"]:
+        return result
+    if shape is not None:  # letterbox (MT-UNet)
+        lb = Letterbox.fit(image.shape, shape)
+        small, small_masks = lb.apply(image), [lb.apply(m, "nearest") for m in masks]
+    else:
+        small, small_masks = resize(image, size), [resize_mask(m, size) for m in masks]
+    if sal_out is not None:
+        from data_prep.egd import saliency_map
+        try:
+            sal = saliency_map(pd.DataFrame(gaze), image.shape, shape or size)
+        except ValueError as e:
+            result["problems"].append(f"{path}: {e}")
+            return result
+        atomic_write_bytes(sal_out, _encode_png(np.round(sal / sal.max() * 65535).astype(np.uint16)))
+    if mask_out is not None:
+        atomic_write_bytes(mask_out, _encode_png(small_masks[0] * 255))
+    atomic_write_bytes(img_out, _encode_png(small))  # the image last: it marks the item done
+    return result
+
+
+def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, folds: int = 10,
+            seed: int = 0, workers: int | None = None, gaze_source: str = "fixations",
+            progress: bool = True) -> pd.DataFrame:
+    """Prepare ``dataset`` from ``src`` into ``out``; return the manifest (also written)."""
+    module = datasets.get(dataset)
+    src, out = Path(src), Path(out)
+    df = datasets.load(dataset, src)
+    problems = manifest_problems(df, getattr(module, "CLASSES", None), "label")
+    if problems:
+        raise DataValidationError(str(src), problems)
+    if dataset == "egd" and shape is None:
+        shape = MTUNET_SHAPE
+
+    # splits: patient-level, class-stratified; Kermany keeps its published test split
+    split = split or DEFAULT_SPLIT[dataset]
+    if dataset == "kermany":
+        test = df.source_split == "test"
+        df["split"] = "test"
+        df.loc[~test, "split"] = split_patients(df[~test], (0.8, 0.2, 0.0), seed=seed)
+    else:
+        df["split"] = split_patients(df, split, seed=seed)
+    k = min(folds, df.patient_id.nunique())
+    df["fold"] = assign_folds(df, k, seed=seed) if k >= 2 else 0
+    check_no_leakage(df, "split", str(src))
+    check_no_leakage(df, "fold", str(src))
+
+    gaze = None
+    if dataset == "egd":
+        g = module.load_gaze(src, gaze_source)
+        gaze = {k_: v.drop(columns="dicom_id").to_dict("list") for k_, v in g.groupby("dicom_id")}
+    jobs = []
+    for r in df.itertuples():
+        g_rows = None
+        if gaze is not None:
+            g_rows = gaze.get(r.dicom_id, {"time": [], "x": [], "y": [], "weight": []})
+        jobs.append((item_id(r.path, src), r.path, tuple(r.mask_paths), str(out), tuple(size), shape, g_rows))
+    ids = [j[0] for j in jobs]
+    if len(set(ids)) != len(ids):
+        raise DataValidationError(str(src), ["two images map to the same prepared file name"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    start = time.perf_counter()
+    bar = dict(total=len(jobs), desc=f"prepare {dataset}", unit="img", disable=not progress)
+    if workers == 1 or len(jobs) < 32:
+        results = [_process(j) for j in tqdm(jobs, **bar)]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            results = list(tqdm(pool.map(_process, jobs, chunksize=4), **bar))
+    seconds = time.perf_counter() - start
+    problems = [p for r in results for p in r["problems"]]
+    if problems:
+        raise DataValidationError(str(src), problems)
+    done = sum(not r["skipped"] for r in results)
+    log.info("%s: %d image(s) written, %d already done, %.1f s (%.1f images/s)", dataset, done,
+             len(results) - done, seconds, done / seconds if done else 0.0)
+
+    res = pd.DataFrame(results).drop(columns=["problems", "skipped"])
+    manifest = pd.concat([res, df.drop(columns=[c for c in MANIFEST_COLUMNS_DROPPED if c in df]).reset_index(drop=True)],
+                         axis=1)
+    manifest["source_path"] = [os.path.relpath(p, src) for p in df.path]
+    if "boxes" in df:
+        manifest["boxes"] = [json.dumps(b) for b in df.boxes]
+    train = manifest[manifest.split == "train"]
+    norm = MeanNormalizer.fit(read_image(out / p) for p in train.image)
+    atomic_write_text(out / "stats.json", norm.to_json())
+    buf = manifest.to_csv(index=False)
+    atomic_write_text(out / "manifest.csv", buf)  # written last: its presence marks a finished run
+    atomic_write_text(out / "prepare.json", json.dumps(
+        {"dataset": dataset, "src": str(src), "size": list(size), "shape": list(shape) if shape else None,
+         "split": split, "folds": k, "seed": seed, "n": len(manifest), "seconds": round(seconds, 2)}, indent=1))
+    return manifest
+
+
+def _shape_arg(text: str) -> tuple:
+    m = re.fullmatch(r"(\d+)[xX×](\d+)", text)
+    if not m:
+        raise ValueError(f"--shape {text!r}: expected HxW, e.g. 640x416")
+    return int(m.group(1)), int(m.group(2))
+
+
+def main(argv=None) -> int:
+    parser = base_parser("python -m data_prep.prepare", __doc__.splitlines()[0], data=False, preset=False)
+    parser.add_argument("dataset", choices=sorted(datasets.DATASETS))
+    parser.add_argument("--src", type=Path, default=None,
+                        help="dataset folder in its published layout (default: a phantom)")
+    parser.add_argument("--size", type=int, default=UMS_SIZE[0], help="square resize side (default 256)")
+    parser.add_argument("--shape", type=_shape_arg, default=None,
+                        help="letterbox to HxW instead (default 640x416 for egd)")
+    parser.add_argument("--split", choices=sorted(SPLIT_PRESETS), default=None,
+                        help="train/val/test fractions (default per dataset)")
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--gaze-source", choices=("fixations", "eye_gaze"), default="fixations")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    src = args.src or datasets.phantom(args.dataset, seed=args.seed)
+    out = args.out or Path("runs") / "prepared" / args.dataset
+    try:
+        prepare(args.dataset, src, out, size=(args.size, args.size), shape=args.shape, split=args.split,
+                folds=args.folds, seed=args.seed, workers=args.workers, gaze_source=args.gaze_source)
+    except (DataValidationError, ValueError) as e:
+        log.error("%s", e)
+        return 1
+    log.info("prepared %s in %s", args.dataset, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
