@@ -15,14 +15,15 @@ PRESETS = ("quick", "paper")
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Configure the root logger once: ``LEVEL name: message`` on stderr."""
+    """Configure the root logger: ``time LEVEL name: message`` on stderr (left alone where a
+    handler is already installed, e.g. by pytest or an embedding application)."""
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(level)
 
 
 def base_parser(prog: str, description: str, *, data: bool = True, preset: bool = True,
-                default_seed: int = 0) -> argparse.ArgumentParser:
+                default_seed: int = 0, presets=PRESETS) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` carrying the options every command shares."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     if data:
@@ -34,8 +35,9 @@ def base_parser(prog: str, description: str, *, data: bool = True, preset: bool 
                         help="output folder (default: runs/<command>-<timestamp>/)")
     parser.add_argument("--seed", type=int, default=default_seed, help="random seed")
     if preset:
-        parser.add_argument("--preset", choices=PRESETS, default="quick",
-                            help="quick: minutes on 2 CPU cores; paper: the paper's sizes and epochs")
+        parser.add_argument("--preset", choices=tuple(presets), default="quick",
+                            help="quick: minutes on 2 CPU cores; paper: the paper's sizes and epochs"
+                                 + ("; tiny: seconds, for tests and notebooks" if "tiny" in presets else ""))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

@@ -290,8 +290,9 @@ def _plan(layout: str, n: int, seed: int) -> list:
     elif layout == "doppler":  # ~24 strips per patient, flow mix and quality subset as the paper's
         n_patients = min(max(10, round(n / 24)), n)  # enough patients for a 70/20/10 split
         patients = [f"P{k + 1:04d}" for k in range(n_patients)]
-        for i in range(n):
-            specs.append({"i": i, "patient_id": patients[int(rng.integers(n_patients))],
+        owner = rng.permutation(np.concatenate([np.arange(n_patients), rng.integers(0, n_patients, n - n_patients)]))
+        for i in range(n):  # every patient has at least one strip
+            specs.append({"i": i, "patient_id": patients[int(owner[i])],
                           "flow_type": str(rng.choice(["MV", "MA", "TR"], p=[855 / 2444, 490 / 2444, 1099 / 2444])),
                           "true_quality": "good" if rng.random() < 0.6 else "low",
                           "quality_assessed": bool(rng.random() < 814 / 2444)})

@@ -1,0 +1,75 @@
+"""Backbones and heads: names, shapes, serialisation, training, and heads attached to backbones."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from tests.helpers import check_builder
+from ums_rep.backbones import FEATURES, cdae, echo_encoder, encoder
+from ums_rep.heads import classification_head, saliency_head, segmentation_head
+
+
+def test_cdae_builder(tmp_path):
+    model = cdae((64, 64, 1))
+    check_builder(model, (64, 64, 1), {"cdae.enc1.relu": (32, 32, 32), "cdae.enc4.relu": (4, 4, 256),
+                                       "cdae.out": (64, 64, 1)}, tmp_path)
+    assert model.count_params() == 786_881  # paper: 800,067 (see ums_rep.backbones)
+    strides = [model.get_layer(f"cdae.enc{i}.conv").strides for i in range(1, 5)]
+    assert strides == [(2, 2)] * 4
+    assert not any(isinstance(l, keras.layers.MaxPooling2D) for l in model.layers)
+
+
+def test_cdae_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        cdae((60, 60, 1))
+    with pytest.raises(ValueError, match="four encoder widths"):
+        cdae((64, 64, 1), filters=(8, 16))
+
+
+def test_echo_encoder_builder(tmp_path):
+    model = echo_encoder((64, 64, 1))
+    check_builder(model, (64, 64, 1), {"echo.conv6.relu": (16, 16, 128), "echo.flow.out": (3,)}, tmp_path,
+                  loss_fn=lambda p: keras.losses.categorical_crossentropy(tf.one_hot([0, 2], 3), p))
+    assert model.count_params() == 320_227  # paper: 460,115 (see ums_rep.backbones)
+    dil = [model.get_layer(f"echo.conv{i}.conv").dilation_rate for i in range(1, 7)]
+    assert dil == [(1, 1)] * 3 + [(2, 2)] * 3
+    assert model.get_layer("echo.flow.dropout").rate == 0.5
+
+
+@pytest.mark.parametrize("kernel,dilation,dropout", [(5, 3, 0.1), (7, 2, 0.3)])
+def test_echo_search_space(kernel, dilation, dropout):
+    model = echo_encoder((32, 32, 1), kernel_size=kernel, dilation=dilation, dropout=dropout)
+    conv4 = model.get_layer("echo.conv4.conv")
+    assert conv4.kernel_size == (kernel, kernel) and conv4.dilation_rate == (dilation, dilation)
+    assert model.get_layer("echo.flow.dropout").rate == dropout
+    with pytest.raises(ValueError):
+        echo_encoder((32, 32, 1), kernel_size=4)
+
+
+@pytest.mark.parametrize("kind,shape,filters,steps", [("cdae", (64, 64, 1), (32, 64, 128, 256), None),
+                                                       ("echo", (64, 64, 1), (32, 32, 64, 64, 128, 128), 2)])
+def test_heads_attach_to_each_backbone(kind, shape, filters, steps, tmp_path):
+    backbone = cdae(shape) if kind == "cdae" else echo_encoder(shape)
+    enc = encoder(backbone, kind)
+    feats = enc.output
+    outputs = {"cls": classification_head(feats, 2, name="cls"),
+               "seg": segmentation_head(feats, filters, name="seg", steps=steps),
+               "sal": saliency_head(feats, name="sal")}
+    model = keras.Model(enc.inputs, outputs)
+    x = np.random.default_rng(1).normal(size=(2, *shape)).astype("float32")
+    out = model(x)
+    assert out["cls"].shape == (2, 2) and np.allclose(out["cls"].numpy().sum(1), 1, atol=1e-5)
+    assert out["seg"].shape == (2, *shape[:2], 1) and (0 <= out["seg"].numpy()).all() and (out["seg"].numpy() <= 1).all()
+    np.testing.assert_allclose(out["sal"].numpy().sum(axis=(1, 2, 3)), 1.0, atol=1e-5)
+    check_builder(model, shape, {"cls.out": (2,), "seg.out": (*shape[:2], 1)}, tmp_path)
+    # heads share the backbone's encoder weights
+    assert model.get_layer(FEATURES[kind].replace(".relu", ".conv")) is backbone.get_layer(FEATURES[kind].replace(".relu", ".conv"))
+
+
+def test_lambda_layers_are_refused(tmp_path):
+    from ums_rep.runs import load_model, save_model
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp))
+    save_model(model, tmp_path / "evil.keras")
+    with pytest.raises(ValueError, match="(?i)lambda|safe_mode"):
+        load_model(tmp_path / "evil.keras")

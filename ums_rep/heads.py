@@ -1,0 +1,55 @@
+"""Task heads shared by UMS-Rep and MT-UNet (UMS-Rep Figures 6 and 8; MT-UNet Section 3).
+
+Each head is a function ``head(features, ..., name) -> KerasTensor`` that adds named layers to a
+Functional graph, so one backbone can carry many heads and ``keras.Model(inputs, {task: head})``
+shares the backbone's weights between tasks.
+
+* :func:`classification_head` — GAP → FC(ReLU) → Dropout → FC softmax;
+* :func:`segmentation_head` — the decoder symmetric to the encoder, then a 1-channel sigmoid;
+* :func:`saliency_head` — 3×3 conv + BN + ReLU → 1×1 conv → softmax over all pixels
+  (:class:`SpatialSoftmax`), so each map is a distribution that sums to 1.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="ums_rep")
+class SpatialSoftmax(layers.Layer):
+    """Softmax over all pixels of a (B, H, W, 1) map: the MT-UNet saliency output."""
+
+    def call(self, x):
+        shape = ops.shape(x)
+        flat = ops.reshape(x, (shape[0], -1))
+        return ops.reshape(ops.softmax(flat, axis=-1), shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def classification_head(features, n_classes: int, name: str, units: int = 256, dropout: float = 0.5):
+    """GAP → FC(``units``, ReLU) → Dropout(``dropout``) → FC(``n_classes``) softmax."""
+    if n_classes < 2:
+        raise ValueError(f"{name}: a classification head needs at least 2 classes, got {n_classes}")
+    x = layers.GlobalAveragePooling2D(name=f"{name}.gap")(features)
+    x = layers.Dense(units, activation="relu", name=f"{name}.fc")(x)
+    x = layers.Dropout(dropout, name=f"{name}.dropout")(x)
+    return layers.Dense(n_classes, activation="softmax", name=f"{name}.out", dtype="float32")(x)
+
+
+def segmentation_head(features, encoder_filters, name: str, steps: int | None = None):
+    """Decoder symmetric to the encoder (:func:`ums_rep.backbones.decoder`), then a 3×3
+    1-channel sigmoid convolution: the CDAE with its output layer replaced (paper 4.1.2)."""
+    from ums_rep.backbones import decoder
+    x = decoder(features, encoder_filters, name=f"{name}.dec", steps=steps)
+    return layers.Conv2D(1, 3, padding="same", activation="sigmoid", name=f"{name}.out", dtype="float32")(x)
+
+
+def saliency_head(features, name: str, filters: int = 64):
+    """3×3 conv(``filters``) + BN + ReLU → 1×1 conv → softmax over H×W (MT-UNet's code)."""
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}.conv")(features)
+    x = layers.BatchNormalization(name=f"{name}.bn")(x)
+    x = layers.ReLU(name=f"{name}.relu")(x)
+    x = layers.Conv2D(1, 1, name=f"{name}.logits", dtype="float32")(x)
+    return SpatialSoftmax(name=f"{name}.out", dtype="float32")(x)

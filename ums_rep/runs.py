@@ -1,0 +1,111 @@
+"""What every training command shares: presets, prepared data, the run folder, results.json
+(DESIGN.md "Contracts"), and safe model saving/loading."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from data_prep import datasets
+from data_prep.io import atomic_write_bytes, atomic_write_text
+from data_prep.pipeline import Prepared, load_prepared
+from data_prep.prepare import prepare
+
+log = logging.getLogger(__name__)
+
+
+def versions() -> dict:
+    import sklearn
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+
+
+def prepared_data(name: str, data_root=None, *, size: int = 256, shape=None, seed: int = 0,
+                  phantom_n: int = 200, phantom_size: int = 256, progress: bool = True) -> Prepared:
+    """Prepared folder for dataset ``name`` (from ``--data`` or a phantom), made on first use in
+    the cache and reused; an interrupted preparation is completed."""
+    src = datasets.source(name, data_root, n=phantom_n, seed=seed, size=phantom_size)
+    geometry = f"{shape[0]}x{shape[1]}" if shape else f"{size}"
+    key = hashlib.sha1(f"{Path(src).resolve()}|{geometry}|{seed}".encode()).hexdigest()[:10]
+    out = datasets.cache_dir() / "prepared" / f"{name}-{geometry}-{key}"
+    if not (out / "manifest.csv").is_file():
+        prepare(name, src, out, size=(size, size), shape=shape, seed=seed, progress=progress)
+    p = load_prepared(out)
+    p.info["phantom"] = data_root is None
+    return p
+
+
+def run_dir(out, command: str) -> Path:
+    out = Path(out) if out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray,)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def results(command: str, config: dict, tasks: dict, seed: int, **extra) -> dict:
+    """A results.json body: per-task metrics, train seconds and trainable parameters; totals."""
+    return {"command": command, "config": config, "tasks": tasks,
+            "total_train_seconds": float(sum(t.get("train_seconds", 0.0) for t in tasks.values())),
+            "total_params": int(sum(t.get("trainable_params", 0) for t in tasks.values())),
+            "seed": seed, "versions": versions(), **extra}
+
+
+def save_model(model: keras.Model, path) -> None:
+    """Native ``.keras`` file, written to a temporary name and renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_model(path) -> keras.Model:
+    """Load with ``safe_mode=True``: a file carrying a Lambda layer (arbitrary code) is refused."""
+    import ums_rep.heads  # noqa: F401  registers the package's custom layers
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def trainable_params(variables) -> int:
+    return int(sum(int(np.prod(v.shape)) for v in variables))
+
+
+def history_csv(path, history: list) -> None:
+    atomic_write_bytes(path, pd.DataFrame(history).to_csv(index=False).encode())
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,264 @@
+"""Fine-tuning strategies as custom training loops (UMS-Rep Section 2.3; SPEC "Fine-tuning
+strategies"), run under the active ``tf.distribute`` strategy so one code path serves one CPU,
+one GPU or several devices.
+
+All strategies share one engine, :func:`fit`, and differ only in which variables each update
+touches and in the order of task batches:
+
+* ``joint`` — every step takes one batch of *every* task and minimises ``Σ w_i L_i``
+  (a weighting rule from :mod:`ums_rep.weighting`) over the whole network with one optimizer;
+* ``alternating`` — ``n_i`` batches of task i, then ``n_j`` of task j, …; each update trains the
+  shared encoder and head i with task i's own optimizer;
+* ``independent`` — the encoder is frozen (its layers' ``trainable = False``, so batch norm runs
+  in inference mode); each head is trained on its own task with its own optimizer.
+
+(The baseline — one separately initialised model per task — is a ``joint`` fit of one task on a
+model of its own; see :mod:`ums_rep.finetune`.)
+
+Per-example losses are averaged over the *global* batch (``tf.nn.compute_average_loss``) and
+gradients summed across replicas, so a step on two devices equals the step on one. Training
+datasets must repeat and drop remainders; validation datasets are finite.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from ums_rep.schedule import PlateauSchedule
+from ums_rep.weighting import FixedWeights
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("independent", "alternating", "joint")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/Inf; the last good weights have been restored."""
+
+
+@dataclass
+class FitConfig:
+    epochs: int = 10
+    steps_per_epoch: dict = field(default_factory=dict)  # task -> batches per epoch
+    lr_patience: int = 10
+    lr_factor: float = 0.1
+    min_lr: float = 1e-8
+    stop_patience: int | None = 20
+    reset_to_best: bool = False
+    restore_best: bool = True
+    ratio: dict = field(default_factory=dict)  # alternating: task -> consecutive batches
+    checkpoint_dir: Path | None = None
+    progress: bool = True
+
+
+def make_optimizer(name: str, learning_rate: float):
+    table = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    key = name.lower()
+    if key not in table:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(table)}")
+    return table[key](learning_rate=learning_rate)
+
+
+def _unique(variables):
+    seen, out = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def alternating_schedule(tasks, ratio: dict, steps: dict) -> list:
+    """The task of every batch in one alternating epoch: ``ratio[t]`` consecutive batches of
+    each task in turn until every task has had ``steps[t]`` batches."""
+    left = {t: int(steps[t]) for t in tasks}
+    order = []
+    while any(left.values()):
+        for t in tasks:
+            n = min(int(ratio.get(t, 1)), left[t])
+            if ratio.get(t, 1) < 1:
+                raise ValueError(f"alternating ratio for {t} must be ≥ 1, got {ratio[t]}")
+            order += [t] * n
+            left[t] -= n
+    return order
+
+
+class Engine:
+    """Compiled steps for a set of per-task models that share layers."""
+
+    def __init__(self, strategy_name: str, models: dict, tasks: dict, optimizers: dict,
+                 weighting=None, dist=None):
+        if strategy_name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy_name!r}; expected one of {STRATEGIES}")
+        self.name, self.models, self.tasks = strategy_name, models, tasks
+        self.dist = dist or tf.distribute.get_strategy()
+        self.weighting = weighting or FixedWeights()
+        self.optimizers = optimizers
+        self.n_replicas = self.dist.num_replicas_in_sync
+        if strategy_name == "joint":
+            self.variables = {"joint": _unique([v for m in models.values() for v in m.trainable_variables]
+                                               + list(getattr(self.weighting, "trainable_variables", [])))}
+        else:
+            self.variables = {t: list(m.trainable_variables) for t, m in models.items()}
+        with self.dist.scope():  # slots must exist before the first tf.function step (DESIGN pitfall)
+            for key, opt in optimizers.items():
+                opt.build(self.variables[key])
+        self._steps = {}
+
+    def _loss(self, task, x, y, global_batch):
+        pred = self.models[task](x, training=True)
+        per_example = self.tasks[task].loss(y[self.tasks[task].target], pred)
+        return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+    def step_fn(self, key):
+        if key in self._steps:
+            return self._steps[key]
+        variables, opt = self.variables[key], self.optimizers[key]
+
+        def replica_step(batch):
+            with tf.GradientTape() as tape:
+                if key == "joint":
+                    losses = {t: self._loss(t, *batch[t], tf.shape(batch[t][0])[0] * self.n_replicas)
+                              for t in self.tasks}
+                    total, _ = self.weighting(losses)
+                else:
+                    x, y = batch
+                    losses = {key: self._loss(key, x, y, tf.shape(x)[0] * self.n_replicas)}
+                    total = losses[key]
+            grads = tape.gradient(total, variables)
+            opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+            return losses
+
+        @tf.function
+        def step(batch):
+            per_replica = self.dist.run(replica_step, args=(batch,))
+            return {k: self.dist.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+        self._steps[key] = step
+        return step
+
+    def evaluate(self, val_data: dict) -> dict:
+        """Mean per-example validation loss of every task (inference mode, one device)."""
+        out = {}
+        for t, ds in val_data.items():
+            total, count = 0.0, 0
+            for x, y in ds:
+                per_example = self.tasks[t].loss(y[self.tasks[t].target], self.models[t](x, training=False))
+                total += float(tf.reduce_sum(per_example))
+                count += int(per_example.shape[0])
+            out[t] = total / max(count, 1)
+        return out
+
+    def set_lr(self, lr: float) -> None:
+        for opt in self.optimizers.values():
+            opt.learning_rate.assign(lr)
+
+
+def fit(strategy_name: str, models: dict, tasks: dict, train_data: dict, val_data: dict,
+        config: FitConfig, *, optimizers: dict | None = None, weighting=None, dist=None,
+        on_epoch_end=None) -> dict:
+    """Train ``models`` (``{task: keras.Model}``, sharing layers) and return
+    ``{"history": [...], "seconds": {task: s}, "best_epoch": e, "stopped": reason}``.
+
+    ``optimizers`` maps ``"joint"`` (joint) or each task to an optimizer (default: each task's
+    own, built from ``Task.optimizer``/``Task.learning_rate``). ``on_epoch_end(epoch, record)``
+    is called after each epoch (checkpointing, logging)."""
+    dist = dist or tf.distribute.get_strategy()
+    names = list(tasks)
+    steps = {t: int(config.steps_per_epoch.get(t, 1)) for t in names}
+    if optimizers is None:
+        with dist.scope():
+            if strategy_name == "joint":
+                first = tasks[names[0]]
+                optimizers = {"joint": make_optimizer(first.optimizer, first.learning_rate)}
+            else:
+                optimizers = {t: make_optimizer(tasks[t].optimizer, tasks[t].learning_rate) for t in names}
+    engine = Engine(strategy_name, models, tasks, optimizers, weighting, dist)
+    iters = {t: iter(dist.experimental_distribute_dataset(train_data[t])) for t in names}
+    lr0 = float(next(iter(optimizers.values())).learning_rate.numpy())
+    schedule = PlateauSchedule(lr=lr0, patience=config.lr_patience, factor=config.lr_factor,
+                               min_lr=config.min_lr, reset_to_best=config.reset_to_best,
+                               stop_patience=config.stop_patience)
+    weights_holder = _WeightsHolder(models)
+    weights_holder.save_best()
+    history, seconds, stopped = [], {t: 0.0 for t in names}, "epochs"
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        if strategy_name == "joint":
+            order = ["joint"] * max(steps.values())
+        else:
+            order = alternating_schedule(names, config.ratio if strategy_name == "alternating" else {}, steps)
+        sums = {t: 0.0 for t in names}
+        counts = {t: 0 for t in names}
+        bar = tqdm(order, desc=f"{strategy_name} epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=not config.progress, leave=False)
+        for key in bar:
+            ts = time.perf_counter()
+            if key == "joint":
+                losses = engine.step_fn("joint")({t: next(iters[t]) for t in names})
+            else:
+                losses = engine.step_fn(key)(next(iters[key]))
+            for t, v in losses.items():
+                v = float(v)
+                if not math.isfinite(v):
+                    weights_holder.restore_best()
+                    raise NonFiniteLossError(f"non-finite {t} loss ({v}) at epoch {epoch + 1}; "
+                                             "the best weights so far have been restored")
+                sums[t] += v
+                counts[t] += 1
+            elapsed = time.perf_counter() - ts
+            if key == "joint":
+                for t in names:
+                    seconds[t] += elapsed / len(names)
+            else:
+                seconds[key] += elapsed
+        val = engine.evaluate(val_data)
+        total_val = float(sum(val.values()))  # the monitored value: unweighted sum of task losses
+        action = schedule.update(epoch, total_val)
+        record = {"epoch": epoch + 1, "lr": float(next(iter(optimizers.values())).learning_rate.numpy()),
+                  "seconds": time.perf_counter() - t0, "val_total": total_val,
+                  **{f"train_{t}": sums[t] / max(counts[t], 1) for t in names},
+                  **{f"val_{t}": v for t, v in val.items()}}
+        if action["improved"]:
+            weights_holder.save_best()
+        if action["reset"]:
+            weights_holder.restore_best()
+        if action["cut"]:
+            engine.set_lr(action["lr"])
+        record["lr_cut"], record["reset"] = action["cut"], action["reset"]
+        history.append(record)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                                       if k.startswith(("train_", "val_")) or k == "lr"))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+        if action["stop"]:
+            stopped = "non-finite validation loss" if not math.isfinite(total_val) else "early stopping"
+            break
+    if config.restore_best:
+        weights_holder.restore_best()
+    return {"history": history, "seconds": seconds, "best_epoch": schedule.best_epoch + 1,
+            "stopped": stopped, "schedule": schedule.state()}
+
+
+class _WeightsHolder:
+    """In-memory copy of the best weights of every model (shared layers copied once)."""
+
+    def __init__(self, models: dict):
+        self.variables = _unique([v for m in models.values() for v in m.variables])
+        self.best = None
+
+    def save_best(self):
+        self.best = [np.array(v.numpy()) for v in self.variables]
+
+    def restore_best(self):
+        if self.best is not None:
+            for v, value in zip(self.variables, self.best):
+                v.assign(value)
