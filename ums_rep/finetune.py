@@ -56,9 +56,9 @@ log = logging.getLogger("ums_rep.finetune")
 
 PRESETS = {
     "tiny": {"image": 32, "epochs": 2, "batch": 8, "lr_patience": 1, "stop": 2, "folds": 1,
-             "n": {"shenzhen": 40, "montgomery": 20, "kermany": 60, "doppler": 60}, "phantom_size": 64},
+             "n": {"shenzhen": 40, "montgomery": 20, "kermany": 60, "doppler": 300}, "phantom_size": 64},
     "quick": {"image": 64, "epochs": 15, "batch": 16, "lr_patience": 3, "stop": 5, "folds": 1,
-              "n": {"shenzhen": 200, "montgomery": 60, "kermany": 300, "doppler": 300}, "phantom_size": 128},
+              "n": {"shenzhen": 200, "montgomery": 60, "kermany": 300, "doppler": 600}, "phantom_size": 128},
     "paper": {"image": 256, "epochs": 100, "batch": 16, "lr_patience": 5, "stop": 10, "folds": 10,
               "n": {"shenzhen": 662, "montgomery": 138, "kermany": 5856, "doppler": 2444}, "phantom_size": 256},
 }

@@ -35,12 +35,12 @@ from ums_rep.tasks import Task
 log = logging.getLogger("ums_rep.pretrain")
 
 PRESETS = {
-    # phantom size/count, training image side, epochs, plateau patience, early-stop patience
-    "tiny": {"phantom_n": 40, "phantom_size": 64, "image": 32, "epochs": 2, "lr_patience": 1, "stop": 2,
+    # phantom count per dataset and side, training image side, epochs, plateau patience, early-stop patience
+    "tiny": {"phantom_n": {"rsna": 40, "doppler": 300}, "phantom_size": 64, "image": 32, "epochs": 2, "lr_patience": 1, "stop": 2,
              "batch": 8, "eval_images": 6},
-    "quick": {"phantom_n": 300, "phantom_size": 128, "image": 64, "epochs": 30, "lr_patience": 3, "stop": 6,
+    "quick": {"phantom_n": {"rsna": 300, "doppler": 600}, "phantom_size": 128, "image": 64, "epochs": 30, "lr_patience": 3, "stop": 6,
               "batch": 16, "eval_images": 30},
-    "paper": {"phantom_n": 2000, "phantom_size": 256, "image": 256, "epochs": 100, "lr_patience": 5, "stop": 10,
+    "paper": {"phantom_n": {"rsna": 2000, "doppler": 2444}, "phantom_size": 256, "image": 256, "epochs": 100, "lr_patience": 5, "stop": 10,
               "batch": 16, "eval_images": None},
 }
 DEFAULTS = {
@@ -154,7 +154,7 @@ def run(args) -> int:
     out = run_dir(args.out, f"pretrain-{args.backbone}")
     dataset = "rsna" if args.backbone == "cdae" else "doppler"
     data = prepared_data(dataset, args.data, size=preset["image"], seed=args.seed,
-                         phantom_n=preset["phantom_n"], phantom_size=preset["phantom_size"])
+                         phantom_n=preset["phantom_n"][dataset], phantom_size=preset["phantom_size"])
     batch = int(params.get("batch_size", preset["batch"]))
     model, task, used = build(args.backbone, preset["image"], params)
     norm = data.normalizer

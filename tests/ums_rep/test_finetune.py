@@ -1,0 +1,201 @@
+"""Strategies on the shared encoder, the finetune and compare commands, and derived tasks."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+import keras
+from ums_rep.backbones import cdae
+from ums_rep.derive import grad_cam, recommend
+from ums_rep.finetune import TASK_SETS, build_shared, main
+from ums_rep.strategies import FitConfig, fit
+from ums_rep.weighting import FixedWeights
+
+
+def _data(n=32, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, size, size, 1)).astype("float32")
+    y = {"mask": (x > 0).astype("float32"), "label": np.eye(2, dtype="float32")[(x.mean((1, 2, 3)) > 0).astype(int)]}
+    return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def _shared(strategy_name):
+    keras.utils.set_random_seed(0)
+    specs = TASK_SETS["cxr-hetero"]["tasks"]
+    models, enc_layers = build_shared(cdae((32, 32, 1)), "cxr", specs)
+    if strategy_name == "independent":
+        for layer in enc_layers:
+            layer.trainable = False
+    tasks = {s.task.name: s.task for s in specs}
+    return models, enc_layers, tasks
+
+
+def _run(strategy_name, weighting=None):
+    models, enc_layers, tasks = _shared(strategy_name)
+    ds = _data()
+    enc_before = [w.numpy().copy() for l in enc_layers for w in l.weights]
+    heads_before = {t: [w.numpy().copy() for w in m.trainable_weights[-2:]] for t, m in models.items()}
+    fit(strategy_name, models, tasks, {t: ds.repeat().batch(8, drop_remainder=True) for t in tasks},
+        {t: ds.batch(8) for t in tasks}, FitConfig(epochs=1, steps_per_epoch={t: 2 for t in tasks},
+                                                   progress=False, restore_best=False), weighting=weighting)
+    enc_after = [w.numpy() for l in enc_layers for w in l.weights]
+    enc_changed = any(not np.array_equal(a, b) for a, b in zip(enc_before, enc_after))
+    heads_changed = {t: any(not np.array_equal(a, b.numpy()) for a, b in zip(heads_before[t], m.trainable_weights[-2:]))
+                     for t, m in models.items()}
+    return enc_changed, heads_changed
+
+
+def test_independent_leaves_the_encoder_unchanged():
+    enc_changed, heads_changed = _run("independent")
+    assert not enc_changed and all(heads_changed.values())
+
+
+def test_alternating_and_joint_train_the_encoder():
+    for name in ("alternating", "joint"):
+        enc_changed, heads_changed = _run(name)
+        assert enc_changed and all(heads_changed.values()), name
+
+
+def test_joint_uses_the_weights_given():
+    enc_changed, heads_changed = _run("joint", FixedWeights({"lung_seg": 0.0, "abnormal": 1.0}))
+    assert enc_changed and heads_changed["abnormal"] and not heads_changed["lung_seg"]
+
+
+def test_segmentation_head_starts_from_the_cdae_decoder():
+    backbone = cdae((32, 32, 1))
+    models, _ = build_shared(backbone, "cxr", TASK_SETS["cxr-hetero"]["tasks"])
+    np.testing.assert_array_equal(models["lung_seg"].get_layer("lung_seg.dec2.conv").get_weights()[0],
+                                  backbone.get_layer("cdae.dec2.conv").get_weights()[0])
+
+
+MIRRORED = textwrap.dedent('''
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from ums_rep.backbones import echo_encoder
+    from ums_rep.finetune import TASK_SETS, build_shared
+    from ums_rep.strategies import FitConfig, fit
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 32, 32, 1)).astype("float32")
+    y = {"label": np.eye(2, dtype="float32")[rng.integers(0, 2, 16)]}
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    out = {}
+    # one MirroredStrategy for the process: several instances collide on collective keys
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for strategy_name in ("independent", "alternating", "joint"):
+        for devices in (1, 2):
+            dist = mirrored if devices == 2 else tf.distribute.get_strategy()
+            keras.utils.set_random_seed(0)
+            specs = TASK_SETS["echo-homo"]["tasks"]
+            with dist.scope():
+                models, enc = build_shared(echo_encoder((32, 32, 1)), "echo", specs)
+                if strategy_name == "independent":
+                    for layer in enc:
+                        layer.trainable = False
+                for m in models.values():  # dropout masks differ per replica: switch it off here
+                    for layer in m.layers:
+                        if isinstance(layer, keras.layers.Dropout):
+                            layer.rate = 0.0
+            tasks = {s.task.name: s.task for s in specs}
+            fit(strategy_name, models, tasks, {t: ds.repeat().batch(8, drop_remainder=True) for t in tasks},
+                {t: ds.batch(8) for t in tasks}, FitConfig(epochs=1, steps_per_epoch={t: 2 for t in tasks},
+                progress=False, restore_best=False), dist=dist)
+            out[f"{strategy_name}{devices}"] = [float(np.sum(np.abs(w.numpy()))) for m in models.values() for w in m.weights]
+    json.dump(out, sys.stdout)
+''')
+
+
+def test_every_strategy_gives_the_same_result_on_two_devices():
+    """MirroredStrategy over two logical CPUs equals one device (within float tolerance)."""
+    res = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for name in ("independent", "alternating", "joint"):
+        np.testing.assert_allclose(out[f"{name}1"], out[f"{name}2"], rtol=1e-4, err_msg=name)
+
+
+def test_grad_cam_is_normalised_and_follows_the_evidence():
+    """A classifier whose class-1 evidence is a bright square: Grad-CAM peaks on the square."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="feat")(inp)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalMaxPooling2D()(h))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.1, (64, 32, 32, 1)).astype("float32")
+    y = np.zeros(64, int)
+    for i in range(0, 64, 2):
+        r, c = rng.integers(2, 24, 2)
+        x[i, r:r + 6, c:c + 6] += 2.0
+        y[i] = 1
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=30, verbose=0)
+    heat = grad_cam(model, x[:8:2], "feat", class_index=1)
+    assert heat.shape == (4, 32, 32) and heat.min() >= 0 and heat.max() <= 1
+    for k, i in enumerate(range(0, 8, 2)):
+        r, c = np.unravel_index(np.argmax(x[i, ..., 0]), (32, 32))
+        mask = np.zeros((32, 32), bool)
+        rows, cols = np.nonzero(x[i, ..., 0] > 1.0)
+        mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        assert heat[k][mask].mean() > 2 * heat[k][~mask].mean()
+
+
+def test_recommendation_keeps_good_tr_only():
+    flow = np.array([[0.1, 0.1, 0.8], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
+    quality = np.array([[0.2, 0.8], [0.7, 0.3], [0.1, 0.9]])
+    assert recommend(flow, quality).tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="unknown flow"):
+        recommend(flow, quality, flow="AV")
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    import os
+    root = tmp_path_factory.mktemp("ft")
+    os.environ["UMS_REP_CACHE"] = str(root / "cache")
+    assert main(["--strategy", "independent", "--tasks", "echo-hetero", "--preset", "tiny", "--out",
+                 str(root / "independent"), "--no-progress"]) == 0
+    enc = root / "independent" / "encoder" / "model.keras"
+    assert main(["--strategy", "baseline", "--tasks", "echo-hetero", "--preset", "tiny", "--encoder", str(enc),
+                 "--out", str(root / "baseline"), "--no-progress"]) == 0
+    return root
+
+
+def test_finetune_cli_writes_results(tiny_runs):
+    r = json.loads((tiny_runs / "independent" / "results.json").read_text())
+    assert set(r["tasks"]) == {"envelope_seg", "flow", "quality"}
+    assert {"iou", "f_score", "accuracy"} <= set(r["tasks"]["envelope_seg"]["metrics"])
+    assert {"accuracy", "f_score", "mcc"} <= set(r["tasks"]["flow"]["metrics"])
+    for t in r["tasks"]:
+        p = pd.read_csv(tiny_runs / "independent" / f"predictions_{t}.csv")
+        assert "correct" in p and len(p) > 0
+    rec = pd.read_csv(tiny_runs / "independent" / "recommendation.csv")
+    assert rec.recommended.dtype == bool and (rec.recommended <= (rec.flow_pred == "TR")).all()
+    assert (tiny_runs / "independent" / "gradcam_flow.png").is_file()
+
+
+def test_baseline_builds_one_model_per_task(tiny_runs):
+    files = sorted(p.name for p in (tiny_runs / "baseline").glob("model_*.keras"))
+    assert files == ["model_envelope_seg.keras", "model_flow.keras", "model_quality.keras"]
+    base = json.loads((tiny_runs / "baseline" / "results.json").read_text())
+    ind = json.loads((tiny_runs / "independent" / "results.json").read_text())
+    assert base["total_params"] > 2 * ind["total_params"]  # separate encoders vs frozen shared one
+
+
+def test_compare_table_has_mcnemar(tiny_runs, capsys):
+    assert main(["--compare", str(tiny_runs / "independent"), str(tiny_runs / "baseline"),
+                 "--out", str(tiny_runs / "cmp")]) == 0
+    text = (tiny_runs / "cmp" / "compare.md").read_text()
+    assert "## echo-hetero" in text and "independent vs baseline" in text and "parameter ratio" in text
+
+
+def test_bad_weights_name_the_tasks(tmp_path, caplog):
+    assert main(["--strategy", "joint", "--tasks", "echo-homo", "--preset", "tiny", "--out", str(tmp_path),
+                 "--encoder", str(tmp_path / "none.keras"), "--weights", '{"nope": 1}']) == 1
