@@ -32,7 +32,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ from ums_rep.heads import classification_head, segmentation_head
 from ums_rep.runs import (history_csv, load_model, prepared_data, results, run_dir, save_model, set_seed,
                           trainable_params, write_json)
 from ums_rep.strategies import STRATEGIES, FitConfig, fit
-from ums_rep.tasks import Task
+from ums_rep.tasks import TASK_SETS, Spec
 from ums_rep.weighting import FixedWeights
 
 log = logging.getLogger("ums_rep.finetune")
@@ -65,39 +65,6 @@ PRESETS = {
 PRETRAIN_PRESET = {"tiny": "tiny", "quick": "quick", "paper": "paper"}
 
 
-@dataclass
-class Spec:
-    """A task of a set: which rows, which column is the label, the classes."""
-
-    task: Task
-    select: callable  # rows of the pool -> rows for this task
-    label_column: str = "label"
-
-
-def _cls(name, classes, column="label", optimizer="sgd", lr=1e-2):
-    return Spec(Task(name, "classification", classes=tuple(classes), optimizer=optimizer, learning_rate=lr),
-                lambda df, c=tuple(classes), col=column: df[df[col].astype(str).isin(c)], column)
-
-
-def _seg(name):
-    return Spec(Task(name, "segmentation", optimizer="adam", learning_rate=1e-3),
-                lambda df: df[df["mask"].notna() & (df["mask"].astype(str) != "")])
-
-
-TASK_SETS = {
-    "cxr-hetero": {"modality": "cxr", "train": "shenzhen", "test": "montgomery",
-                   "tasks": [_seg("lung_seg"), _cls("abnormal", ("normal", "tb"))]},
-    "cxr-homo": {"modality": "cxr", "train": "kermany", "test": "kermany",
-                 "tasks": [_cls("bacterial_vs_normal", ("normal", "bacterial")),
-                           _cls("viral_vs_normal", ("normal", "viral")),
-                           _cls("bacterial_vs_viral", ("bacterial", "viral"))]},
-    "echo-hetero": {"modality": "echo", "train": "doppler", "test": "doppler",
-                    "tasks": [_seg("envelope_seg"), _cls("flow", FLOW_CLASSES),
-                              _cls("quality", ("low", "good"), column="quality")]},
-    "echo-homo": {"modality": "echo", "train": "doppler", "test": "doppler",
-                  "tasks": [_cls("mv_vs_ma", ("MV", "MA")), _cls("mv_vs_tr", ("MV", "TR")),
-                            _cls("ma_vs_tr", ("MA", "TR"))]},
-}
 ALL_STRATEGIES = STRATEGIES + ("baseline",)
 
 
@@ -275,12 +242,13 @@ def run(args) -> int:
             vals[name] = make_dataset(train_p, va, batch_size=batch, **kw)
             steps[name] = max(1, int(np.ceil(len(tr) / batch)))
         config = FitConfig(epochs=preset["epochs"], steps_per_epoch=steps, lr_patience=preset["lr_patience"],
-                           stop_patience=preset["stop"], ratio=ratio, progress=not args.no_progress)
+                           stop_patience=preset["stop"], ratio=ratio, progress=not args.no_progress,
+                           checkpoint_dir=out / "checkpoints" / f"fold{fold}")
         if args.strategy == "baseline":
             fitted = {"history": [], "seconds": {}, "best_epoch": {}}
             for name in tasks:
                 f = fit("joint", {name: models[name]}, {name: tasks[name]}, {name: trains[name]}, {name: vals[name]},
-                        config, dist=dist)
+                        replace(config, checkpoint_dir=config.checkpoint_dir / name), dist=dist)
                 fitted["history"] += [{"task": name, **h} for h in f["history"]]
                 fitted["seconds"][name] = f["seconds"][name]
         else:

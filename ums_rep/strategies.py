@@ -189,6 +189,12 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data: dict, val_dat
                                stop_patience=config.stop_patience)
     weights_holder = _WeightsHolder(models)
     weights_holder.save_best()
+    manager = None
+    if config.checkpoint_dir is not None:  # weights and optimizer state after every epoch
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        ckpt = tf.train.Checkpoint(epoch=epoch_var, **{f"model_{t}": m for t, m in models.items()},
+                                   **{f"optimizer_{k}": o for k, o in optimizers.items()})
+        manager = tf.train.CheckpointManager(ckpt, str(config.checkpoint_dir), max_to_keep=2)
     history, seconds, stopped = [], {t: 0.0 for t in names}, "epochs"
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
@@ -237,6 +243,9 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data: dict, val_dat
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                                                        if k.startswith(("train_", "val_")) or k == "lr"))
+        if manager is not None:
+            epoch_var.assign(epoch + 1)
+            manager.save(checkpoint_number=epoch + 1)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
         if action["stop"]:

@@ -1,10 +1,16 @@
-"""Tasks: a name, what it predicts, its loss, its optimizer (UMS-Rep Section 4; SPEC "Target
-tasks"). The task sets of the paper are built by :mod:`ums_rep.finetune`."""
+"""Tasks and the paper's four task sets (UMS-Rep Section 4; SPEC "Target tasks").
+
+A :class:`Task` is a name, what it predicts (its kind → loss and target), its classes and its
+optimizer; a :class:`Spec` adds the data: which manifest rows the task uses and which column
+holds its label. Classification heads use SGD and segmentation heads Adam, as in the paper
+(Section 4.2)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ums_rep import losses
+from ums_rep.backbones import FLOW_CLASSES
 
 KIND_LOSS = {"classification": "cce", "segmentation": "bce_dice", "reconstruction": "mse", "saliency": "kld"}
 KIND_TARGET = {"classification": "label", "segmentation": "mask", "reconstruction": "clean", "saliency": "saliency"}
@@ -34,3 +40,38 @@ class Task:
     @property
     def loss(self):
         return losses.get(KIND_LOSS[self.kind])
+
+
+@dataclass
+class Spec:
+    """A task of a set: which rows, which column is the label, the classes."""
+
+    task: Task
+    select: Callable  # manifest rows -> the rows this task trains and tests on
+    label_column: str = "label"
+
+
+def _cls(name, classes, column="label", optimizer="sgd", lr=1e-2):
+    return Spec(Task(name, "classification", classes=tuple(classes), optimizer=optimizer, learning_rate=lr),
+                lambda df, c=tuple(classes), col=column: df[df[col].astype(str).isin(c)], column)
+
+
+def _seg(name):
+    return Spec(Task(name, "segmentation", optimizer="adam", learning_rate=1e-3),
+                lambda df: df[df["mask"].notna() & (df["mask"].astype(str) != "")])
+
+
+TASK_SETS = {
+    "cxr-hetero": {"modality": "cxr", "train": "shenzhen", "test": "montgomery",
+                   "tasks": [_seg("lung_seg"), _cls("abnormal", ("normal", "tb"))]},
+    "cxr-homo": {"modality": "cxr", "train": "kermany", "test": "kermany",
+                 "tasks": [_cls("bacterial_vs_normal", ("normal", "bacterial")),
+                           _cls("viral_vs_normal", ("normal", "viral")),
+                           _cls("bacterial_vs_viral", ("bacterial", "viral"))]},
+    "echo-hetero": {"modality": "echo", "train": "doppler", "test": "doppler",
+                    "tasks": [_seg("envelope_seg"), _cls("flow", FLOW_CLASSES),
+                              _cls("quality", ("low", "good"), column="quality")]},
+    "echo-homo": {"modality": "echo", "train": "doppler", "test": "doppler",
+                  "tasks": [_cls("mv_vs_ma", ("MV", "MA")), _cls("mv_vs_tr", ("MV", "TR")),
+                            _cls("ma_vs_tr", ("MA", "TR"))]},
+}

@@ -60,3 +60,21 @@ def test_plateau_schedule_cuts_resets_and_stops():
 def test_alternating_schedule_follows_the_ratio():
     order = alternating_schedule(["a", "b"], {"a": 2, "b": 1}, {"a": 4, "b": 3})
     assert order == ["a", "a", "b", "a", "a", "b", "b"]
+
+
+def test_checkpoint_written_every_epoch(tmp_path):
+    keras.utils.set_random_seed(0)
+    task = Task("denoise", "reconstruction")
+    ds = _regression_data()
+    model = _model()
+    fit("joint", {"denoise": model}, {"denoise": task}, {"denoise": ds.repeat().batch(16)},
+        {"denoise": ds.batch(16)}, FitConfig(epochs=3, steps_per_epoch={"denoise": 2}, progress=False,
+                                             restore_best=False, checkpoint_dir=tmp_path / "ck"))
+    latest = tf.train.latest_checkpoint(str(tmp_path / "ck"))
+    assert latest.endswith("-3")
+    fresh = _model()
+    epoch = tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(epoch=epoch, model_denoise=fresh).restore(latest).expect_partial()
+    assert int(epoch) == 3
+    for a, b in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
