@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep._layout import DatasetLayoutError, require_dir
+from data_prep._layout import DatasetLayoutError
 
 CLASSES = ("normal", "bacterial", "viral")
 LABEL_COLUMN = "label"

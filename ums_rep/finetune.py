@@ -62,7 +62,6 @@ PRESETS = {
     "paper": {"image": 256, "epochs": 100, "batch": 16, "lr_patience": 5, "stop": 10, "folds": 10,
               "n": {"shenzhen": 662, "montgomery": 138, "kermany": 5856, "doppler": 2444}, "phantom_size": 256},
 }
-PRETRAIN_PRESET = {"tiny": "tiny", "quick": "quick", "paper": "paper"}
 
 
 ALL_STRATEGIES = STRATEGIES + ("baseline",)
@@ -104,7 +103,7 @@ def fresh_backbone(backbone: keras.Model) -> keras.Model:
 
 # --------------------------------------------------------------------------- data
 
-def _split_rows(prepared, set_name: str, spec_def: dict, fold: int, test_prepared):
+def _split_rows(prepared, set_name: str, fold: int, test_prepared):
     df = prepared.manifest
     if set_name.startswith("echo"):
         pool = df[df.split == "val"]  # the 30% not used to build the encoder: 20% train/val ...
@@ -177,7 +176,7 @@ def run(args) -> int:
         from ums_rep import pretrain
         enc_out = out / "encoder"
         t0 = time.perf_counter()
-        pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo", preset=PRETRAIN_PRESET[args.preset],
+        pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo", preset=args.preset,
                                    epochs=None, params=args.params, seed=args.seed, out=enc_out, data=args.data)
         if pretrain.run(pargs) != 0:
             raise RuntimeError("pretraining the encoder failed")
@@ -211,7 +210,7 @@ def run(args) -> int:
     test_rows = {}
     for fold in range(folds):
         keras.utils.set_random_seed(args.seed + fold)
-        train_rows, val_rows, pool_test = _split_rows(train_p, args.tasks, sdef, fold, test_p)
+        train_rows, val_rows, pool_test = _split_rows(train_p, args.tasks, fold, test_p)
         with dist.scope():
             if args.strategy == "baseline":
                 models = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from data_prep.io import atomic_write_bytes

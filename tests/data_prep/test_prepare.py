@@ -1,5 +1,4 @@
 """data_prep.prepare: outputs, splits, training-only statistics, resume, and up-front validation."""
-import os
 import shutil
 
 import cv2

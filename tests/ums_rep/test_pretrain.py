@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 
 from data_prep.noise import NOISE_LEVELS
 from ums_rep.pretrain import main
