@@ -162,6 +162,13 @@ def run(args) -> int:
     specs = sdef["tasks"]
     modality = sdef["modality"]
     size = preset["image"]
+    # arguments are checked before any data is prepared or any encoder trained
+    weights = json.loads(args.weights) if args.weights else {}
+    ratio = json.loads(args.ratio) if args.ratio else {}
+    tasks = {s.task.name: s.task for s in specs}
+    unknown = sorted((set(weights) | set(ratio)) - set(tasks))
+    if unknown:
+        raise ValueError(f"--weights/--ratio name unknown task(s) {unknown}; tasks of {args.tasks}: {sorted(tasks)}")
 
     def data(name):
         return prepared_data(name, args.data, size=size, seed=args.seed, phantom_n=preset["n"][name],
@@ -186,12 +193,6 @@ def run(args) -> int:
     if tuple(backbone.input.shape[1:3]) != (size, size):
         raise ValueError(f"{encoder_path}: encoder input {tuple(backbone.input.shape[1:3])} differs from the "
                          f"preset's image size {size}; use the same --preset for pretrain and finetune")
-    weights = json.loads(args.weights) if args.weights else {}
-    ratio = json.loads(args.ratio) if args.ratio else {}
-    tasks = {s.task.name: s.task for s in specs}
-    unknown = sorted((set(weights) | set(ratio)) - set(tasks))
-    if unknown:
-        raise ValueError(f"--weights/--ratio name unknown task(s) {unknown}; tasks of {args.tasks}: {sorted(tasks)}")
 
     batch = preset["batch"]
     dist = tf.distribute.get_strategy()

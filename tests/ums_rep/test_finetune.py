@@ -201,6 +201,7 @@ def test_compare_table_has_mcnemar(tiny_runs, capsys):
 def test_bad_weights_name_the_tasks(tmp_path, caplog):
     assert main(["--strategy", "joint", "--tasks", "echo-homo", "--preset", "tiny", "--out", str(tmp_path),
                  "--encoder", str(tmp_path / "none.keras"), "--weights", '{"nope": 1}']) == 1
+    assert "unknown task(s) ['nope']" in caplog.text and "mv_vs_ma" in caplog.text
 
 
 def test_grad_cam_is_highest_on_the_phantom_finding():
