@@ -10,26 +10,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep._layout import DatasetLayoutError, require_dir, require_files
-from data_prep.shenzhen import find_masks
+from data_prep.shenzhen import find_masks, tb_manifest
 
 CLASSES = ("normal", "tb")
 LABEL_COLUMN = "label"
 NAME = re.compile(r"^(MCUCXR_\d+)_([01])$")
 
 
+def _masks(root: Path, image: Path) -> tuple:
+    sides = tuple(str(root / "ManualMask" / side / image.name) for side in ("leftMask", "rightMask")
+                  if (root / "ManualMask" / side / image.name).is_file())
+    return sides or find_masks(root, image.stem, suffix="")
+
+
 def load(root) -> pd.DataFrame:
     """Manifest: path, patient_id, label (normal/tb), abnormal (0/1), mask_paths (left, right)."""
-    root = Path(root)
-    files = require_files(require_dir(root / "CXR_png", "Montgomery CXR_png"), "*.png", "Montgomery images")
-    rows = []
-    for p in files:
-        m = NAME.match(p.stem)
-        if not m:
-            raise DatasetLayoutError(f"{p}: file name does not follow MCUCXR_<id>_<0|1>.png")
-        sides = tuple(str(root / "ManualMask" / side / p.name) for side in ("leftMask", "rightMask")
-                      if (root / "ManualMask" / side / p.name).is_file())
-        label = int(m.group(2))
-        rows.append({"path": str(p), "patient_id": p.stem, "label": CLASSES[label], "abnormal": label,
-                     "mask_paths": sides or find_masks(root, p.stem, suffix="")})
-    return pd.DataFrame(rows)
+    return tb_manifest(Path(root), "Montgomery", NAME, "MCUCXR_<id>_<0|1>.png", _masks)

@@ -27,16 +27,21 @@ def find_masks(root: Path, stem: str, suffix: str = "_mask") -> tuple:
     return ()
 
 
-def load(root) -> pd.DataFrame:
-    """Manifest: path, patient_id, label (normal/tb), abnormal (0/1), mask_paths (possibly empty)."""
-    root = Path(root)
-    files = require_files(require_dir(root / "CXR_png", "Shenzhen CXR_png"), "*.png", "Shenzhen images")
+def tb_manifest(root: Path, dataset: str, name: re.Pattern, pattern: str, masks_for) -> pd.DataFrame:
+    """Rows for a ``CXR_png/<ID>_<0|1>.png`` TB collection (Shenzhen and Montgomery share this
+    naming); ``masks_for(root, path)`` gives each image's mask path(s)."""
+    files = require_files(require_dir(root / "CXR_png", f"{dataset} CXR_png"), "*.png", f"{dataset} images")
     rows = []
     for p in files:
-        m = NAME.match(p.stem)
+        m = name.match(p.stem)
         if not m:
-            raise DatasetLayoutError(f"{p}: file name does not follow CHNCXR_<id>_<0|1>.png")
+            raise DatasetLayoutError(f"{p}: file name does not follow {pattern}")
         label = int(m.group(2))
         rows.append({"path": str(p), "patient_id": p.stem, "label": CLASSES[label], "abnormal": label,
-                     "mask_paths": find_masks(root, p.stem)})
+                     "mask_paths": masks_for(root, p)})
     return pd.DataFrame(rows)
+
+
+def load(root) -> pd.DataFrame:
+    """Manifest: path, patient_id, label (normal/tb), abnormal (0/1), mask_paths (possibly empty)."""
+    return tb_manifest(Path(root), "Shenzhen", NAME, "CHNCXR_<id>_<0|1>.png", lambda r, p: find_masks(r, p.stem))
