@@ -8,7 +8,6 @@ import logging
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import keras
@@ -17,6 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from data_prep import datasets
+from data_prep.cli import default_out_dir
 from data_prep.io import atomic_write_bytes, atomic_write_text
 from data_prep.pipeline import Prepared, load_prepared
 from data_prep.prepare import prepare
@@ -48,7 +48,8 @@ def prepared_data(name: str, data_root=None, *, size: int = 256, shape=None, see
 
 
 def run_dir(out, command: str) -> Path:
-    out = Path(out) if out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``--out``, or ``runs/<command>-<timestamp>`` (``data_prep.cli.default_out_dir``), created."""
+    out = Path(out) if out else default_out_dir(command)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
