@@ -4,7 +4,8 @@ Each head is a function ``head(features, ..., name) -> KerasTensor`` that adds n
 Functional graph, so one backbone can carry many heads and ``keras.Model(inputs, {task: head})``
 shares the backbone's weights between tasks.
 
-* :func:`classification_head` — GAP → FC(ReLU) → Dropout → FC softmax;
+* :func:`classification_head` — GAP → FC(ReLU) → Dropout → FC softmax; given several feature
+  maps (MT-UNet: bottleneck and last decoder stage) each is pooled and the vectors concatenated;
 * :func:`segmentation_head` — the decoder symmetric to the encoder, then a 1-channel sigmoid;
 * :func:`saliency_head` — 3×3 conv + BN + ReLU → 1×1 conv → softmax over all pixels
   (:class:`SpatialSoftmax`), so each map is a distribution that sums to 1.
@@ -29,10 +30,17 @@ class SpatialSoftmax(layers.Layer):
 
 
 def classification_head(features, n_classes: int, name: str, units: int = 256, dropout: float = 0.5):
-    """GAP → FC(``units``, ReLU) → Dropout(``dropout``) → FC(``n_classes``) softmax."""
+    """GAP → FC(``units``, ReLU) → Dropout(``dropout``) → FC(``n_classes``) softmax.
+
+    ``features`` may be a list of maps: each is pooled and the vectors are concatenated
+    (MT-UNet: GAP(bottleneck) ⊕ GAP(top) → Dense(64) → Dropout(0.25) → Dense(C))."""
     if n_classes < 2:
         raise ValueError(f"{name}: a classification head needs at least 2 classes, got {n_classes}")
-    x = layers.GlobalAveragePooling2D(name=f"{name}.gap")(features)
+    if isinstance(features, (list, tuple)):
+        pooled = [layers.GlobalAveragePooling2D(name=f"{name}.gap{i}")(f) for i, f in enumerate(features)]
+        x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name=f"{name}.concat")(pooled)
+    else:
+        x = layers.GlobalAveragePooling2D(name=f"{name}.gap")(features)
     x = layers.Dense(units, activation="relu", name=f"{name}.fc")(x)
     x = layers.Dropout(dropout, name=f"{name}.dropout")(x)
     return layers.Dense(n_classes, activation="softmax", name=f"{name}.out", dtype="float32")(x)
@@ -46,10 +54,10 @@ def segmentation_head(features, encoder_filters, name: str, steps: int | None = 
     return layers.Conv2D(1, 3, padding="same", activation="sigmoid", name=f"{name}.out", dtype="float32")(x)
 
 
-def saliency_head(features, name: str, filters: int = 64):
+def saliency_head(features, name: str, filters: int = 64, momentum: float = 0.99):
     """3×3 conv(``filters``) + BN + ReLU → 1×1 conv → softmax over H×W (MT-UNet's code)."""
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}.conv")(features)
-    x = layers.BatchNormalization(name=f"{name}.bn")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}.bn")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)
     x = layers.Conv2D(1, 1, name=f"{name}.logits", dtype="float32")(x)
     return SpatialSoftmax(name=f"{name}.out", dtype="float32")(x)

@@ -81,8 +81,9 @@ def image_quality(clean, test, max_val: float = 1.0) -> dict:
             "ms_ssim": float(tf.reduce_mean(ms)), "ms_ssim_scales": scales}
 
 
-def saliency(truth, pred) -> dict:
-    """Median over images of KLD (KL(truth ‖ pred)), CC (Pearson) and HS (Σ min)."""
+def saliency_per_image(truth, pred) -> dict:
+    """Per-image KLD (KL(truth ‖ pred), MIT ε), CC (Pearson, scipy) and HS (Σ min) of maps
+    that are first normalised to sum to 1."""
     from scipy.stats import pearsonr
     from ums_rep.losses import EPS
     t = np.asarray(truth, np.float64).reshape(len(truth), -1)
@@ -91,7 +92,12 @@ def saliency(truth, pred) -> dict:
     kld = np.sum(t * np.log(EPS + t / (p + EPS)), axis=1)
     cc = np.array([pearsonr(a, b)[0] for a, b in zip(t, p)])
     hs = np.minimum(t, p).sum(axis=1)
-    return {"kld": float(np.median(kld)), "cc": float(np.median(cc)), "hs": float(np.median(hs))}
+    return {"kld": kld, "cc": cc, "hs": hs}
+
+
+def saliency(truth, pred) -> dict:
+    """Median over images of KLD, CC and HS (:func:`saliency_per_image`)."""
+    return {k: float(np.median(v)) for k, v in saliency_per_image(truth, pred).items()}
 
 
 def mcnemar(correct_a, correct_b) -> dict:

@@ -15,6 +15,11 @@ touches and in the order of task batches:
 (The baseline — one separately initialised model per task — is a ``joint`` fit of one task on a
 model of its own; see :mod:`ums_rep.finetune`.)
 
+Where every task labels the *same* images (MT-UNet: one chest X-ray, its gaze map and its class),
+``joint_model`` — one model with a dict of outputs keyed by task — replaces the per-task models
+in the joint step: one forward pass per batch feeds every task's loss, and the training and
+validation data are single datasets whose targets hold every task's target.
+
 Per-example losses are averaged over the *global* batch (``tf.nn.compute_average_loss``) and
 gradients summed across replicas, so a step on two devices equals the step on one. Training
 datasets must repeat and drop remainders; validation datasets are finite.
@@ -95,10 +100,13 @@ class Engine:
     """Compiled steps for a set of per-task models that share layers."""
 
     def __init__(self, strategy_name: str, models: dict, tasks: dict, optimizers: dict,
-                 weighting=None, dist=None):
+                 weighting=None, dist=None, joint_model=None):
         if strategy_name not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy_name!r}; expected one of {STRATEGIES}")
+        if joint_model is not None and strategy_name != "joint":
+            raise ValueError(f"a multi-output joint_model needs the joint strategy, not {strategy_name!r}")
         self.name, self.models, self.tasks = strategy_name, models, tasks
+        self.joint_model = joint_model
         self.dist = dist or tf.distribute.get_strategy()
         self.weighting = weighting or FixedWeights()
         self.optimizers = optimizers
@@ -113,8 +121,9 @@ class Engine:
                 opt.build(self.variables[key])
         self._steps = {}
 
-    def _loss(self, task, x, y, global_batch):
-        pred = self.models[task](x, training=True)
+    def _loss(self, task, x, y, global_batch, pred=None):
+        if pred is None:
+            pred = self.models[task](x, training=True)
         per_example = self.tasks[task].loss(y[self.tasks[task].target], pred)
         return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
@@ -125,7 +134,13 @@ class Engine:
 
         def replica_step(batch):
             with tf.GradientTape() as tape:
-                if key == "joint":
+                if key == "joint" and self.joint_model is not None:
+                    x, y = batch
+                    preds = self.joint_model(x, training=True)  # one forward pass for every task
+                    global_batch = tf.shape(x)[0] * self.n_replicas
+                    losses = {t: self._loss(t, x, y, global_batch, preds[t]) for t in self.tasks}
+                    total, _ = self.weighting(losses)
+                elif key == "joint":
                     losses = {t: self._loss(t, *batch[t], tf.shape(batch[t][0])[0] * self.n_replicas)
                               for t in self.tasks}
                     total, _ = self.weighting(losses)
@@ -145,8 +160,16 @@ class Engine:
         self._steps[key] = step
         return step
 
-    def evaluate(self, val_data: dict) -> dict:
+    def evaluate(self, val_data) -> dict:
         """Mean per-example validation loss of every task (inference mode, one device)."""
+        if self.joint_model is not None:  # one dataset carrying every task's target
+            totals, count = {t: 0.0 for t in self.tasks}, 0
+            for x, y in val_data:
+                preds = self.joint_model(x, training=False)
+                for t, task in self.tasks.items():
+                    totals[t] += float(tf.reduce_sum(task.loss(y[task.target], preds[t])))
+                count += int(x.shape[0])
+            return {t: v / max(count, 1) for t, v in totals.items()}
         out = {}
         for t, ds in val_data.items():
             total, count = 0.0, 0
@@ -162,15 +185,18 @@ class Engine:
             opt.learning_rate.assign(lr)
 
 
-def fit(strategy_name: str, models: dict, tasks: dict, train_data: dict, val_data: dict,
+def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         config: FitConfig, *, optimizers: dict | None = None, weighting=None, dist=None,
-        on_epoch_end=None) -> dict:
+        on_epoch_end=None, joint_model=None) -> dict:
     """Train ``models`` (``{task: keras.Model}``, sharing layers) and return
     ``{"history": [...], "seconds": {task: s}, "best_epoch": e, "stopped": reason}``.
 
     ``optimizers`` maps ``"joint"`` (joint) or each task to an optimizer (default: each task's
     own, built from ``Task.optimizer``/``Task.learning_rate``). ``on_epoch_end(epoch, record)``
-    is called after each epoch (checkpointing, logging)."""
+    is called after each epoch (checkpointing, logging). With ``joint_model`` (a model whose dict
+    outputs are keyed by task) ``train_data``/``val_data`` are single datasets and
+    ``config.steps_per_epoch["joint"]`` sets the batches per epoch. A weighting rule with
+    ``values()`` (e.g. uncertainty σ) has them logged in every epoch's record."""
     dist = dist or tf.distribute.get_strategy()
     names = list(tasks)
     steps = {t: int(config.steps_per_epoch.get(t, 1)) for t in names}
@@ -181,18 +207,24 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data: dict, val_dat
                 optimizers = {"joint": make_optimizer(first.optimizer, first.learning_rate)}
             else:
                 optimizers = {t: make_optimizer(tasks[t].optimizer, tasks[t].learning_rate) for t in names}
-    engine = Engine(strategy_name, models, tasks, optimizers, weighting, dist)
-    iters = {t: iter(dist.experimental_distribute_dataset(train_data[t])) for t in names}
+    engine = Engine(strategy_name, models, tasks, optimizers, weighting, dist, joint_model)
+    if joint_model is not None:
+        steps = {"joint": int(config.steps_per_epoch.get("joint", max(steps.values())))}
+        iters = {"joint": iter(dist.experimental_distribute_dataset(train_data))}
+    else:
+        iters = {t: iter(dist.experimental_distribute_dataset(train_data[t])) for t in names}
     lr0 = float(next(iter(optimizers.values())).learning_rate.numpy())
     schedule = PlateauSchedule(lr=lr0, patience=config.lr_patience, factor=config.lr_factor,
                                min_lr=config.min_lr, reset_to_best=config.reset_to_best,
                                stop_patience=config.stop_patience)
-    weights_holder = _WeightsHolder(models)
+    weighting_vars = list(getattr(engine.weighting, "trainable_variables", []))
+    weights_holder = _WeightsHolder(models, weighting_vars)  # σ are reset with the weights
     weights_holder.save_best()
     manager = None
     if config.checkpoint_dir is not None:  # weights and optimizer state after every epoch
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-        ckpt = tf.train.Checkpoint(epoch=epoch_var, **{f"model_{t}": m for t, m in models.items()},
+        extra = {"weighting": weighting_vars} if weighting_vars else {}
+        ckpt = tf.train.Checkpoint(epoch=epoch_var, **extra, **{f"model_{t}": m for t, m in models.items()},
                                    **{f"optimizer_{k}": o for k, o in optimizers.items()})
         manager = tf.train.CheckpointManager(ckpt, str(config.checkpoint_dir), max_to_keep=2)
     history, seconds, stopped = [], {t: 0.0 for t in names}, "epochs"
@@ -208,7 +240,9 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data: dict, val_dat
                    disable=not config.progress, leave=False)
         for key in bar:
             ts = time.perf_counter()
-            if key == "joint":
+            if key == "joint" and joint_model is not None:
+                losses = engine.step_fn("joint")(next(iters["joint"]))
+            elif key == "joint":
                 losses = engine.step_fn("joint")({t: next(iters[t]) for t in names})
             else:
                 losses = engine.step_fn(key)(next(iters[key]))
@@ -233,6 +267,8 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data: dict, val_dat
                   "seconds": time.perf_counter() - t0, "val_total": total_val,
                   **{f"train_{t}": sums[t] / max(counts[t], 1) for t in names},
                   **{f"val_{t}": v for t, v in val.items()}}
+        if hasattr(engine.weighting, "values"):
+            record.update(engine.weighting.values())
         if action["improved"]:
             weights_holder.save_best()
         if action["reset"]:
@@ -260,8 +296,8 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data: dict, val_dat
 class _WeightsHolder:
     """In-memory copy of the best weights of every model (shared layers copied once)."""
 
-    def __init__(self, models: dict):
-        self.variables = _unique([v for m in models.values() for v in m.variables])
+    def __init__(self, models: dict, extra=()):
+        self.variables = _unique([v for m in models.values() for v in m.variables] + list(extra))
         self.best = None
 
     def save_best(self):

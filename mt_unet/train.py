@@ -1,0 +1,251 @@
+"""``python -m mt_unet.train --scheme {mtl1,mtl2,mtl3} --variant {full,bottleneck,top} [--model NAME]
+[--seeds N]``: MT-UNet and the models it is compared with, on the eye-gaze layout (phantom by
+default; MT-UNet Sections 3–5, Tables 1–3, Figures 2–3).
+
+One code path for every model: the joint loop of :mod:`ums_rep.strategies` with the model as a
+multi-output ``joint_model`` (one forward pass feeds both losses), the loss weighting of
+:mod:`ums_rep.weighting` (MTL1/2/3 for MT-UNet, a plain sum for single-task models), Adam, and
+RLRP (:mod:`mt_unet.schedule`: ×0.1 and reset to the best epoch after ``patience`` epochs).
+The validation loss RLRP watches is the unweighted sum ``L_s + L_c`` (σ would otherwise let the
+monitored value fall without the predictions improving).
+
+Data: the eye-gaze layout letter-boxed to the preset's shape (paper 640×416; ``--shape 640x512``
+is the authors' code), saliency from duration-weighted fixations, patient-level class-stratified
+70/10/20 split (the authors split per class, not per patient). Each seed trains a new model on
+the same split; ``results.json`` holds every metric per seed and its median and std over seeds.
+
+``--compare RUN_DIR...`` writes the Table 1/2/3-style comparison of finished runs
+(``compare.md``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from data_prep.cli import base_parser, setup_logging
+from data_prep.egd import CLASSES
+from data_prep.io import atomic_write_text
+from data_prep.prepare import _shape_arg
+from mt_unet import figures
+from mt_unet.evaluate import dataset, evaluate
+from mt_unet.model import DISEASE, SALIENCY, VARIANTS, build, models
+from mt_unet.schedule import fit_config_kwargs
+from ums_rep.runs import (history_csv, prepared_data, results, run_dir, save_model, set_seed,
+                          trainable_params, write_json)
+from ums_rep.strategies import FitConfig, fit
+from ums_rep.tasks import Task
+from ums_rep.weighting import FixedWeights, mtl
+
+log = logging.getLogger("mt_unet.train")
+
+PRESETS = {
+    "tiny": {"shape": (64, 48), "base": 4, "epochs": 2, "batch": 4, "patience": 1, "lr": 1e-3, "seeds": 1,
+             "n": 40, "phantom_size": 96},
+    "quick": {"shape": (96, 64), "base": 8, "epochs": 20, "batch": 8, "patience": 3, "lr": 1e-3, "seeds": 3,
+              "n": 300, "phantom_size": 256},
+    "paper": {"shape": (640, 416), "base": 64, "epochs": 500, "batch": 6, "patience": 40, "lr": 1e-4, "seeds": 5,
+              "n": 1083, "phantom_size": 640},
+}
+SCHEMES = ("mtl1", "mtl2", "mtl3")
+TASKS = {SALIENCY: Task(SALIENCY, "saliency"), DISEASE: Task(DISEASE, "classification", classes=CLASSES)}
+METRIC_ORDER = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in CLASSES))
+LOWER_IS_BETTER = {"kld"}
+
+
+def label(model: str, variant: str, scheme: str) -> str:
+    """The model's name as the paper's tables write it."""
+    if model == "mtunet":
+        suffix = {"full": "", "bottleneck": "B", "top": "T"}[variant]
+        return f"MT-UNet{suffix} ({scheme.upper()})"
+    return {"unets": "UNetS", "unetc": "UNetC", "resnet50": "ResNet50", "inceptionresnetv2": "InceptionResNetV2",
+            "efficientnetv2s": "EfficientNetV2-S", "simplenet": "SimpleNet", "msinet": "MSINet",
+            "vggssm": "VGGSSM"}.get(model, model)
+
+
+def egd_data(data_root, preset: str, shape, seed: int):
+    p = PRESETS[preset]
+    return prepared_data("egd", data_root, shape=tuple(shape), seed=seed, phantom_n=p["n"],
+                         phantom_size=p["phantom_size"])
+
+
+def _check_split(prepared, rows: dict, tasks) -> None:
+    """Fail before training when a split is empty or, for classification, lacks a class."""
+    for split, df in rows.items():
+        if df.empty:
+            raise ValueError(f"{prepared.root}/manifest.csv: the {split} split is empty")
+        if DISEASE in tasks and split == "train":
+            missing = sorted(set(CLASSES) - set(df["label"].astype(str)))
+            if missing:
+                raise ValueError(f"{prepared.root}/manifest.csv: the training split has no {missing} images")
+
+
+def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
+    """Train and test one model with one seed; writes its model, history, figures, predictions."""
+    set_seed(seed, args.deterministic)
+    shape = tuple(preset["shape"]) + (1,)
+    with dist.scope():
+        net, task_names = build(args.model, shape, len(CLASSES), preset["base"], args.variant)
+        weighting = mtl(args.scheme, SALIENCY, DISEASE) if len(task_names) == 2 else FixedWeights()
+        optimizer = keras.optimizers.Adam(learning_rate=preset["lr"])
+    tasks = {t: TASKS[t] for t in task_names}
+    rows = {s: prepared.rows(s) for s in ("train", "val", "test")}
+    _check_split(prepared, rows, task_names)
+    batch = preset["batch"]
+    train = dataset(prepared, rows["train"], batch, task_names, shuffle=True, seed=seed, repeat=True,
+                    drop_remainder=True)
+    val = dataset(prepared, rows["val"], batch, task_names)
+    config = FitConfig(epochs=preset["epochs"], steps_per_epoch={"joint": max(1, len(rows["train"]) // batch)},
+                       checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
+                       **fit_config_kwargs(preset["patience"]))
+    log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s", label(args.model, args.variant, args.scheme),
+             seed, net.count_params(), *(len(rows[s]) for s in ("train", "val", "test")), "x".join(map(str, shape[:2])))
+    fitted = fit("joint", {"model": net}, tasks, train, val, config, optimizers={"joint": optimizer},
+                 weighting=weighting, dist=dist, joint_model=net)
+    history = pd.DataFrame(fitted["history"])
+    history_csv(out / "history.csv", fitted["history"])
+    figures.training_curves(history, out / "training_curves.png",
+                            title=f"{label(args.model, args.variant, args.scheme)}, seed {seed}")
+    save_model(net, out / "model.keras")
+    m, table, arrays = evaluate(net, prepared, rows["test"], batch)
+    atomic_write_text(out / "predictions_test.csv", table.to_csv(index=False))
+    if SALIENCY in arrays["outputs"]:
+        k = min(4, len(table))
+        figures.saliency_overlays(out / "saliency_overlays.png", arrays["truths"]["image"][:k],
+                                  arrays["truths"]["saliency"][:k], arrays["outputs"][SALIENCY][:k],
+                                  titles=list(table["truth"][:k]))
+    record = {"seed": seed, "metrics": m, "train_seconds": float(sum(fitted["seconds"].values())),
+              "epochs": len(history), "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"],
+              "lr_resets": fitted["schedule"]["events"], "final_sigma": weighting.describe()}
+    write_json(out / "seed_results.json", record)
+    return record
+
+
+def summarise(per_seed: list) -> tuple[dict, dict]:
+    """Median and standard deviation (ddof=1 when several seeds) of every metric over seeds."""
+    keys = sorted({k for r in per_seed for k in r["metrics"]})
+    med, std = {}, {}
+    for k in keys:
+        v = np.array([r["metrics"][k] for r in per_seed if k in r["metrics"]], float)
+        med[k] = float(np.median(v))
+        std[k] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return med, std
+
+
+def run(args) -> int:
+    preset = dict(PRESETS[args.preset])
+    for key in ("epochs", "lr", "patience", "batch"):
+        if getattr(args, key, None):
+            preset[key] = getattr(args, key)
+    if args.shape:
+        preset["shape"] = args.shape
+    n_seeds = args.seeds or preset["seeds"]
+    name = label(args.model, args.variant, args.scheme)
+    # everything that can be checked is checked before data is prepared or a model built
+    build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
+    keras.backend.clear_session()
+    out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}")
+    prepared = egd_data(args.data, args.preset, preset["shape"], args.seed)
+    dist = tf.distribute.get_strategy()
+    per_seed = []
+    for k in range(n_seeds):
+        seed = args.seed + k
+        per_seed.append(train_one(args, preset, prepared, seed, out / f"seed{seed}", dist))
+        keras.backend.clear_session()
+    med, std = summarise(per_seed)
+    params = None
+    with dist.scope():
+        net, _ = build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
+        params = trainable_params(net.trainable_variables)
+    entry = {"label": name, "metrics": med, "std": std, "per_seed": per_seed,
+             "train_seconds": float(np.median([r["train_seconds"] for r in per_seed])),
+             "trainable_params": params}
+    body = results(f"mt_unet.train --model {args.model} --variant {args.variant} --scheme {args.scheme}",
+                   {"model": args.model, "variant": args.variant, "scheme": args.scheme, "preset": args.preset,
+                    **{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "seeds": n_seeds,
+                    "data": "phantom" if args.data is None else str(args.data),
+                    "split": "patient-level, class-stratified 70/10/20"},
+                   {name: entry}, args.seed)
+    write_json(out / "results.json", body)
+    log.info("%s over %d seed(s): %s", name, n_seeds,
+             ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in METRIC_ORDER if k in med))
+    log.info("wrote %s", out)
+    return 0
+
+
+def _fmt(entry: dict, key: str) -> str:
+    if key not in entry["metrics"]:
+        return ""
+    return f"{entry['metrics'][key]:.3f} ± {entry['std'].get(key, 0.0):.3f}"
+
+
+def compare(run_dirs, out=None) -> str:
+    """Table 1/2/3-style Markdown of finished runs: median ± std over seeds of every metric,
+    training seconds and trainable parameters; the best value of each column in bold."""
+    entries = []
+    for d in run_dirs:
+        f = Path(d) / "results.json"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no results.json (is {d} a finished mt_unet.train run?)")
+        body = json.loads(f.read_text())
+        for e in body["tasks"].values():
+            entries.append({**e, "seeds": body["config"].get("seeds"), "preset": body["config"].get("preset")})
+    cols = [k for k in METRIC_ORDER if any(k in e["metrics"] for e in entries)]
+    best = {}
+    for k in cols:
+        vals = [e["metrics"][k] for e in entries if k in e["metrics"]]
+        best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
+    head = ["model", *(k.upper().replace("AUC_", "AUC ") + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
+            "train s", "params", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        cells = [e["label"]]
+        for k in cols:
+            cell = _fmt(e, k)
+            cells.append(f"**{cell}**" if cell and math.isclose(e["metrics"][k], best[k]) else cell)
+        cells += [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "compare.md", text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = base_parser("python -m mt_unet.train", "Train MT-UNet (or a model it is compared with) on the "
+                         "eye-gaze data, or compare finished runs.", presets=PRESETS)
+    parser.add_argument("--scheme", choices=SCHEMES, default="mtl3", help="uncertainty weighting (MT-UNet only)")
+    parser.add_argument("--variant", choices=VARIANTS, default="full",
+                        help="classification features: full (MT-UNet), bottleneck (MT-UNetB), top (MT-UNetT)")
+    parser.add_argument("--model", choices=sorted(models()), default="mtunet")
+    parser.add_argument("--seeds", type=int, default=None, help="independent trainings (default per preset)")
+    parser.add_argument("--shape", type=_shape_arg, default=None, help="input HxW (paper 640x416; code 640x512)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    parser.add_argument("--patience", type=int, default=None, help="RLRP patience P")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="compare finished runs instead of training")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        if args.compare:
+            print(compare(args.compare, args.out))
+            return 0
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
