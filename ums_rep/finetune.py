@@ -69,8 +69,12 @@ ALL_STRATEGIES = STRATEGIES + ("baseline",)
 
 # --------------------------------------------------------------------------- models
 
-def build_shared(backbone: keras.Model, modality: str, specs) -> tuple[dict, list]:
-    """Per-task models sharing the backbone's encoder, and the encoder's layers.
+HEAD_PARAMS = {"head_units": 256, "head_dropout": 0.5}  # classification head; a head scan's best.json
+
+
+def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None = None) -> tuple[dict, list]:
+    """Per-task models sharing the backbone's encoder, and the encoder's layers. ``head`` sets
+    the classification heads' ``head_units`` and ``head_dropout``.
 
     CXR segmentation reuses the whole CDAE with its output layer replaced (paper 4.1.2): the
     head's decoder starts from the CDAE decoder's weights."""
@@ -84,7 +88,9 @@ def build_shared(backbone: keras.Model, modality: str, specs) -> tuple[dict, lis
         if t.kind == "segmentation":
             outputs[t.name] = segmentation_head(feats, filters, name=t.name, steps=None if modality == "cxr" else 2)
         else:
-            outputs[t.name] = classification_head(feats, len(t.classes), name=t.name)
+            h = {**HEAD_PARAMS, **(head or {})}
+            outputs[t.name] = classification_head(feats, len(t.classes), name=t.name, units=int(h["head_units"]),
+                                                  dropout=float(h["head_dropout"]))
     models = {name: keras.Model(enc.inputs, out, name=name) for name, out in outputs.items()}
     if modality == "cxr":
         for name, m in models.items():
@@ -159,7 +165,13 @@ def run(args) -> int:
     set_seed(args.seed, args.deterministic)
     out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}")
     sdef = TASK_SETS[args.tasks]
-    specs = sdef["tasks"]
+    from ums_rep.pretrain import load_params
+    params = load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
+    head = {k: params[k] for k in HEAD_PARAMS if k in params}
+    specs = [s if s.task.kind != "classification" or not ({"head_optimizer", "head_learning_rate"} & set(params))
+             else replace(s, task=replace(s.task, optimizer=params.get("head_optimizer", s.task.optimizer),
+                                          learning_rate=float(params.get("head_learning_rate", s.task.learning_rate))))
+             for s in sdef["tasks"]]
     modality = sdef["modality"]
     size = preset["image"]
     # arguments are checked before any data is prepared or any encoder trained
@@ -216,14 +228,14 @@ def run(args) -> int:
             if args.strategy == "baseline":
                 models = {}
                 for s in specs:
-                    m, _ = build_shared(fresh_backbone(backbone), modality, [s])
+                    m, _ = build_shared(fresh_backbone(backbone), modality, [s], head)
                     net = m[s.task.name]
                     if modality == "cxr":
                         inp = keras.Input(net.inputs[0].shape[1:])
                         net = keras.Model(inp, net(denoiser(inp)), name=s.task.name)
                     models[s.task.name] = net
             else:
-                models, enc_layers = build_shared(backbone, modality, specs)
+                models, enc_layers = build_shared(backbone, modality, specs, head)
                 if args.strategy == "independent":
                     for layer in enc_layers:
                         layer.trainable = False
@@ -291,7 +303,7 @@ def run(args) -> int:
         shared_params = trainable_params(all_vars.values())
     body = results(f"finetune --strategy {args.strategy} --tasks {args.tasks}",
                    {"strategy": args.strategy, "tasks": args.tasks, "preset": args.preset, **preset,
-                    "folds": folds, "weights": weights, "ratio": ratio, "encoder": str(encoder_path),
+                    "folds": folds, "weights": weights, "params": params, "ratio": ratio, "encoder": str(encoder_path),
                     "pretrain_seconds": pretrain_seconds,
                     "data": "phantom" if args.data is None else str(args.data), "fold_records": fold_records},
                    task_results, args.seed)
@@ -389,7 +401,8 @@ def main(argv=None) -> int:
     parser.add_argument("--strategy", choices=ALL_STRATEGIES, default="joint")
     parser.add_argument("--tasks", choices=sorted(TASK_SETS), default="cxr-hetero")
     parser.add_argument("--encoder", type=Path, default=None, help="pretrained encoder .keras (default: pretrain one)")
-    parser.add_argument("--params", type=Path, default=None, help="encoder hyper-parameters JSON for pretraining")
+    parser.add_argument("--params", type=Path, default=None, help="hyper-parameters JSON (a Talos best.json): encoder keys "
+                        "for pretraining, head_units/head_dropout/head_optimizer/head_learning_rate for the heads")
     parser.add_argument("--folds", type=int, default=None, help="cross-validation folds (default per preset)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--weights", default=None, help='joint loss weights, JSON: {"lung_seg": 1, "abnormal": 0.5}')

@@ -1,0 +1,322 @@
+"""``python -m ums_rep.scan --model {echo,cdae,head}``: Talos hyper-parameter scans for the shared
+encoders and the classification head (UMS-Rep Section 4.1.1; SPEC "Shared source for Doppler
+echo").
+
+Search spaces (:data:`SPACES`):
+
+* ``echo`` — the paper's: kernel {3, 5, 7}, dilation {2, 3}, dropout {0.1, 0.3, 0.5}, optimizer
+  {SGD, Adam, RMSprop}, batch {16, 32, 64} (162 combinations; the paper's choice was 3, 2, 0.5,
+  Adam, 16); scored by validation accuracy on the flow-type labels;
+* ``cdae`` — first-layer width {16, 32, 64} (the others double), RMSprop learning rate
+  {1e-4, 3e-4, 1e-3, 3e-3}, batch {8, 16, 32}; scored by the validation MSE of denoising
+  (noise drawn once from a fixed seed, so every round sees the same pairs);
+* ``head`` — units {64, 128, 256}, dropout {0.25, 0.5}, optimizer {SGD, Adam}, learning rate
+  {1e-3, 1e-2}, batch {16, 32} for one classification task (``--task``) on the frozen shared
+  encoder's features (computed once, so a round trains only the head).
+
+Validation data are the patient-level validation split (never Talos' random ``val_split``,
+which would put images of one patient on both sides). Every round is an ordinary ``model.fit``.
+
+Outputs in ``--out``: ``scan.csv`` (Talos' table: one row per round, parameters and metrics),
+``best.json`` (the winner in the keys ``pretrain``/``finetune --params`` read), one
+``analyze_<param>.png`` per hyper-parameter (Talos ``Analyze.plot_box``: validation metric per
+value), ``results.json``, and ``talos/`` (Talos' own experiment record and checkpoint).
+``--resume`` continues the interrupted experiment in ``--out/talos`` without repeating finished
+rounds (Talos 2 commits each finished round; a round cut short is run again).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from data_prep.cli import base_parser, setup_logging
+from data_prep.io import atomic_write_bytes, atomic_write_text
+from data_prep.noise import random_training_noise
+from data_prep.pipeline import make_dataset
+from ums_rep.backbones import FLOW_CLASSES
+from ums_rep.heads import classification_head
+from ums_rep.runs import load_model, prepared_data, results, run_dir, set_seed, write_json
+from ums_rep.strategies import make_optimizer
+from ums_rep.tasks import TASK_SETS
+
+log = logging.getLogger("ums_rep.scan")
+
+SPACES = {
+    "echo": {"kernel_size": [3, 5, 7], "dilation": [2, 3], "dropout": [0.1, 0.3, 0.5],
+             "optimizer": ["sgd", "adam", "rmsprop"], "batch_size": [16, 32, 64]},
+    "cdae": {"base_filters": [16, 32, 64], "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3], "batch_size": [8, 16, 32]},
+    "head": {"head_units": [64, 128, 256], "head_dropout": [0.25, 0.5], "head_optimizer": ["sgd", "adam"],
+             "head_learning_rate": [1e-3, 1e-2], "batch_size": [16, 32]},
+}
+PAPER_ECHO_CHOICE = {"kernel_size": 3, "dilation": 2, "dropout": 0.5, "optimizer": "adam", "batch_size": 16}
+OBJECTIVE = {"echo": ("val_accuracy", "max"), "cdae": ("val_loss", "min"), "head": ("val_accuracy", "max")}
+PRESETS = {
+    "tiny": {"epochs": 1, "image": 32, "phantom_size": 64, "n": {"doppler": 300, "rsna": 40, "shenzhen": 40},
+             "pretrain": "tiny"},
+    "quick": {"epochs": 8, "image": 64, "phantom_size": 128, "n": {"doppler": 600, "rsna": 300, "shenzhen": 200},
+              "pretrain": "quick"},
+    "paper": {"epochs": 64, "image": 256, "phantom_size": 256, "n": {"doppler": 2444, "rsna": 2000, "shenzhen": 662},
+              "pretrain": "paper"},
+}
+CLASSIFICATION_TASKS = {s.task.name: (set_name, s) for set_name, d in TASK_SETS.items() for s in d["tasks"]
+                        if s.task.kind == "classification"}
+
+
+# --------------------------------------------------------------------------- data
+
+def _arrays(prepared, rows, **kw):
+    ds = make_dataset(prepared, rows, batch_size=64, cache=False, **kw)
+    xs, ys = [], []
+    for x, y in ds:
+        xs.append(x.numpy())
+        ys.append(y["label"].numpy() if "label" in y else None)
+    return np.concatenate(xs), (np.concatenate(ys) if ys[0] is not None else None)
+
+
+def scan_data(model: str, args, preset: dict):
+    """``(x_train, y_train, x_val, y_val, info)`` as arrays, split by patient."""
+    size = preset["image"]
+
+    def data(name):
+        return prepared_data(name, args.data, size=size, seed=args.seed, phantom_n=preset["n"][name],
+                             phantom_size=preset["phantom_size"], progress=not args.no_progress)
+
+    if model == "echo":  # as pretrain: the 70% train split, its fold 0 validates
+        p = data("doppler")
+        rows = p.rows("train")
+        kw = dict(label_column="flow_type", classes=FLOW_CLASSES)
+        xt, yt = _arrays(p, rows[rows.fold != 0], **kw)
+        xv, yv = _arrays(p, rows[rows.fold == 0], **kw)
+        return xt, yt, xv, yv, {"dataset": "doppler", "phantom": p.info.get("phantom")}
+    if model == "cdae":  # noisy → clean pairs, noise drawn once with a fixed seed
+        p = data("rsna")
+        norm = p.normalizer
+        clean_t, _ = _arrays(p, p.rows("train"), normalize=False)
+        clean_v, _ = _arrays(p, p.rows("val"), normalize=False)
+        keras.utils.set_random_seed(args.seed)
+        noisy_t, noisy_v = (np.asarray(random_training_noise(c)) for c in (clean_t, clean_v))
+        z = lambda a: ((a - norm.mean) / norm.std).astype("float32")  # noqa: E731
+        return z(noisy_t), z(clean_t), z(noisy_v), z(clean_v), {"dataset": "rsna", "phantom": p.info.get("phantom")}
+    # head: features of the frozen shared encoder for one classification task
+    from ums_rep.finetune import _split_rows
+    set_name, spec = CLASSIFICATION_TASKS[args.task]
+    sdef = TASK_SETS[set_name]
+    p = data(sdef["train"])
+    test_p = data(sdef["test"]) if sdef["test"] != sdef["train"] else p
+    train_rows, val_rows, _ = _split_rows(p, set_name, 0, test_p)
+    kw = dict(label_column=spec.label_column, classes=spec.task.classes)
+    xt, yt = _arrays(p, spec.select(train_rows), **kw)
+    xv, yv = _arrays(p, spec.select(val_rows), **kw)
+    encoder = _encoder(args, sdef["modality"])
+    ft, fv = (encoder.predict(a, batch_size=32, verbose=0) for a in (xt, xv))
+    return ft, yt, fv, yv, {"dataset": sdef["train"], "task": args.task, "set": set_name,
+                            "phantom": p.info.get("phantom")}
+
+
+def _encoder(args, modality: str) -> keras.Model:
+    from ums_rep.backbones import encoder as encoder_of
+    path = args.encoder
+    if path is None:  # pretrain one with the matching preset, as finetune does
+        from ums_rep import pretrain
+        enc_out = Path(args.out) / "encoder"
+        pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo",
+                                   preset=PRESETS[args.preset]["pretrain"], epochs=None, params=None,
+                                   seed=args.seed, out=enc_out, data=args.data)
+        if pretrain.run(pargs) != 0:
+            raise RuntimeError("pretraining the encoder failed")
+        path = enc_out / "model.keras"
+    backbone = load_model(path)
+    enc = encoder_of(backbone, "echo" if modality == "echo" else "cdae")
+    enc.trainable = False
+    return enc
+
+
+# --------------------------------------------------------------------------- models
+
+def model_fn(model: str, image: int, epochs: int):
+    """The Talos round function ``(x, y, x_val, y_val, params) -> (history, model)``."""
+    from ums_rep.pretrain import build
+
+    def round_fn(x_train, y_train, x_val, y_val, params):
+        p = dict(params)
+        if model == "echo":
+            net, task, _ = build("echo", image, p)
+            loss, metrics = "categorical_crossentropy", ["accuracy"]
+            opt = make_optimizer(p["optimizer"], task.learning_rate)  # the rate pretrain will use
+        elif model == "cdae":
+            b = int(p["base_filters"])
+            net, task, _ = build("cdae", image, {"filters": [b, 2 * b, 4 * b, 8 * b],
+                                                 "learning_rate": float(p["learning_rate"])})
+            loss, metrics = "mse", []
+            opt = make_optimizer(task.optimizer, task.learning_rate)
+        else:
+            inputs = keras.Input(x_train.shape[1:])
+            out = classification_head(inputs, y_train.shape[1], "head", units=int(p["head_units"]),
+                                      dropout=float(p["head_dropout"]))
+            net = keras.Model(inputs, out)
+            loss, metrics = "categorical_crossentropy", ["accuracy"]
+            opt = make_optimizer(p["head_optimizer"], float(p["head_learning_rate"]))
+        net.compile(optimizer=opt, loss=loss, metrics=metrics)
+        history = net.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
+                          batch_size=int(p["batch_size"]), verbose=0)
+        return history, net
+
+    return round_fn
+
+
+# --------------------------------------------------------------------------- results
+
+def best_params(table: pd.DataFrame, model: str) -> dict:
+    """The winning round's parameters in the keys ``--params`` reads (ties: the earlier round)."""
+    metric, direction = OBJECTIVE[model]
+    if metric not in table:
+        raise ValueError(f"the scan table has no {metric!r} column (columns: {sorted(table)})")
+    order = table[metric].astype(float)
+    row = table.loc[order.idxmax() if direction == "max" else order.idxmin()]
+    best = {}
+    for key, values in SPACES[model].items():
+        value = row[key]
+        best[key] = type(values[0])(value) if not isinstance(values[0], str) else str(value)
+    if model == "cdae":
+        b = best.pop("base_filters")
+        best["filters"] = [b, 2 * b, 4 * b, 8 * b]
+    best["_score"] = {metric: float(row[metric])}
+    return best
+
+
+def analyze_figures(table_csv: Path, model: str, out: Path) -> list:
+    """One box plot per hyper-parameter of the validation metric (Talos ``Analyze``)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from talos import Analyze
+    metric, _ = OBJECTIVE[model]
+    analysis = Analyze(str(table_csv))
+    paths = []
+    for key in SPACES[model]:
+        if analysis.data[key].nunique() < 1:
+            continue
+        ax = analysis.plot_box(key, metric)
+        ax.set_title(f"{metric} by {key}")
+        ax.figure.suptitle("")
+        buf = io.BytesIO()
+        ax.figure.savefig(buf, format="png", dpi=80)
+        plt.close(ax.figure)
+        path = out / f"analyze_{key}.png"
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
+
+
+def _time_limit(text: str | None) -> str | None:
+    """``HH:MM`` from now → Talos' absolute ``YYYY-MM-DD HH:MM``."""
+    if text is None:
+        return None
+    try:
+        hours, minutes = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--time-limit {text!r}: expected HH:MM, e.g. 01:30") from None
+    return (datetime.now() + timedelta(hours=hours, minutes=minutes)).strftime("%Y-%m-%d %H:%M")
+
+
+def _latest_experiment(talos_dir: Path) -> Path:
+    runs = sorted(p for p in talos_dir.glob("*/") if (p / "metadata.json").is_file())
+    if not runs:
+        raise FileNotFoundError(f"{talos_dir}: no Talos experiment to resume")
+    return runs[-1]
+
+
+def run(args) -> int:
+    import talos
+    if args.model not in SPACES:
+        raise ValueError(f"unknown model {args.model!r}; expected one of {sorted(SPACES)}")
+    if args.model == "head" and args.task not in CLASSIFICATION_TASKS:
+        raise ValueError(f"--task {args.task!r}: expected one of {sorted(CLASSIFICATION_TASKS)}")
+    if args.fraction_limit is not None and not 0 < args.fraction_limit <= 1:
+        raise ValueError(f"--fraction-limit must be in (0, 1], got {args.fraction_limit}")
+    time_limit = _time_limit(args.time_limit)
+    preset = dict(PRESETS[args.preset])
+    if args.epochs:
+        preset["epochs"] = args.epochs
+    out = run_dir(args.out, f"scan-{args.model}")
+    args.out = out
+    talos_dir = out / "talos"
+    resume_dir = _latest_experiment(talos_dir) if args.resume else None
+    set_seed(args.seed)
+    xt, yt, xv, yv, info = scan_data(args.model, args, preset)
+    space = SPACES[args.model]
+    metric, direction = OBJECTIVE[args.model]
+    log.info("Talos scan of %s: %d combinations, %s; %d training / %d validation images, %d epochs per round",
+             args.model, int(np.prod([len(v) for v in space.values()])),
+             ", ".join(f"{k}" for k in ("round_limit", "fraction_limit", "time_limit") if getattr(args, k, None)) or "all",
+             len(xt), len(xv), preset["epochs"])
+    options = {"resume": True, "experiment_dir": str(resume_dir)} if resume_dir else {}
+    # Talos' resume hashes the round function's module: take it from ums_rep.scan even when this
+    # file runs as __main__, so a scan started by the CLI resumes from the CLI or from Python
+    from ums_rep.scan import model_fn
+    t0 = time.perf_counter()
+    scan = talos.Scan(xt, yt, space, model_fn(args.model, preset["image"], preset["epochs"]),
+                      experiment_name=str(talos_dir), x_val=xv, y_val=yv, seed=args.seed,
+                      round_limit=args.round_limit, fraction_limit=args.fraction_limit, time_limit=time_limit,
+                      reduction_metric=metric, minimize_loss=direction == "min",
+                      disable_progress_bar=args.no_progress, save_weights=False, **options)
+    seconds = time.perf_counter() - t0
+    experiment = Path(scan.details["run_dir"])
+    table = pd.read_csv(experiment / "results.csv")
+    if table.empty:
+        raise RuntimeError(f"{experiment}: the scan finished no round")
+    atomic_write_text(out / "scan.csv", table.to_csv(index=False))
+    best = best_params(table, args.model)
+    write_json(out / "best.json", best)
+    figures = analyze_figures(experiment / "results.csv", args.model, out)
+    extra = {"paper_choice": PAPER_ECHO_CHOICE} if args.model == "echo" else {}
+    body = results(f"scan --model {args.model}",
+                   {"model": args.model, "preset": args.preset, **preset, "space": space,
+                    "round_limit": args.round_limit, "fraction_limit": args.fraction_limit,
+                    "time_limit": args.time_limit, "resumed_from": str(resume_dir) if resume_dir else None,
+                    "data": info, "objective": {"metric": metric, "direction": direction}},
+                   {}, args.seed, rounds=len(table), scan_seconds=seconds, best=best,
+                   figures=[p.name for p in figures], talos_experiment=str(experiment), **extra)
+    write_json(out / "results.json", body)
+    log.info("%d rounds in %.0f s; best %s = %.4f with %s", len(table), seconds, metric,
+             best["_score"][metric], {k: v for k, v in best.items() if k != "_score"})
+    log.info("wrote %s", out)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = base_parser("python -m ums_rep.scan", "Talos hyper-parameter scan for a shared encoder or a "
+                         "classification head.", presets=PRESETS)
+    parser.add_argument("--model", choices=sorted(SPACES), default="echo")
+    parser.add_argument("--task", default="flow", help="classification task for --model head "
+                        f"({', '.join(sorted(CLASSIFICATION_TASKS))})")
+    parser.add_argument("--encoder", type=Path, default=None, help="shared encoder .keras for --model head "
+                        "(default: pretrain one)")
+    parser.add_argument("--fraction-limit", type=float, default=None, help="scan this fraction of the grid")
+    parser.add_argument("--round-limit", type=int, default=None, help="at most this many rounds")
+    parser.add_argument("--time-limit", default=None, metavar="HH:MM", help="stop starting rounds after this long")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per round (default per preset)")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted scan in --out")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out, the folder of the scan to continue")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
