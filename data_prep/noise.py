@@ -37,9 +37,19 @@ def apply(x, level: str, seed=None):
     raise ValueError(f"unknown noise level {level!r}; expected one of {NOISE_LEVELS}")
 
 
-def random_training_noise(x, sigmas=GAUSSIAN_SIGMAS, poisson_share: float = 1 / 6):
+def random_training_noise(x, sigmas=GAUSSIAN_SIGMAS, poisson_share: float = 1 / 6, seed=None):
     """One noise per image for training: a Gaussian with σ drawn from ``sigmas`` or, with
-    probability ``poisson_share``, Poisson — so the CDAE learns every row of Table 2."""
-    sigma = tf.gather(tf.constant(sigmas, tf.float32), tf.random.uniform((), 0, len(sigmas), tf.int32))
-    return tf.cond(tf.random.uniform(()) < poisson_share, lambda: poisson(x),
-                   lambda: tf.clip_by_value(x + tf.random.normal(tf.shape(x)) * sigma / 255.0, 0.0, 1.0))
+    probability ``poisson_share``, Poisson — so the CDAE learns every row of Table 2.
+
+    ``seed`` (a stateless seed pair, e.g. (run seed, element number)) makes the draw a pure
+    function of it: a ``tf.data`` pipeline using it stays checkpointable, so a resumed run sees
+    the noise an uninterrupted one would."""
+    if seed is None:
+        sigma = tf.gather(tf.constant(sigmas, tf.float32), tf.random.uniform((), 0, len(sigmas), tf.int32))
+        return tf.cond(tf.random.uniform(()) < poisson_share, lambda: poisson(x),
+                       lambda: tf.clip_by_value(x + tf.random.normal(tf.shape(x)) * sigma / 255.0, 0.0, 1.0))
+    s_pick, s_kind, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    sigma = tf.gather(tf.constant(sigmas, tf.float32),
+                      tf.random.stateless_uniform((), s_pick, 0, len(sigmas), tf.int32))
+    return tf.cond(tf.random.stateless_uniform((), s_kind) < poisson_share, lambda: poisson(x, s_noise),
+                   lambda: gaussian(x, sigma, s_noise))

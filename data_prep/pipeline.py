@@ -65,8 +65,10 @@ def make_dataset(prepared: Prepared, rows: pd.DataFrame, *, label_column: str | 
     """A batched dataset over ``rows`` of ``prepared.manifest``.
 
     ``classes`` orders the one-hot labels (default: sorted values of ``label_column``);
-    ``image_size`` (H, W) resizes (bicubic) after decoding; ``map_fn(image, targets)`` runs on
-    each element after the cache (on-the-fly augmentation or noise, fresh every epoch)."""
+    ``image_size`` (H, W) resizes (bicubic) after decoding; ``map_fn(image, targets, seed)`` runs
+    on each element after the cache (on-the-fly augmentation or noise, fresh every epoch), with
+    ``seed`` = (``seed``, element number) for stateless random ops: the pipeline stays
+    checkpointable and a resumed run draws what an uninterrupted one would."""
     if rows.empty:
         raise ValueError("make_dataset: no rows selected")
     root = str(prepared.root) + "/"
@@ -116,5 +118,7 @@ def make_dataset(prepared: Prepared, rows: pd.DataFrame, *, label_column: str | 
     if repeat:
         ds = ds.repeat()
     if map_fn is not None:
-        ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE)
+        base = tf.constant(seed, tf.int64)
+        ds = ds.enumerate().map(lambda i, el: map_fn(el[0], el[1], tf.stack([base, i])),
+                                num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

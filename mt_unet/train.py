@@ -37,9 +37,9 @@ from mt_unet import figures
 from mt_unet.evaluate import dataset, evaluate
 from mt_unet.model import DISEASE, SALIENCY, VARIANTS, build, models
 from mt_unet.schedule import fit_config_kwargs
-from ums_rep.runs import (history_csv, prepared_data, results, run_dir, save_model, set_seed,
-                          trainable_params, write_json)
-from ums_rep.strategies import FitConfig, fit
+from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args, save_model,
+                          set_seed, trainable_params, write_json)
+from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
 from ums_rep.tasks import Task
 from ums_rep.weighting import FixedWeights, mtl
 
@@ -87,7 +87,11 @@ def _check_split(prepared, rows: dict, tasks) -> None:
 
 
 def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
-    """Train and test one model with one seed; writes its model, history, figures, predictions."""
+    """Train and test one model with one seed; writes its model, history, figures, predictions.
+    Resuming, a finished seed is read back and an interrupted one continues from its last epoch."""
+    if args.resume and (out / "seed_results.json").is_file():
+        log.info("seed %d already finished in %s", seed, out)
+        return json.loads((out / "seed_results.json").read_text())
     set_seed(seed, args.deterministic)
     shape = tuple(preset["shape"]) + (1,)
     with dist.scope():
@@ -103,7 +107,7 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     val = dataset(prepared, rows["val"], batch, task_names)
     config = FitConfig(epochs=preset["epochs"], steps_per_epoch={"joint": max(1, len(rows["train"]) // batch)},
                        checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
-                       **fit_config_kwargs(preset["patience"]))
+                       resume=bool(args.resume), on_nonfinite="stop", **fit_config_kwargs(preset["patience"]))
     log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s", label(args.model, args.variant, args.scheme),
              seed, net.count_params(), *(len(rows[s]) for s in ("train", "val", "test")), "x".join(map(str, shape[:2])))
     fitted = fit("joint", {"model": net}, tasks, train, val, config, optimizers={"joint": optimizer},
@@ -123,6 +127,9 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     record = {"seed": seed, "metrics": m, "train_seconds": float(sum(fitted["seconds"].values())),
               "epochs": len(history), "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"],
               "lr_resets": fitted["schedule"]["events"], "final_sigma": weighting.describe()}
+    if fitted["stopped"].startswith("non-finite"):
+        raise NonFiniteLossError(f"{out}: {fitted['stopped']}; the model, history and test metrics of the "
+                                 "restored weights are written there")
     write_json(out / "seed_results.json", record)
     return record
 
@@ -139,6 +146,7 @@ def summarise(per_seed: list) -> tuple[dict, dict]:
 
 
 def run(args) -> int:
+    args = resume_args(args)
     preset = dict(PRESETS[args.preset])
     for key in ("epochs", "lr", "patience", "batch"):
         if getattr(args, key, None):
@@ -151,6 +159,8 @@ def run(args) -> int:
     build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
     keras.backend.clear_session()
     out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}")
+    if not args.resume:
+        save_args(args, out)
     prepared = egd_data(args.data, args.preset, preset["shape"], args.seed)
     dist = tf.distribute.get_strategy()
     per_seed = []
@@ -232,6 +242,8 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", type=int, default=None, help="RLRP patience P")
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run from its last completed epoch, with its arguments")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
                         help="compare finished runs instead of training")
@@ -245,6 +257,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1
+    except NonFiniteLossError as e:
+        log.error("%s", e)
+        return 3
 
 
 if __name__ == "__main__":

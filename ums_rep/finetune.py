@@ -46,8 +46,8 @@ from data_prep.pipeline import make_dataset
 from ums_rep import derive, metrics
 from ums_rep.backbones import FEATURES, FLOW_CLASSES, encoder as encoder_of
 from ums_rep.heads import classification_head, segmentation_head
-from ums_rep.runs import (history_csv, load_model, prepared_data, results, run_dir, save_model, set_seed,
-                          trainable_params, write_json)
+from ums_rep.runs import (history_csv, load_model, prepared_data, results, resume_args, run_dir, save_args,
+                          save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import STRATEGIES, FitConfig, fit
 from ums_rep.tasks import TASK_SETS, Spec
 from ums_rep.weighting import FixedWeights
@@ -158,12 +158,16 @@ def evaluate(spec: Spec, probs: np.ndarray, rows: pd.DataFrame, test_root: Path)
 # --------------------------------------------------------------------------- the run
 
 def run(args) -> int:
+    args = resume_args(args)
+    resume = bool(getattr(args, "resume", None))
     preset = dict(PRESETS[args.preset])
     if args.epochs:
         preset["epochs"] = args.epochs
     folds = args.folds or preset["folds"]
     set_seed(args.seed, args.deterministic)
     out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}")
+    if not resume:
+        save_args(args, out)
     sdef = TASK_SETS[args.tasks]
     from ums_rep.pretrain import load_params
     params = load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
@@ -195,11 +199,17 @@ def run(args) -> int:
         from ums_rep import pretrain
         enc_out = out / "encoder"
         t0 = time.perf_counter()
-        pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo", preset=args.preset,
-                                   epochs=None, params=args.params, seed=args.seed, out=enc_out, data=args.data)
-        if pretrain.run(pargs) != 0:
-            raise RuntimeError("pretraining the encoder failed")
-        pretrain_seconds = time.perf_counter() - t0
+        if resume and (enc_out / "results.json").is_file():
+            log.info("the encoder was pretrained before the interruption: %s", enc_out)
+            pretrain_seconds = float(json.loads((enc_out / "results.json").read_text())["total_train_seconds"])
+        else:
+            pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo", preset=args.preset,
+                                       epochs=None, params=args.params, seed=args.seed, out=enc_out, data=args.data,
+                                       deterministic=args.deterministic,
+                                       resume=enc_out if resume and (enc_out / "args.json").is_file() else None)
+            if pretrain.run(pargs) != 0:
+                raise RuntimeError("pretraining the encoder failed")
+            pretrain_seconds = time.perf_counter() - t0
         encoder_path = enc_out / "model.keras"
     backbone = load_model(encoder_path)
     if tuple(backbone.input.shape[1:3]) != (size, size):
@@ -218,7 +228,7 @@ def run(args) -> int:
             denoiser_seconds = float(r.get("total_train_seconds", 0.0))
             denoiser_params = int(r.get("total_params", 0))
 
-    per_fold_probs, fold_records = {t: [] for t in tasks}, []
+    per_fold_probs, fold_records, nonfinite = {t: [] for t in tasks}, [], []
     seconds = {t: 0.0 for t in tasks}
     test_rows = {}
     for fold in range(folds):
@@ -255,7 +265,7 @@ def run(args) -> int:
             steps[name] = max(1, int(np.ceil(len(tr) / batch)))
         config = FitConfig(epochs=preset["epochs"], steps_per_epoch=steps, lr_patience=preset["lr_patience"],
                            stop_patience=preset["stop"], ratio=ratio, progress=not args.no_progress,
-                           checkpoint_dir=out / "checkpoints" / f"fold{fold}")
+                           checkpoint_dir=out / "checkpoints" / f"fold{fold}", resume=resume, on_nonfinite="stop")
         if args.strategy == "baseline":
             fitted = {"history": [], "seconds": {}, "best_epoch": {}}
             for name in tasks:
@@ -263,11 +273,15 @@ def run(args) -> int:
                         replace(config, checkpoint_dir=config.checkpoint_dir / name), dist=dist)
                 fitted["history"] += [{"task": name, **h} for h in f["history"]]
                 fitted["seconds"][name] = f["seconds"][name]
+                if f["stopped"].startswith("non-finite"):
+                    fitted["stopped"] = f"{name}: {f['stopped']}"
         else:
             fitted = fit(args.strategy, models, tasks, trains, vals, config, dist=dist,
                          weighting=FixedWeights(weights) if args.strategy == "joint" else None)
         for t in tasks:
             seconds[t] += fitted["seconds"][t]
+        if str(fitted.get("stopped", "")).startswith("non-finite"):
+            nonfinite.append(f"fold {fold}: {fitted['stopped']}")
         history_csv(out / f"history_fold{fold}.csv", fitted["history"])
         for s in specs:
             name = s.task.name
@@ -314,6 +328,10 @@ def run(args) -> int:
              "; ".join(f"{t}: " + ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items() if k in ("accuracy", "iou", "f_score"))
                        for t, r in task_results.items() if r["metrics"]))
     log.info("wrote %s", out)
+    if nonfinite:
+        log.error("training stopped on a non-finite loss (%s); the outputs are those of the restored weights",
+                  "; ".join(nonfinite))
+        return 3
     return 0
 
 
@@ -409,6 +427,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ratio", default=None, help='alternating batch ratio, JSON: {"lung_seg": 2, "abnormal": 1}')
     parser.add_argument("--recommend-flow", default="TR", choices=FLOW_CLASSES)
     parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run from its last completed epoch, with its arguments")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
                         help="compare finished runs instead of training")

@@ -27,8 +27,8 @@ from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_no
 from data_prep.pipeline import make_dataset
 from ums_rep import metrics
 from ums_rep.backbones import CDAE_FILTERS, ECHO_FILTERS, FLOW_CLASSES, cdae, echo_encoder
-from ums_rep.runs import (history_csv, prepared_data, results, run_dir, save_model, set_seed,
-                          trainable_params, write_json)
+from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args, save_model,
+                          set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, fit
 from ums_rep.tasks import Task
 
@@ -78,8 +78,8 @@ def build(backbone: str, image: int, params: dict):
 
 
 def _noise_map(norm):
-    def fn(image, targets):
-        noisy = random_training_noise(image)
+    def fn(image, targets, seed):
+        noisy = random_training_noise(image, seed=seed)
         return (noisy - norm.mean) / norm.std, {**targets, "clean": (image - norm.mean) / norm.std}
     return fn
 
@@ -136,6 +136,9 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", choices=("cdae", "echo"), default="cdae")
     parser.add_argument("--params", type=Path, default=None, help="hyper-parameters JSON (Talos best.json)")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run from its last completed epoch, with its arguments")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
@@ -146,12 +149,16 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
+    args = resume_args(args)
     preset = dict(PRESETS[args.preset])
     if args.epochs:
         preset["epochs"] = args.epochs
     params = load_params(args.params)
-    set_seed(args.seed)
+    set_seed(args.seed, getattr(args, "deterministic", False))
     out = run_dir(args.out, f"pretrain-{args.backbone}")
+    resume = bool(getattr(args, "resume", None))
+    if not resume:
+        save_args(args, out)
     dataset = "rsna" if args.backbone == "cdae" else "doppler"
     data = prepared_data(dataset, args.data, size=preset["image"], seed=args.seed,
                          phantom_n=preset["phantom_n"][dataset], phantom_size=preset["phantom_size"])
@@ -170,7 +177,7 @@ def run(args) -> int:
     val = make_dataset(data, val_rows, batch_size=batch, **kw)
     config = FitConfig(epochs=preset["epochs"], steps_per_epoch={task.name: max(1, len(train_rows) // batch)},
                        lr_patience=preset["lr_patience"], stop_patience=preset["stop"], lr_factor=0.1,
-                       checkpoint_dir=out / "checkpoints")
+                       checkpoint_dir=out / "checkpoints", resume=resume, on_nonfinite="stop")
     log.info("pretraining %s on %d/%d/%d images (%s), %d parameters", args.backbone, len(train_rows),
              len(val_rows), len(test_rows), "phantom" if data.info.get("phantom") else "real", model.count_params())
     start = time.perf_counter()
@@ -203,6 +210,9 @@ def run(args) -> int:
                    args.seed, **extra)
     write_json(out / "results.json", body)
     log.info("wrote %s (%.1f s of training)", out, seconds)
+    if fitted["stopped"].startswith("non-finite"):
+        log.error("%s: %s; the outputs above are those of the restored weights", out, fitted["stopped"])
+        return 3
     return 0
 
 

@@ -54,6 +54,31 @@ def run_dir(out, command: str) -> Path:
     return out
 
 
+PATH_ARGS = ("data", "out", "encoder", "params")
+
+
+def resume_args(args):
+    """``--resume RUN_DIR``: the arguments the run was started with (``RUN_DIR/args.json``),
+    so a resumed run continues exactly the interrupted one."""
+    folder = getattr(args, "resume", None)
+    if not folder:
+        return args
+    folder = Path(folder)
+    saved = folder / "args.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{saved}: not found; --resume needs a run folder written by this command")
+    for key, value in json.loads(saved.read_text()).items():
+        if key not in ("resume", "no_progress", "verbose"):
+            setattr(args, key, Path(value) if key in PATH_ARGS and value is not None else value)
+    args.out = folder
+    return args
+
+
+def save_args(args, out) -> None:
+    """``out/args.json``: what ``--resume`` reloads."""
+    write_json(Path(out) / "args.json", {k: v for k, v in vars(args).items() if k != "resume"})
+
+
 def write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default) + "\n")
 

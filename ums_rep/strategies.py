@@ -61,6 +61,8 @@ class FitConfig:
     restore_best: bool = True
     ratio: dict = field(default_factory=dict)  # alternating: task -> consecutive batches
     checkpoint_dir: Path | None = None
+    resume: bool = False  # continue from the last completed epoch in checkpoint_dir
+    on_nonfinite: str = "raise"  # or "stop": restore the best weights and return what there is
     progress: bool = True
 
 
@@ -220,15 +222,22 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
     weighting_vars = list(getattr(engine.weighting, "trainable_variables", []))
     weights_holder = _WeightsHolder(models, weighting_vars)  # σ are reset with the weights
     weights_holder.save_best()
-    manager = None
-    if config.checkpoint_dir is not None:  # weights and optimizer state after every epoch
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-        extra = {"weighting": weighting_vars} if weighting_vars else {}
-        ckpt = tf.train.Checkpoint(epoch=epoch_var, **extra, **{f"model_{t}": m for t, m in models.items()},
-                                   **{f"optimizer_{k}": o for k, o in optimizers.items()})
-        manager = tf.train.CheckpointManager(ckpt, str(config.checkpoint_dir), max_to_keep=2)
     history, seconds, stopped = [], {t: 0.0 for t in names}, "epochs"
-    for epoch in range(config.epochs):
+    store = None
+    if config.checkpoint_dir is not None:
+        store = _Store(config.checkpoint_dir, models, optimizers, weighting_vars, iters)
+        if config.resume and store.state is not None:
+            state = store.restore(weights_holder)
+            history, seconds, stopped = state["history"], state["seconds"], state["stopped"]
+            schedule.load_state(state["schedule"])
+            log.info("resumed from %s after epoch %d", config.checkpoint_dir, state["epoch"])
+            if state["finished"]:
+                if config.restore_best:
+                    weights_holder.restore_best()
+                return {"history": history, "seconds": seconds, "best_epoch": schedule.best_epoch + 1,
+                        "stopped": stopped, "schedule": schedule.state()}
+    first_epoch = len(history)
+    for epoch in range(first_epoch, config.epochs):
         t0 = time.perf_counter()
         if strategy_name == "joint":
             order = ["joint"] * max(steps.values())
@@ -246,13 +255,18 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
                 losses = engine.step_fn("joint")({t: next(iters[t]) for t in names})
             else:
                 losses = engine.step_fn(key)(next(iters[key]))
+            bad = {t: float(v) for t, v in losses.items() if not math.isfinite(float(v))}
+            if bad:
+                weights_holder.restore_best()
+                message = (f"non-finite {', '.join(f'{t} loss ({v})' for t, v in bad.items())} at epoch "
+                           f"{epoch + 1}; the best weights so far (epoch {schedule.best_epoch + 1}) have been restored")
+                if config.on_nonfinite == "raise":
+                    raise NonFiniteLossError(message)
+                log.error("%s", message)
+                stopped = message
+                break
             for t, v in losses.items():
-                v = float(v)
-                if not math.isfinite(v):
-                    weights_holder.restore_best()
-                    raise NonFiniteLossError(f"non-finite {t} loss ({v}) at epoch {epoch + 1}; "
-                                             "the best weights so far have been restored")
-                sums[t] += v
+                sums[t] += float(v)
                 counts[t] += 1
             elapsed = time.perf_counter() - ts
             if key == "joint":
@@ -260,6 +274,8 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
                     seconds[t] += elapsed / len(names)
             else:
                 seconds[key] += elapsed
+        if stopped.startswith("non-finite"):
+            break
         val = engine.evaluate(val_data)
         total_val = float(sum(val.values()))  # the monitored value: unweighted sum of task losses
         action = schedule.update(epoch, total_val)
@@ -279,13 +295,15 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                                                        if k.startswith(("train_", "val_")) or k == "lr"))
-        if manager is not None:
-            epoch_var.assign(epoch + 1)
-            manager.save(checkpoint_number=epoch + 1)
+        if action["stop"]:
+            stopped = "non-finite validation loss" if not math.isfinite(total_val) else "early stopping"
+        if store is not None:
+            store.save(epoch + 1, action["improved"], {
+                "history": history, "seconds": seconds, "stopped": stopped, "schedule": schedule.state(),
+                "finished": action["stop"] or epoch + 1 == config.epochs})
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
         if action["stop"]:
-            stopped = "non-finite validation loss" if not math.isfinite(total_val) else "early stopping"
             break
     if config.restore_best:
         weights_holder.restore_best()
@@ -293,11 +311,65 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
             "stopped": stopped, "schedule": schedule.state()}
 
 
+class _Store:
+    """Per-epoch checkpoint (weights, optimizer state, σ, the training iterators' positions and
+    hence the shuffle order), a checkpoint of the best epoch, and ``state.json`` (history,
+    scheduler, timings) naming both: everything a run needs to continue after a crash.
+
+    ``state.json`` is written atomically *after* the checkpoints it names, so a crash at any
+    moment leaves a consistent earlier state (TF's CheckpointManager keeps the previous
+    checkpoint until the next is complete)."""
+
+    def __init__(self, folder, models, optimizers, weighting_vars, iters):
+        import json
+        self.folder = Path(folder)
+        weights = {f"model_{t}": m for t, m in models.items()}
+        if weighting_vars:
+            weights["weighting"] = weighting_vars
+        self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # Keras' dropout seed generators are not in the model's checkpoint graph: add them, so a
+        # resumed run draws the same dropout masks as an uninterrupted one
+        rng = _unique([v.value for m in models.values() for v in m.variables if _is_rng(v)])
+        self.last = tf.train.Checkpoint(epoch=self.epoch_var, **weights, rng=rng,
+                                        **{f"optimizer_{k}": o for k, o in optimizers.items()},
+                                        **{f"iterator_{k}": it for k, it in iters.items()})
+        self.best = tf.train.Checkpoint(**weights)
+        self.last_manager = tf.train.CheckpointManager(self.last, str(self.folder), max_to_keep=2)
+        self.best_manager = tf.train.CheckpointManager(self.best, str(self.folder / "best"), max_to_keep=2)
+        path = self.folder / "state.json"
+        self.state = json.loads(path.read_text()) if path.is_file() else None
+        self.best_epoch = self.state["best_checkpoint"] if self.state else None
+
+    def save(self, epoch: int, improved: bool, state: dict) -> None:
+        from data_prep.io import atomic_write_text
+        import json
+        if improved:
+            self.best_epoch = epoch
+            self.best_manager.save(checkpoint_number=epoch)
+        self.epoch_var.assign(epoch)
+        self.last_manager.save(checkpoint_number=epoch)
+        atomic_write_text(self.folder / "state.json", json.dumps(
+            {"epoch": epoch, "best_checkpoint": self.best_epoch, **state}, default=float))
+
+    def restore(self, weights_holder) -> dict:
+        """Load the best epoch into ``weights_holder``, then the last epoch into the models."""
+        if self.state["best_checkpoint"] is not None:
+            self.best.restore(str(self.folder / "best" / f"ckpt-{self.state['best_checkpoint']}")).expect_partial()
+            weights_holder.save_best()
+        self.last.restore(str(self.folder / f"ckpt-{self.state['epoch']}")).assert_existing_objects_matched()
+        return self.state
+
+
+def _is_rng(variable) -> bool:
+    return "seed_generator" in getattr(variable, "path", "")
+
+
 class _WeightsHolder:
-    """In-memory copy of the best weights of every model (shared layers copied once)."""
+    """In-memory copy of the best weights of every model (shared layers copied once); random
+    generator states are left alone, so a reset does not replay the same dropout masks."""
 
     def __init__(self, models: dict, extra=()):
-        self.variables = _unique([v for m in models.values() for v in m.variables] + list(extra))
+        self.variables = _unique([v for m in models.values() for v in m.variables if not _is_rng(v)] + list(extra))
         self.best = None
 
     def save_best(self):
