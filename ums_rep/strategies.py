@@ -62,6 +62,7 @@ class FitConfig:
     ratio: dict = field(default_factory=dict)  # alternating: task -> consecutive batches
     checkpoint_dir: Path | None = None
     resume: bool = False  # continue from the last completed epoch in checkpoint_dir
+    jit_compile: bool = False  # XLA-compile each replica's step
     on_nonfinite: str = "raise"  # or "stop": restore the best weights and return what there is
     progress: bool = True
 
@@ -102,13 +103,14 @@ class Engine:
     """Compiled steps for a set of per-task models that share layers."""
 
     def __init__(self, strategy_name: str, models: dict, tasks: dict, optimizers: dict,
-                 weighting=None, dist=None, joint_model=None):
+                 weighting=None, dist=None, joint_model=None, jit_compile: bool = False):
         if strategy_name not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy_name!r}; expected one of {STRATEGIES}")
         if joint_model is not None and strategy_name != "joint":
             raise ValueError(f"a multi-output joint_model needs the joint strategy, not {strategy_name!r}")
         self.name, self.models, self.tasks = strategy_name, models, tasks
         self.joint_model = joint_model
+        self.jit_compile = jit_compile
         self.dist = dist or tf.distribute.get_strategy()
         self.weighting = weighting or FixedWeights()
         self.optimizers = optimizers
@@ -154,9 +156,13 @@ class Engine:
             opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
             return losses
 
+        # XLA compiles the replica's step (not the cross-replica function, which XLA cannot take
+        # under MirroredStrategy)
+        replica = tf.function(replica_step, jit_compile=True) if self.jit_compile else replica_step
+
         @tf.function
         def step(batch):
-            per_replica = self.dist.run(replica_step, args=(batch,))
+            per_replica = self.dist.run(replica, args=(batch,))
             return {k: self.dist.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
         self._steps[key] = step
@@ -209,7 +215,7 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
                 optimizers = {"joint": make_optimizer(first.optimizer, first.learning_rate)}
             else:
                 optimizers = {t: make_optimizer(tasks[t].optimizer, tasks[t].learning_rate) for t in names}
-    engine = Engine(strategy_name, models, tasks, optimizers, weighting, dist, joint_model)
+    engine = Engine(strategy_name, models, tasks, optimizers, weighting, dist, joint_model, config.jit_compile)
     if joint_model is not None:
         steps = {"joint": int(config.steps_per_epoch.get("joint", max(steps.values())))}
         iters = {"joint": iter(dist.experimental_distribute_dataset(train_data))}

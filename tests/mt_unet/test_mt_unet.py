@@ -171,7 +171,8 @@ def test_custom_loop_rlrp_resets_weights_and_sigma():
     second = out["history"][1]
     assert second["lr_cut"] and second["reset"] and second["lr"] == pytest.approx(1e-9)
     for v, w in zip(net.variables, snapshot["weights"]):
-        np.testing.assert_allclose(v.numpy(), w, rtol=1e-6, atol=1e-6)
+        if "seed_generator" not in v.path:  # dropout's generator runs on; only weights are reset
+            np.testing.assert_allclose(v.numpy(), w, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose([v.numpy() for v in weighting.trainable_variables], snapshot["sigma"], atol=1e-6)
     assert {"sigma_saliency", "sigma_disease"} <= set(out["history"][0])
     assert out["schedule"]["lr"] == pytest.approx(1e-10)

@@ -1,0 +1,354 @@
+"""``python -m benchmarks.run [--quick] [--out FILE.json] [--markdown FILE.md]``: training
+throughput, hardware efficiency, input-pipeline speed, and the compute saving of a shared
+representation (UMS-Rep's headline: up to 86% less training time, ~81% fewer parameters).
+
+Every figure is the median of ``--repeats`` timed blocks after warm-up; ratios compare numbers
+measured in the same run on the same machine.
+
+* **matmul** — dense ``tf.matmul`` FLOP/s (2N³ per product, float32): the machine's reference.
+* **training** — images/s of the CDAE (256², batch 16), the echo encoder (256², batch 16) and
+  MT-UNet (quick preset shape, and the paper's width at 320×208) trained three ways: Keras
+  ``model.fit``; the package's custom loop (:class:`ums_rep.strategies.Engine`); the custom loop
+  with XLA; on a GPU also XLA + mixed precision. Each model runs in its own subprocess, so its
+  peak RSS (and GPU memory) is its own. FLOPs per training step are *counted* by TensorFlow's
+  profiler on the forward + backward graph; efficiency = FLOPs × steps/s ÷ matmul FLOP/s.
+* **input pipeline** — images/s of :func:`data_prep.pipeline.make_dataset` decoding prepared
+  PNGs (no cache), against the CDAE's training images/s (it must stay ≥ 3× faster).
+* **latency** — one shared forward pass for all heads of a task set vs the separate
+  one-model-per-task baselines (random weights: latency does not depend on them).
+* **compute saving** — for each task set, ``finetune`` runs every strategy and the baseline
+  with the same epochs (``--saving-epochs``): total training seconds and trainable
+  parameters of the best shared strategy (highest mean of each task's accuracy or IoU) over
+  the baseline's, beside the paper's ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("benchmarks.run")
+
+# name -> input (H, W) and batch at full size, and (shape, batch) with --quick; MT-UNet's base width
+CASES = {
+    "cdae": {"shape": (256, 256), "batch": 16, "quick": ((64, 64), 8)},
+    "echo": {"shape": (256, 256), "batch": 16, "quick": ((64, 64), 8)},
+    "mtunet-quick": {"shape": (96, 64), "batch": 8, "base": 8, "quick": ((64, 48), 4)},
+    "mtunet-paper": {"shape": (320, 208), "base": 64, "batch": 2, "quick": ((64, 48), 2)},
+}
+SETS = ("cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    import tensorflow as tf
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    seconds = _median_time(lambda: f().numpy(), repeats, warmup=2)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def peak_memory() -> dict:
+    import tensorflow as tf
+    out = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if tf.config.list_physical_devices("GPU"):
+        out["peak_gpu_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
+    return out
+
+
+def _model_and_task(case: str, shape, base=None):
+    """A model and its training task for a benchmark case."""
+    import keras
+    from ums_rep.backbones import FLOW_CLASSES, cdae, echo_encoder
+    from ums_rep.tasks import Task
+    if case == "cdae":
+        return {"denoise": cdae(shape + (1,))}, {"denoise": Task("denoise", "reconstruction", optimizer="rmsprop")}, None
+    if case == "echo":
+        return ({"flow": echo_encoder(shape + (1,))},
+                {"flow": Task("flow", "classification", classes=FLOW_CLASSES)}, None)
+    from mt_unet.model import build
+    from mt_unet.train import TASKS
+    net, tasks = build("mtunet", shape + (1,), 3, base)
+    return {"model": net}, {t: TASKS[t] for t in tasks}, net
+
+
+def _batch(case, shape, batch, tasks):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, *shape, 1)).astype("float32")
+    y = {"clean": x.copy(), "label": np.eye(3, dtype="float32")[rng.integers(0, 3, batch)]}
+    sal = rng.random((batch, *shape, 1)).astype("float32")
+    y["saliency"] = sal / sal.sum(axis=(1, 2, 3), keepdims=True)
+    return x, y
+
+
+def count_train_flops(models, tasks, joint, x, y) -> float:
+    """FLOPs of one forward + backward pass, counted by TensorFlow's profiler."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+    variables = [v for m in models.values() for v in m.trainable_variables]
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            if joint is not None:
+                preds = joint(x, training=True)
+                loss = tf.add_n([tf.reduce_mean(t.loss(y[t.target], preds[n])) for n, t in tasks.items()])
+            else:
+                (name, model), = models.items()
+                loss = tf.reduce_mean(tasks[name].loss(y[tasks[name].target], model(x, training=True)))
+        return tape.gradient(loss, variables)
+
+    concrete = tf.function(step).get_concrete_function(
+        tf.TensorSpec(x.shape, tf.float32), {k: tf.TensorSpec(v.shape, tf.float32) for k, v in y.items()})
+    opts = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation()) \
+        .with_empty_output().build()
+    return float(model_analyzer.profile(graph=concrete.graph, options=opts).total_float_ops)
+
+
+def train_case(case: str, quick: bool, steps: int, repeats: int) -> dict:
+    """Images/s of one model trained by model.fit, the custom loop and the custom loop + XLA."""
+    import keras
+    import tensorflow as tf
+    from ums_rep.strategies import Engine, make_optimizer
+    spec = CASES[case]
+    shape, batch = spec["quick"] if quick else (spec["shape"], spec["batch"])
+    base = (16 if case == "mtunet-paper" else 4) if quick and "base" in spec else spec.get("base")
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    modes = ["fit", "custom", "custom+xla"] + (["custom+xla+mixed"] if gpu else [])
+    out = {"case": case, "input": list(shape), "batch": batch, "base_filters": base, "modes": {}}
+    for mode in modes:
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("mixed_float16" if mode.endswith("mixed") else "float32")
+        keras.utils.set_random_seed(0)
+        models, tasks, joint = _model_and_task(case, tuple(shape), base)
+        x, y = _batch(case, tuple(shape), batch, tasks)
+        if "flops_per_step" not in out:
+            out["flops_per_step"] = count_train_flops(models, tasks, joint, x, y)
+            out["params"] = int(sum(m.count_params() for m in models.values()))
+        ds = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+        first = next(iter(tasks.values()))
+        if mode == "fit":
+            model = joint if joint is not None else next(iter(models.values()))
+            if joint is not None:
+                loss = {n: (lambda t: (lambda yt, yp: t.loss(yt, yp)))(t) for n, t in tasks.items()}
+                data = ds.map(lambda a, b: (a, {n: b[t.target] for n, t in tasks.items()}))
+            else:
+                loss = lambda yt, yp: first.loss(yt, yp)  # noqa: E731
+                data = ds.map(lambda a, b: (a, b[first.target]))
+            model.compile(optimizer=make_optimizer(first.optimizer, 1e-4), loss=loss)
+            run = lambda: model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)  # noqa: E731
+        else:
+            opt = {"joint": make_optimizer(first.optimizer, 1e-4)}
+            engine = Engine("joint", models, tasks, opt, joint_model=joint, jit_compile="xla" in mode)
+            step = engine.step_fn("joint")
+            it = iter(ds)
+            batches = (lambda: next(it)) if joint is not None else (lambda: {next(iter(tasks)): next(it)})
+
+            def run():
+                for _ in range(steps):
+                    losses = step(batches())
+                float(next(iter(losses.values())))  # wait for the device
+        seconds = _median_time(run, repeats, warmup=1)
+        out["modes"][mode] = {"images_per_s": batch * steps / seconds, "step_s": seconds / steps}
+    out.update(peak_memory())
+    keras.mixed_precision.set_global_policy("float32")
+    return out
+
+
+def input_pipeline(quick: bool, repeats: int) -> dict:
+    """Images/s decoding prepared 256² PNGs (RSNA phantoms) with normalisation, no cache."""
+    from data_prep.pipeline import make_dataset
+    from ums_rep.runs import prepared_data
+    size = 64 if quick else 256
+    p = prepared_data("rsna", None, size=size, phantom_n=40 if quick else 300, phantom_size=size, progress=False)
+    rows = p.rows()
+    ds = make_dataset(p, rows, batch_size=16, cache=False)
+    seconds = _median_time(lambda: [None for _ in ds], repeats, warmup=1)
+    return {"images": len(rows), "side": size, "images_per_s": len(rows) / seconds}
+
+
+def latency(set_name: str, size: int, repeats: int) -> dict:
+    """Milliseconds for one batch of 16: the shared model with every head vs separate models."""
+    import keras
+    import numpy as np
+    from ums_rep.backbones import cdae, echo_encoder
+    from ums_rep.finetune import build_shared, fresh_backbone
+    from ums_rep.tasks import TASK_SETS
+    sdef = TASK_SETS[set_name]
+    backbone = cdae((size, size, 1)) if sdef["modality"] == "cxr" else echo_encoder((size, size, 1))
+    models, _ = build_shared(backbone, sdef["modality"], sdef["tasks"])
+    shared = keras.Model(backbone.inputs, {n: m.output for n, m in models.items()})
+    separate = []
+    for s in sdef["tasks"]:
+        m, _ = build_shared(fresh_backbone(backbone), sdef["modality"], [s])
+        net = m[s.task.name]
+        if sdef["modality"] == "cxr":  # the baseline's frozen denoiser runs first
+            den = fresh_backbone(backbone)
+            inp = keras.Input((size, size, 1))
+            net = keras.Model(inp, net(den(inp)))
+        separate.append(net)
+    x = np.random.default_rng(0).normal(size=(16, size, size, 1)).astype("float32")
+    shared_s = _median_time(lambda: shared.predict_on_batch(x), repeats, warmup=2)
+    separate_s = _median_time(lambda: [m.predict_on_batch(x) for m in separate], repeats, warmup=2)
+    return {"set": set_name, "side": size, "shared_ms": shared_s * 1e3, "separate_ms": separate_s * 1e3,
+            "ratio": shared_s / separate_s}
+
+
+def _primary(task_result: dict) -> float | None:
+    m = task_result.get("metrics", {})
+    return m.get("iou", m.get("accuracy"))
+
+
+def _paper_ratio(set_name: str) -> str:
+    """The paper's shared / baseline totals (Tables 4, 6, 8, 10; ums_rep.report.PAPER)."""
+    from ums_rep.report import PAPER
+    c = PAPER["compute"][set_name]
+    return f"time {c['shared'][0] / c['baseline'][0]:.2f}, params {c['shared'][1] / c['baseline'][1]:.2f}"
+
+
+def compute_saving(preset: str, epochs: int, workdir: Path, sets=SETS) -> list:
+    """Run every strategy and the baseline of each task set with the same epochs and encoder."""
+    out = []
+    encoders = {}
+    for set_name in sets:
+        from ums_rep.tasks import TASK_SETS
+        modality = TASK_SETS[set_name]["modality"]
+        runs = {}
+        for strategy in ("independent", "alternating", "joint", "baseline"):
+            folder = workdir / f"{set_name}-{strategy}"
+            cmd = [sys.executable, "-m", "ums_rep.finetune", "--strategy", strategy, "--tasks", set_name,
+                   "--preset", preset, "--epochs", str(epochs), "--out", str(folder), "--no-progress"]
+            if modality in encoders:
+                cmd += ["--encoder", str(encoders[modality])]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+            if modality not in encoders:
+                encoders[modality] = folder / "encoder" / "model.keras"
+            runs[strategy] = json.loads((folder / "results.json").read_text())
+        base = runs.pop("baseline")
+        scores = {s: statistics.mean(v for v in (_primary(t) for t in r["tasks"].values()) if v is not None)
+                  for s, r in runs.items()}
+        best = max(scores, key=scores.get)
+        out.append({"set": set_name, "best_shared": best, "scores": scores,
+                    "baseline_score": statistics.mean(v for v in (_primary(t) for t in base["tasks"].values())
+                                                      if v is not None),
+                    "shared_seconds": runs[best]["total_train_seconds"], "baseline_seconds": base["total_train_seconds"],
+                    "shared_params": runs[best]["total_params"], "baseline_params": base["total_params"],
+                    "time_ratio": runs[best]["total_train_seconds"] / base["total_train_seconds"],
+                    "param_ratio": runs[best]["total_params"] / base["total_params"],
+                    "all_strategies": {s: {"seconds": r["total_train_seconds"], "params": r["total_params"]}
+                                       for s, r in runs.items()},
+                    "paper": _paper_ratio(set_name)})
+    return out
+
+
+def markdown(report: dict) -> str:
+    mm = report["matmul_gflops"]
+    lines = [f"Machine: {report['machine']['processor']}, {report['machine']['cpus']} CPUs, "
+             f"GPUs {report['machine']['gpus'] or 'none'}; TensorFlow {report['machine']['tensorflow']}; "
+             f"{'quick' if report['quick'] else 'full'} run. Dense matmul: **{mm:.0f} GFLOP/s**.", "",
+             "| model | input × batch | GFLOP/step (counted) | mode | images/s | GFLOP/s | of matmul | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in report["training"]:
+        for mode, r in t["modes"].items():
+            gflops = t["flops_per_step"] / r["step_s"] / 1e9
+            lines.append(f"| {t['case']} | {t['input'][0]}×{t['input'][1]} × {t['batch']} | "
+                         f"{t['flops_per_step'] / 1e9:.1f} | {mode} | {r['images_per_s']:.1f} | {gflops:.0f} | "
+                         f"{gflops / mm:.2f} | {t['peak_rss_mib']:.0f} |")
+    lines += ["", "| model | custom loop / model.fit | XLA / custom loop |", "|---|---|---|"]
+    for t in report["training"]:
+        m = t["modes"]
+        lines.append(f"| {t['case']} | {m['custom']['images_per_s'] / m['fit']['images_per_s']:.2f} | "
+                     f"{m['custom+xla']['images_per_s'] / m['custom']['images_per_s']:.2f} |")
+    ip = report["input_pipeline"]
+    lines += ["", f"Input pipeline: {ip['images_per_s']:.0f} images/s decoding {ip['side']}² PNGs "
+              f"= **{report['input_vs_training']:.1f}×** the CDAE's custom-loop training rate.", ""]
+    lines += ["| task set | shared forward ms | separate models ms | ratio |", "|---|---|---|---|"]
+    for r in report["latency"]:
+        lines.append(f"| {r['set']} | {r['shared_ms']:.1f} | {r['separate_ms']:.1f} | {r['ratio']:.2f} |")
+    if report.get("compute_saving"):
+        lines += ["", "| task set | best shared | time: shared / baseline | params: shared / baseline | paper |",
+                  "|---|---|---|---|---|"]
+        for r in report["compute_saving"]:
+            lines.append(f"| {r['set']} | {r['best_shared']} | {r['shared_seconds']:.0f} s / {r['baseline_seconds']:.0f} s"
+                         f" = **{r['time_ratio']:.2f}** | {r['shared_params']:,} / {r['baseline_params']:,} = "
+                         f"**{r['param_ratio']:.2f}** | {r['paper']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes: seconds, for tests and smoke runs")
+    parser.add_argument("--out", type=Path, default=None, help="write the report JSON here")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
+    parser.add_argument("--repeats", type=int, default=None, help="timed blocks per figure (median)")
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--saving-preset", default=None, help="finetune preset for the compute saving "
+                        "(default tiny with --quick, else quick); 'none' skips it")
+    parser.add_argument("--saving-epochs", type=int, default=None)
+    parser.add_argument("--saving-sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    repeats = args.repeats or (2 if args.quick else 5)
+    steps = 2 if args.quick else 5
+    if args.case:  # child process: one model, every mode
+        print("BENCH " + json.dumps(train_case(args.case, args.quick, steps, repeats)))
+        return 0
+    from data_prep.io import atomic_write_text
+    from ums_rep.runs import versions
+    report = {"quick": args.quick, "repeats": repeats, "steps_per_block": steps, "machine": versions(),
+              "matmul_gflops": matmul_gflops(1024 if args.quick else 2048, repeats)}
+    log.info("matmul: %.0f GFLOP/s", report["matmul_gflops"])
+    report["training"] = []
+    for case in args.cases:
+        cmd = [sys.executable, "-m", "benchmarks.run", "--case", case, "--repeats", str(repeats)] + \
+              (["--quick"] if args.quick else [])
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
+        if done.returncode != 0 or line is None:
+            raise RuntimeError(f"benchmark {case} failed:\n{done.stderr[-3000:]}")
+        report["training"].append(json.loads(line[len("BENCH "):]))
+        log.info("%s: %s", case, {m: round(r["images_per_s"], 1) for m, r in report["training"][-1]["modes"].items()})
+    report["input_pipeline"] = input_pipeline(args.quick, repeats)
+    cdae = next((t for t in report["training"] if t["case"] == "cdae"), report["training"][0])
+    report["input_vs_training"] = report["input_pipeline"]["images_per_s"] / cdae["modes"]["custom"]["images_per_s"]
+    report["latency"] = [latency(s, 32 if args.quick else 256, repeats) for s in SETS]
+    preset = args.saving_preset or ("tiny" if args.quick else "quick")
+    if preset != "none":
+        with tempfile.TemporaryDirectory(prefix="ums_saving_") as tmp:
+            report["compute_saving"] = compute_saving(preset, args.saving_epochs or (2 if args.quick else 5), Path(tmp),
+                                                      args.saving_sets)
+    text = markdown(report)
+    if args.out:
+        atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

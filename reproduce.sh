@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Run every experiment of both papers and build the report:
+#   ./reproduce.sh [--preset tiny|quick|paper] [--data-root DIR] [--out DIR]
+# tiny: a smoke run in minutes; quick: phantoms (or your data) on a laptop; paper: the papers'
+# sizes, epochs and folds (GPU hours). Without --data-root every dataset is a phantom.
+# Each step writes its own run folder under OUT; re-running skips finished steps and resumes
+# interrupted ones (--resume), so an interruption costs at most one epoch.
+set -euo pipefail
+
+PRESET=quick
+DATA=()
+OUT=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --preset) PRESET="$2"; shift 2 ;;
+    --data-root) DATA=(--data "$2"); shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    -h|--help) sed -n 2,8p "$0"; exit 0 ;;
+    *) echo "reproduce.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$PRESET" in tiny|quick|paper) ;; *) echo "reproduce.sh: --preset must be tiny, quick or paper" >&2; exit 2 ;; esac
+OUT="${OUT:-runs/reproduce-$PRESET}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python}"
+START=$(date +%s)
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/reproduce.log"; }
+
+# step NAME COMMAND...: run a training command into $OUT/NAME unless it finished before;
+# a folder left by an interrupted run is resumed
+step() {
+  local name="$1"; shift
+  local dir="$OUT/$name"
+  if [[ -f "$dir/results.json" ]]; then log "skip $name (finished)"; return; fi
+  local t0; t0=$(date +%s)
+  if [[ -f "$dir/args.json" ]]; then
+    log "resume $name"
+    "$PY" -m "$1" --resume "$dir" --no-progress
+  else
+    log "run $name"
+    "$PY" -m "$@" --out "$dir" --no-progress
+  fi
+  log "done $name in $(( $(date +%s) - t0 )) s"
+}
+
+# UMS-Rep: the two shared encoders, then every task set with every strategy and the baseline
+step pretrain-cdae ums_rep.pretrain --backbone cdae --preset "$PRESET" "${DATA[@]}"
+step pretrain-echo ums_rep.pretrain --backbone echo --preset "$PRESET" "${DATA[@]}"
+for set in cxr-hetero cxr-homo echo-hetero echo-homo; do
+  enc="$OUT/pretrain-cdae/model.keras"; [[ $set == echo-* ]] && enc="$OUT/pretrain-echo/model.keras"
+  for strategy in independent alternating joint baseline; do
+    step "finetune-$set-$strategy" ums_rep.finetune --tasks "$set" --strategy "$strategy" --encoder "$enc" \
+      --preset "$PRESET" "${DATA[@]}"
+  done
+done
+# Talos: the echo encoder's search space
+rounds=12; [[ $PRESET == tiny ]] && rounds=2; [[ $PRESET == paper ]] && rounds=162
+if [[ -f "$OUT/scan-echo/results.json" ]]; then log "skip scan-echo (finished)"
+else
+  resume=(); [[ -d "$OUT/scan-echo/talos" ]] && resume=(--resume)
+  log "run scan-echo"
+  "$PY" -m ums_rep.scan --model echo --preset "$PRESET" --round-limit "$rounds" --out "$OUT/scan-echo" \
+    --no-progress "${resume[@]}" "${DATA[@]}"
+fi
+# MT-UNet: MTL1/2/3, the B/T ablations, single-task UNets and the baselines
+configs=("mtunet full mtl1" "mtunet full mtl2" "mtunet full mtl3" "mtunet bottleneck mtl3" "mtunet top mtl3"
+         "unets full mtl3" "unetc full mtl3" "resnet50 full mtl3" "simplenet full mtl3")
+[[ $PRESET == paper ]] && configs+=("inceptionresnetv2 full mtl3" "efficientnetv2s full mtl3" "msinet full mtl3" "vggssm full mtl3")
+mt_dirs=()
+for cfg in "${configs[@]}"; do
+  read -r model variant scheme <<< "$cfg"
+  step "mt_unet-$model-$variant-$scheme" mt_unet.train --model "$model" --variant "$variant" --scheme "$scheme" \
+    --preset "$PRESET" "${DATA[@]}"
+  mt_dirs+=("$OUT/mt_unet-$model-$variant-$scheme")
+done
+"$PY" -m mt_unet.train --compare "${mt_dirs[@]}" --out "$OUT" > /dev/null
+
+"$PY" -m ums_rep.report --runs "$OUT" --out "$OUT/report"
+log "all done in $(( $(date +%s) - START )) s; report: $OUT/report/report.md and report.html"

@@ -1,0 +1,26 @@
+"""The benchmark harness runs at a tiny size and writes valid JSON (targets are reported in
+benchmarks/README.md, never timed in tests)."""
+import json
+
+from benchmarks.run import main
+
+
+def test_harness_writes_a_complete_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--quick", "--cases", "echo", "mtunet-quick", "--repeats", "1", "--saving-sets", "echo-homo",
+                 "--saving-epochs", "1", "--out", str(out), "--markdown", str(md)]) == 0
+    r = json.loads(out.read_text())
+    assert r["matmul_gflops"] > 0
+    assert [t["case"] for t in r["training"]] == ["echo", "mtunet-quick"]
+    for t in r["training"]:
+        assert t["flops_per_step"] > 1e6 and t["peak_rss_mib"] > 100
+        assert set(t["modes"]) >= {"fit", "custom", "custom+xla"}
+        assert all(m["images_per_s"] > 0 for m in t["modes"].values())
+    assert r["input_pipeline"]["images_per_s"] > 0 and r["input_vs_training"] > 0
+    assert {x["set"] for x in r["latency"]} == {"cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo"}
+    (saving,) = r["compute_saving"]
+    assert saving["set"] == "echo-homo" and saving["best_shared"] in ("independent", "alternating", "joint")
+    assert 0 < saving["param_ratio"] < 1  # one shared encoder vs three separate ones
+    assert saving["time_ratio"] > 0
+    assert "custom loop / model.fit" in md.read_text()

@@ -1,0 +1,318 @@
+"""``python -m ums_rep.report --runs DIR... --out DIR``: every reproduced table beside the paper's
+numbers, with the figures, in Markdown (``report.md``) and one self-contained HTML page
+(``report.html``, images inlined).
+
+It reads every ``results.json`` under the given folders and recognises each by its
+``command``: CDAE pretraining → UMS-Rep Table 2; ``finetune`` runs → Tables 3/5/7/9 (metrics)
+and 4/6/8/10 (time, parameters), per task set; ``mt_unet.train`` runs → MT-UNet Tables 1–3;
+``scan`` runs → the Talos choice against the paper's; a ``benchmarks.run`` JSON (``--bench``) →
+the compute-saving table. The header states the data (phantom or real), presets, seeds,
+versions and hardware the runs recorded. :data:`PAPER` is the one home of the papers' numbers.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+from data_prep.cli import setup_logging
+from data_prep.io import atomic_write_text
+
+log = logging.getLogger("ums_rep.report")
+
+PAPER = {
+    # UMS-Rep Table 2: PSNR / SSIM / MS-SSIM of the CDAE on RSNA
+    "table2": {"gaussian10": (39.05, 0.96, 0.99), "gaussian20": (35.38, 0.91, 0.98), "gaussian30": (32.75, 0.89, 0.95),
+               "gaussian40": (30.54, 0.85, 0.91), "gaussian50": (28.35, 0.79, 0.88), "poisson": (33.37, 0.93, 0.97)},
+    # UMS-Rep Tables 3, 5, 7, 9: (strategy, task) -> accuracy, F-score, IoU, MCC
+    "tasks": {
+        ("independent", "lung_seg"): (0.99, 0.96, 0.98, None), ("alternating", "lung_seg"): (0.99, 0.95, 0.96, None),
+        ("joint", "lung_seg"): (0.92, 0.92, 0.94, None), ("baseline", "lung_seg"): (0.97, 0.91, 0.95, None),
+        ("independent", "abnormal"): (0.86, 0.83, None, 0.68), ("alternating", "abnormal"): (0.85, 0.82, None, 0.66),
+        ("joint", "abnormal"): (0.83, 0.80, None, 0.63), ("baseline", "abnormal"): (0.80, 0.80, None, 0.60),
+        ("independent", "bacterial_vs_normal"): (0.95, 0.95, None, 0.90),
+        ("alternating", "bacterial_vs_normal"): (0.96, 0.96, None, 0.92),
+        ("joint", "bacterial_vs_normal"): (0.96, 0.95, None, 0.91),
+        ("baseline", "bacterial_vs_normal"): (0.94, 0.94, None, 0.89),
+        ("independent", "viral_vs_normal"): (0.95, 0.92, None, 0.88),
+        ("alternating", "viral_vs_normal"): (0.96, 0.93, None, 0.90),
+        ("joint", "viral_vs_normal"): (0.97, 0.94, None, 0.92), ("baseline", "viral_vs_normal"): (0.93, 0.90, None, 0.86),
+        ("independent", "bacterial_vs_viral"): (0.81, 0.76, None, 0.56),
+        ("alternating", "bacterial_vs_viral"): (0.82, 0.77, None, 0.58),
+        ("joint", "bacterial_vs_viral"): (0.83, 0.80, None, 0.62),
+        ("baseline", "bacterial_vs_viral"): (0.80, 0.75, None, 0.54),
+        ("independent", "envelope_seg"): (0.97, 0.95, 0.98, None),
+        ("alternating", "envelope_seg"): (0.96, 0.94, 0.98, None),
+        ("joint", "envelope_seg"): (0.91, 0.93, 0.94, None), ("baseline", "envelope_seg"): (0.93, 0.92, 0.95, None),
+        ("independent", "quality"): (0.97, 0.96, None, 0.92), ("alternating", "quality"): (0.95, 0.91, None, 0.87),
+        ("joint", "quality"): (0.93, 0.88, None, 0.83), ("baseline", "quality"): (0.88, 0.85, None, 0.78),
+        ("independent", "flow"): (0.93, 0.91, None, 0.85), ("alternating", "flow"): (0.91, 0.90, None, 0.82),
+        ("joint", "flow"): (0.92, 0.90, None, 0.84), ("baseline", "flow"): (0.91, 0.88, None, 0.81),
+        ("independent", "mv_vs_ma"): (0.92, 0.91, None, 0.83), ("alternating", "mv_vs_ma"): (0.94, 0.94, None, 0.87),
+        ("joint", "mv_vs_ma"): (0.95, 0.95, None, 0.89), ("baseline", "mv_vs_ma"): (0.91, 0.91, None, 0.81),
+        ("independent", "mv_vs_tr"): (0.95, 0.94, None, 0.88), ("alternating", "mv_vs_tr"): (0.96, 0.96, None, 0.91),
+        ("joint", "mv_vs_tr"): (0.97, 0.96, None, 0.93), ("baseline", "mv_vs_tr"): (0.94, 0.93, None, 0.86),
+        ("independent", "ma_vs_tr"): (0.97, 0.96, None, 0.92), ("alternating", "ma_vs_tr"): (0.98, 0.96, None, 0.93),
+        ("joint", "ma_vs_tr"): (0.98, 0.98, None, 0.95), ("baseline", "ma_vs_tr"): (0.98, 0.96, None, 0.93),
+    },
+    # UMS-Rep Tables 4, 6, 8, 10: totals (minutes, trainable parameters), shared approach and baseline
+    "compute": {"cxr-hetero": {"shared": (312.82, 1_882_279), "baseline": (459.47, 3_160_070)},
+                "cxr-homo": {"shared": (4.81, 887_145), "baseline": (34.15, 4_720_518)},
+                "echo-hetero": {"shared": (38.77, 1_838_042), "baseline": (195.63, 3_933_509)},
+                "echo-homo": {"shared": (33.69, 1_347_260), "baseline": (36.77, 4_720_518)}},
+    # MT-UNet Tables 1-3 (Appendix C): median ± std over ≥ 5 trainings
+    "mt_unet": {
+        "MT-UNet (MTL3)": {"kld": 0.726, "cc": 0.569, "hs": 0.548, "accuracy": 0.670, "auc": 0.843,
+                           "auc_Normal": 0.864, "auc_CHF": 0.912, "auc_pneumonia": 0.711},
+        "MT-UNet (MTL1)": {"kld": 0.730, "cc": 0.566, "hs": 0.547, "accuracy": 0.649, "auc": 0.832,
+                           "auc_Normal": 0.859, "auc_CHF": 0.906, "auc_pneumonia": 0.682},
+        "MT-UNet (MTL2)": {"kld": 0.738, "cc": 0.563, "hs": 0.545, "accuracy": 0.638, "auc": 0.832,
+                           "auc_Normal": 0.861, "auc_CHF": 0.913, "auc_pneumonia": 0.672},
+        "MT-UNetB (MTL3)": {"kld": 0.730, "cc": 0.568, "hs": 0.548, "accuracy": 0.653, "auc": 0.836,
+                            "auc_Normal": 0.859, "auc_CHF": 0.907, "auc_pneumonia": 0.694},
+        "MT-UNetT (MTL3)": {"kld": 0.734, "cc": 0.561, "hs": 0.544, "accuracy": 0.649, "auc": 0.847,
+                            "auc_Normal": 0.883, "auc_CHF": 0.910, "auc_pneumonia": 0.695},
+        "UNetC": {"accuracy": 0.593, "auc": 0.780, "auc_Normal": 0.841, "auc_CHF": 0.840, "auc_pneumonia": 0.597},
+        "EfficientNetV2-S": {"accuracy": 0.640, "auc": 0.826, "auc_Normal": 0.852, "auc_CHF": 0.901,
+                             "auc_pneumonia": 0.653},
+        "InceptionResNetV2": {"accuracy": 0.640, "auc": 0.824, "auc_Normal": 0.862, "auc_CHF": 0.897,
+                              "auc_pneumonia": 0.633},
+        "ResNet50": {"accuracy": 0.613, "auc": 0.816, "auc_Normal": 0.845, "auc_CHF": 0.896, "auc_pneumonia": 0.622},
+        "UNetS": {"kld": 0.750, "cc": 0.552, "hs": 0.540},
+        "SimpleNet": {"kld": 0.758, "cc": 0.545, "hs": 0.541},
+        "MSINet": {"kld": 0.748, "cc": 0.557, "hs": 0.545},
+        "VGGSSM": {"kld": 0.743, "cc": 0.561, "hs": 0.545},
+    },
+    "talos_echo": {"kernel_size": 3, "dilation": 2, "dropout": 0.5, "optimizer": "adam", "batch_size": 16},
+}
+SET_TABLES = {"cxr-hetero": ("3", "4"), "cxr-homo": ("5", "6"), "echo-hetero": ("7", "8"), "echo-homo": ("9", "10")}
+STRATEGY_ORDER = ("independent", "alternating", "joint", "baseline")
+FIGURES = ("denoising.png", "gradcam_*.png", "training_curves.png", "saliency_overlays.png", "analyze_*.png")
+
+
+def _num(v, digits=3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def collect(run_dirs) -> list:
+    """``(folder, results)`` of every results.json under ``run_dirs`` (nested encoders included)."""
+    found = []
+    for d in run_dirs:
+        d = Path(d)
+        if not d.exists():
+            raise FileNotFoundError(f"{d}: no such run folder")
+        for f in sorted(d.rglob("results.json")):
+            try:
+                body = json.loads(f.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{f}: not valid JSON ({e})") from e
+            if isinstance(body, dict) and "command" in body:
+                found.append((f.parent, body))
+    return found
+
+
+def table2(runs) -> list:
+    lines = []
+    for folder, r in runs:
+        if not r["command"].startswith("pretrain --backbone cdae") or "table2" not in r:
+            continue
+        c = r["config"]
+        lines += [f"### UMS-Rep Table 2: CDAE denoising ({folder.name}; {c.get('data')}, preset {c.get('preset')}, "
+                  f"{c.get('image')} px, {c.get('n_test')} test images)", "",
+                  "| noise | noisy | CDAE | NLM | wavelet | paper CDAE |", "|---|---|---|---|---|---|"]
+        for level, row in r["table2"].items():
+            cells = [f"{row[k]['psnr']:.2f} / {row[k]['ssim']:.2f} / {row[k]['ms_ssim']:.2f}"
+                     for k in ("noisy", "cdae", "nlm", "wavelet")]
+            paper = PAPER["table2"].get(level)
+            lines.append(f"| {level} | " + " | ".join(cells) + f" | {paper[0]:.2f} / {paper[1]:.2f} / {paper[2]:.2f} |")
+        lines += ["", "Cells: PSNR (dB) / SSIM / MS-SSIM on the test split.", ""]
+    return lines
+
+
+def strategy_tables(runs) -> list:
+    by_set = {}
+    for folder, r in runs:
+        if r["command"].startswith("finetune"):
+            by_set.setdefault(r["config"]["tasks"], []).append((folder, r))
+    lines = []
+    for set_name, entries in sorted(by_set.items()):
+        entries.sort(key=lambda e: STRATEGY_ORDER.index(e[1]["config"]["strategy"]))
+        perf, cost = SET_TABLES.get(set_name, ("?", "?"))
+        c = entries[0][1]["config"]
+        lines += [f"### UMS-Rep Table {perf}: {set_name} ({c.get('data')}, preset {c.get('preset')}, "
+                  f"{c.get('folds')} fold(s), seed {entries[0][1].get('seed')})", "",
+                  "| strategy | task | accuracy | F-score | IoU | MCC | paper acc / F / IoU / MCC |",
+                  "|---|---|---|---|---|---|---|"]
+        for folder, r in entries:
+            s = r["config"]["strategy"]
+            for task, t in r["tasks"].items():
+                if task == "denoiser":
+                    continue
+                m = t["metrics"]
+                p = PAPER["tasks"].get((s, task))
+                paper = " / ".join(_num(v, 2) for v in p) if p else ""
+                lines.append(f"| {s} | {task} | {_num(m.get('accuracy'))} | {_num(m.get('f_score'))} | "
+                             f"{_num(m.get('iou'))} | {_num(m.get('mcc'))} | {paper} |")
+        pc = PAPER["compute"].get(set_name)
+        lines += ["", f"### UMS-Rep Table {cost}: {set_name}, training time and trainable parameters", "",
+                  "| strategy | train s | trainable params | time / baseline | params / baseline |",
+                  "|---|---|---|---|---|"]
+        base = next((r for _, r in entries if r["config"]["strategy"] == "baseline"), None)
+        for folder, r in entries:
+            rt = pt = ""
+            if base:
+                rt = f"{r['total_train_seconds'] / max(base['total_train_seconds'], 1e-9):.2f}"
+                pt = f"{r['total_params'] / max(base['total_params'], 1):.2f}"
+            lines.append(f"| {r['config']['strategy']} | {r['total_train_seconds']:.1f} | {r['total_params']:,} | "
+                         f"{rt} | {pt} |")
+        if pc:
+            lines.append(f"| paper (shared / baseline) | {pc['shared'][0]:.1f} / {pc['baseline'][0]:.1f} min | "
+                         f"{pc['shared'][1]:,} / {pc['baseline'][1]:,} | {pc['shared'][0] / pc['baseline'][0]:.2f} | "
+                         f"{pc['shared'][1] / pc['baseline'][1]:.2f} |")
+        lines.append("")
+    return lines
+
+
+def mt_unet_tables(runs) -> list:
+    entries = []
+    for folder, r in runs:
+        if r["command"].startswith("mt_unet.train"):
+            for e in r["tasks"].values():
+                entries.append((folder, r, e))
+    if not entries:
+        return []
+    keys = ("kld", "cc", "hs", "accuracy", "auc", "auc_Normal", "auc_CHF", "auc_pneumonia")
+    c = entries[0][1]["config"]
+    lines = [f"### MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
+             f"{'×'.join(map(str, c.get('shape', [])))}, {c.get('seeds')} seed(s); median ± std; paper below each row)",
+             "", "| model | " + " | ".join(k.upper().replace("AUC_", "AUC ") for k in keys)
+             + " | train s | params | preset, seeds |", "|" + "---|" * (len(keys) + 4)]
+    for folder, r, e in entries:
+        cells = [f"{e['metrics'][k]:.3f} ± {e['std'].get(k, 0):.3f}" if k in e["metrics"] else "" for k in keys]
+        lines.append(f"| {e['label']} | " + " | ".join(cells) + f" | {e['train_seconds']:.0f} | "
+                     f"{e['trainable_params']:,} | {r['config'].get('preset')}, {r['config'].get('seeds')} |")
+        paper = PAPER["mt_unet"].get(e["label"])
+        if paper:
+            lines.append("| *paper* | " + " | ".join(_num(paper.get(k)) if k in paper else "" for k in keys)
+                         + " | | | |")
+    lines.append("")
+    return lines
+
+
+def scan_tables(runs) -> list:
+    lines = []
+    for folder, r in runs:
+        if not r["command"].startswith("scan"):
+            continue
+        best = {k: v for k, v in r["best"].items() if not k.startswith("_")}
+        lines += [f"### Talos scan: {r['config']['model']} ({folder.name}; {r['rounds']} rounds, "
+                  f"{r['scan_seconds']:.0f} s)", "", "| parameter | best here | paper |", "|---|---|---|"]
+        paper = PAPER["talos_echo"] if r["config"]["model"] == "echo" else {}
+        for k, v in best.items():
+            lines.append(f"| {k} | {v} | {paper.get(k, '')} |")
+        lines += ["", f"Best score: {r['best']['_score']}.", ""]
+    return lines
+
+
+def bench_tables(bench: dict | None) -> list:
+    if not bench or not bench.get("compute_saving"):
+        return []
+    lines = ["### Compute saving (benchmarks.run)", "",
+             "| task set | best shared | time ratio | param ratio | paper time ratio | paper param ratio |",
+             "|---|---|---|---|---|---|"]
+    for s in bench["compute_saving"]:
+        pc = PAPER["compute"][s["set"]]
+        lines.append(f"| {s['set']} | {s['best_shared']} | {s['time_ratio']:.2f} | {s['param_ratio']:.2f} | "
+                     f"{pc['shared'][0] / pc['baseline'][0]:.2f} | {pc['shared'][1] / pc['baseline'][1]:.2f} |")
+    return lines + [""]
+
+
+def figures(runs, out: Path) -> list:
+    lines = ["## Figures", ""]
+    for folder, r in runs:
+        for pattern in FIGURES:
+            for f in sorted(folder.glob(pattern)) + sorted(folder.glob(f"seed*/{pattern}"))[:1]:
+                rel = os.path.relpath(Path(f).resolve(), Path(out).resolve())
+                lines += [f"**{folder.name}/{f.name}**", "", f"![{f.name}]({Path(rel).as_posix()})", ""]
+    return lines
+
+
+def header(runs) -> list:
+    def data_of(config):
+        d = config.get("data")
+        if isinstance(d, dict):  # scan: {"dataset": ..., "phantom": bool}
+            return "phantom" if d.get("phantom") else f"real ({d.get('dataset')})"
+        return str(d)
+    data = sorted({data_of(r["config"]) for _, r in runs})
+    presets = sorted({str(r["config"].get("preset")) for _, r in runs})
+    seeds = sorted({str(r.get("seed")) for _, r in runs})
+    v = runs[0][1].get("versions", {}) if runs else {}
+    return ["# Reproduction report", "",
+            f"- **Runs:** {len(runs)} results.json files", f"- **Data:** {', '.join(data)}",
+            f"- **Presets:** {', '.join(presets)}", f"- **Seeds:** {', '.join(seeds)}",
+            f"- **Versions:** Python {v.get('python')}, TensorFlow {v.get('tensorflow')}, Keras {v.get('keras')}, "
+            f"NumPy {v.get('numpy')}, scikit-learn {v.get('scikit-learn')}",
+            f"- **Hardware:** {v.get('processor')}, {v.get('cpus')} CPUs, GPUs: {v.get('gpus') or 'none'} "
+            f"({v.get('platform')})", "",
+            "Phantom data are synthetic: they check that the pipeline runs and that directional claims can be "
+            "measured; they do not reproduce the papers' absolute numbers.", ""]
+
+
+def build(run_dirs, out, bench=None) -> str:
+    """Write ``report.md`` and ``report.html`` in ``out``; return the Markdown."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = collect(run_dirs)
+    if not runs:
+        raise ValueError(f"no results.json with a command under {[str(d) for d in run_dirs]}")
+    bench_body = json.loads(Path(bench).read_text()) if bench else None
+    lines = header(runs) + ["## UMS-Rep", ""] + table2(runs) + strategy_tables(runs) + scan_tables(runs) \
+        + bench_tables(bench_body) + ["## MT-UNet", ""] + mt_unet_tables(runs) + figures(runs, out)
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "report.html", to_html(text, out))
+    log.info("wrote %s and %s (%d runs)", out / "report.md", out / "report.html", len(runs))
+    return text
+
+
+def to_html(text: str, base: Path) -> str:
+    """Markdown → one HTML page (python-markdown) with every image inlined as base64."""
+    import markdown
+    body = markdown.markdown(text, extensions=["tables"])
+
+    def inline(m):
+        path = (Path(base) / m.group(1)).resolve()
+        if not path.is_file():
+            return m.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "font-size:13px}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>Reproduction report</title>" \
+           f"<style>{style}</style></head><body>{body}</body></html>\n"
+
+
+def main(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m ums_rep.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (searched recursively)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--bench", type=Path, default=None, help="a benchmarks.run JSON for the compute saving")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        build(args.runs, args.out, args.bench)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
