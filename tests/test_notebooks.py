@@ -6,7 +6,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+import os
+
+ROOT = Path(__file__).parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_notebooks_are_stored_without_outputs_and_take_a_preset():
@@ -24,6 +27,8 @@ def test_notebooks_are_stored_without_outputs_and_take_a_preset():
 def test_notebook_runs_at_the_tiny_preset(path, tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path_factory.getbasetemp() / "notebook-cache"))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    # the kernel runs in a temporary folder: let it import the package even when not installed
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if "parameters" in cell.metadata.get("tags", []):

@@ -237,3 +237,15 @@ def test_bad_arguments_fail_before_training(tmp_path, caplog):
     assert main(["--preset", "tiny", "--model", "resnet50", "--variant", "top", "--out", str(tmp_path / "x")]) == 1
     assert "applies to mtunet only" in caplog.text
     assert not (tmp_path / "x").exists()
+
+
+def test_report_puts_runs_beside_the_paper_and_inlines_figures(tiny_run):
+    from ums_rep.report import main as report_main
+    out = tiny_run / "report"
+    assert report_main(["--runs", str(tiny_run / "mtl1"), str(tiny_run / "unetc"), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| MT-UNet (MTL1) |" in md and "| *paper* | 0.730 | 0.566 | 0.547 | 0.649 |" in md
+    assert "**Data:** phantom" in md and "tiny" in md and "TensorFlow 2." in md
+    assert "![training_curves.png]" in md
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html and 'src="../' not in html
