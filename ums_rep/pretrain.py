@@ -137,6 +137,7 @@ def main(argv=None) -> int:
     parser.add_argument("--params", type=Path, default=None, help="hyper-parameters JSON (Talos best.json)")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
+    parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last completed epoch, with its arguments")
     args = parser.parse_args(argv)
@@ -177,7 +178,8 @@ def run(args) -> int:
     val = make_dataset(data, val_rows, batch_size=batch, **kw)
     config = FitConfig(epochs=preset["epochs"], steps_per_epoch={task.name: max(1, len(train_rows) // batch)},
                        lr_patience=preset["lr_patience"], stop_patience=preset["stop"], lr_factor=0.1,
-                       checkpoint_dir=out / "checkpoints", resume=resume, on_nonfinite="stop")
+                       checkpoint_dir=out / "checkpoints", resume=resume, on_nonfinite="stop",
+                       progress=not getattr(args, "no_progress", False))
     log.info("pretraining %s on %d/%d/%d images (%s), %d parameters", args.backbone, len(train_rows),
              len(val_rows), len(test_rows), "phantom" if data.info.get("phantom") else "real", model.count_params())
     start = time.perf_counter()
