@@ -42,7 +42,7 @@ CASES = {
     "cdae": {"shape": (256, 256), "batch": 16, "quick": ((64, 64), 8)},
     "echo": {"shape": (256, 256), "batch": 16, "quick": ((64, 64), 8)},
     "mtunet-quick": {"shape": (96, 64), "batch": 8, "base": 8, "quick": ((64, 48), 4)},
-    "mtunet-paper": {"shape": (320, 208), "base": 64, "batch": 2, "quick": ((64, 48), 2)},
+    "mtunet-paper": {"shape": (320, 208), "base": 64, "batch": 2, "quick": ((64, 48), 2), "steps": 2},
 }
 SETS = ("cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo")
 
@@ -133,10 +133,12 @@ def train_case(case: str, quick: bool, steps: int, repeats: int) -> dict:
     from ums_rep.strategies import Engine, make_optimizer
     spec = CASES[case]
     shape, batch = spec["quick"] if quick else (spec["shape"], spec["batch"])
+    steps = steps if quick else min(steps, spec.get("steps", steps))  # seconds-long steps: fewer per block
     base = (16 if case == "mtunet-paper" else 4) if quick and "base" in spec else spec.get("base")
     gpu = bool(tf.config.list_physical_devices("GPU"))
     modes = ["fit", "custom", "custom+xla"] + (["custom+xla+mixed"] if gpu else [])
-    out = {"case": case, "input": list(shape), "batch": batch, "base_filters": base, "modes": {}}
+    out = {"case": case, "input": list(shape), "batch": batch, "base_filters": base, "steps_per_block": steps,
+           "modes": {}}
     for mode in modes:
         keras.backend.clear_session()
         keras.mixed_precision.set_global_policy("mixed_float16" if mode.endswith("mixed") else "float32")
