@@ -79,7 +79,6 @@ def peak_memory() -> dict:
 
 def _model_and_task(case: str, shape, base=None):
     """A model and its training task for a benchmark case."""
-    import keras
     from ums_rep.backbones import FLOW_CLASSES, cdae, echo_encoder
     from ums_rep.tasks import Task
     if case == "cdae":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import time
 from datetime import datetime, timedelta
