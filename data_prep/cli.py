@@ -42,6 +42,16 @@ def base_parser(prog: str, description: str, *, data: bool = True, preset: bool 
     return parser
 
 
+def add_training_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every training command shares: ``--deterministic``, ``--resume RUN_DIR``,
+    ``--no-progress``."""
+    parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run from its last completed epoch, with its arguments")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
 def default_out_dir(command: str, root: Path = Path("runs")) -> Path:
     """``runs/<command>-<YYYYmmdd-HHMMSS>`` (not created)."""
     return root / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from data_prep.cli import base_parser, setup_logging
+from data_prep.cli import add_training_options, base_parser, setup_logging
 from data_prep.egd import CLASSES
 from data_prep.io import atomic_write_text
 from data_prep.prepare import _shape_arg
@@ -241,10 +241,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     parser.add_argument("--patience", type=int, default=None, help="RLRP patience P")
     parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                        help="continue an interrupted run from its last completed epoch, with its arguments")
-    parser.add_argument("--no-progress", action="store_true")
+    add_training_options(parser)
     parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
                         help="compare finished runs instead of training")
     args = parser.parse_args(argv)

@@ -40,7 +40,7 @@ import pandas as pd
 import tensorflow as tf
 
 import keras
-from data_prep.cli import base_parser, setup_logging
+from data_prep.cli import add_training_options, base_parser, setup_logging
 from data_prep.io import atomic_write_text, read_image
 from data_prep.pipeline import make_dataset
 from ums_rep import derive, metrics
@@ -426,10 +426,7 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=None, help='joint loss weights, JSON: {"lung_seg": 1, "abnormal": 0.5}')
     parser.add_argument("--ratio", default=None, help='alternating batch ratio, JSON: {"lung_seg": 2, "abnormal": 1}')
     parser.add_argument("--recommend-flow", default="TR", choices=FLOW_CLASSES)
-    parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                        help="continue an interrupted run from its last completed epoch, with its arguments")
-    parser.add_argument("--no-progress", action="store_true")
+    add_training_options(parser)
     parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
                         help="compare finished runs instead of training")
     args = parser.parse_args(argv)

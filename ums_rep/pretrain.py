@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from data_prep.cli import base_parser, setup_logging
+from data_prep.cli import add_training_options, base_parser, setup_logging
 from data_prep.io import read_image
 from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_noise
 from data_prep.pipeline import make_dataset
@@ -136,10 +136,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", choices=("cdae", "echo"), default="cdae")
     parser.add_argument("--params", type=Path, default=None, help="hyper-parameters JSON (Talos best.json)")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                        help="continue an interrupted run from its last completed epoch, with its arguments")
+    add_training_options(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
