@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from ums_rep.heads import classification_head, saliency_head
+from ums_rep.layers import BatchNorm
 
 SALIENCY, DISEASE = "saliency", "disease"
 VARIANTS = ("full", "bottleneck", "top")
@@ -37,7 +38,7 @@ def filters_for(base: int) -> tuple:
 def _conv_block(x, filters: int, name: str):
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}.conv{i}")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}.bn{i}")(x)
+        x = BatchNorm(momentum=BN_MOMENTUM, name=f"{name}.bn{i}")(x)
         x = layers.ReLU(name=f"{name}.relu{i}")(x)
     return x
 
@@ -54,7 +55,7 @@ def unet_features(inputs, filters=PAPER_FILTERS):
         name = f"unet.up{i + 1}"
         x = layers.UpSampling2D(2, name=f"{name}.upsample")(x)
         x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"{name}.conv0")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}.bn0")(x)
+        x = BatchNorm(momentum=BN_MOMENTUM, name=f"{name}.bn0")(x)
         x = layers.ReLU(name=f"{name}.relu0")(x)
         x = layers.Concatenate(name=f"{name}.concat")([skip, x])
         x = _conv_block(x, f, name)

@@ -28,6 +28,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ums_rep.layers import BatchNorm
+
 CDAE_FILTERS = (32, 64, 128, 256)
 ECHO_FILTERS = (32, 32, 64, 64, 128, 128)
 FLOW_CLASSES = ("MV", "MA", "TR")
@@ -44,7 +46,7 @@ def _conv_bn_relu(x, filters, name, strides=1, dilation=1, kernel_size=3, batch_
     x = layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation, padding="same",
                       use_bias=not batch_norm, name=f"{name}.conv")(x)
     if batch_norm:
-        x = layers.BatchNormalization(name=f"{name}.bn")(x)
+        x = BatchNorm(name=f"{name}.bn")(x)
     return layers.ReLU(name=f"{name}.relu")(x)
 
 

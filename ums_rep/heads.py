@@ -15,6 +15,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from ums_rep.layers import BatchNorm
+
 
 @keras.saving.register_keras_serializable(package="ums_rep")
 class SpatialSoftmax(layers.Layer):
@@ -57,7 +59,7 @@ def segmentation_head(features, encoder_filters, name: str, steps: int | None = 
 def saliency_head(features, name: str, filters: int = 64, momentum: float = 0.99):
     """3×3 conv(``filters``) + BN + ReLU → 1×1 conv → softmax over H×W (MT-UNet's code)."""
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}.conv")(features)
-    x = layers.BatchNormalization(momentum=momentum, name=f"{name}.bn")(x)
+    x = BatchNorm(momentum=momentum, name=f"{name}.bn")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)
     x = layers.Conv2D(1, 1, name=f"{name}.logits", dtype="float32")(x)
     return SpatialSoftmax(name=f"{name}.out", dtype="float32")(x)
