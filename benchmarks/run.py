@@ -12,6 +12,9 @@ measured in the same run on the same machine.
   with XLA; on a GPU also XLA + mixed precision. Each model runs in its own subprocess, so its
   peak RSS (and GPU memory) is its own. FLOPs per training step are *counted* by TensorFlow's
   profiler on the forward + backward graph; efficiency = FLOPs × steps/s ÷ matmul FLOP/s.
+* **convolution ceiling** — every Conv2D of the model timed alone (forward and the gradients a
+  training step needs, same shapes, strides and dilations), summed: the efficiency TensorFlow's
+  convolution kernels reach on these shapes, an upper bound for any training loop around them.
 * **input pipeline** — images/s of :func:`data_prep.pipeline.make_dataset` decoding prepared
   PNGs (no cache), against the CDAE's training images/s (it must stay ≥ 3× faster).
 * **latency** — one shared forward pass for all heads of a task set vs the separate
@@ -125,6 +128,39 @@ def count_train_flops(models, tasks, joint, x, y) -> float:
     return float(model_analyzer.profile(graph=concrete.graph, options=opts).total_float_ops)
 
 
+def conv_ceiling(models, batch: int, repeats: int) -> dict:
+    """Seconds and FLOPs of the models' Conv2D layers run alone, forward + backward, summed.
+
+    A training step can be no faster than its convolutions; this separates what the kernels of
+    TensorFlow (oneDNN/Eigen on CPU, cuDNN on GPU) reach on these shapes from what the loop adds.
+    The first layer needs no input gradient (2 of 3 convolution passes), every other layer all 3.
+    """
+    import keras
+    import tensorflow as tf
+    seconds = flops = 0.0
+    for model in models.values():
+        for layer in model.layers:
+            if type(layer) is not keras.layers.Conv2D:
+                continue
+            x = tf.random.normal((batch, *layer.input.shape[1:]))
+            kernel = tf.Variable(tf.convert_to_tensor(layer.kernel))
+            grad_x = not isinstance(layer.input._keras_history[0], keras.layers.InputLayer)
+
+            @tf.function
+            def step(x, kernel=kernel, layer=layer, grad_x=grad_x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = tf.nn.conv2d(x, kernel, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate)
+                    loss = tf.reduce_sum(y)
+                return tape.gradient(loss, [x, kernel] if grad_x else [kernel])
+
+            outputs = batch * tf.TensorShape(layer.output.shape[1:]).num_elements()
+            forward = 2.0 * outputs * kernel.shape.num_elements() / kernel.shape[-1]
+            flops += forward * (3 if grad_x else 2)
+            seconds += _median_time(lambda: float(tf.reduce_sum(step(x)[-1])), repeats)
+    return {"seconds_per_step": seconds, "flops_per_step": flops}
+
+
 def train_case(case: str, quick: bool, steps: int, repeats: int) -> dict:
     """Images/s of one model trained by model.fit, the custom loop and the custom loop + XLA."""
     import keras
@@ -172,8 +208,11 @@ def train_case(case: str, quick: bool, steps: int, repeats: int) -> dict:
                 float(next(iter(losses.values())))  # wait for the device
         seconds = _median_time(run, repeats, warmup=1)
         out["modes"][mode] = {"images_per_s": batch * steps / seconds, "step_s": seconds / steps}
-    out.update(peak_memory())
     keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+    models, _, _ = _model_and_task(case, tuple(shape), base)
+    out["conv_ceiling"] = conv_ceiling(models, batch, repeats)
+    out.update(peak_memory())
     return out
 
 
@@ -278,11 +317,16 @@ def markdown(report: dict) -> str:
             lines.append(f"| {t['case']} | {t['input'][0]}×{t['input'][1]} × {t['batch']} | "
                          f"{t['flops_per_step'] / 1e9:.1f} | {mode} | {r['images_per_s']:.1f} | {gflops:.0f} | "
                          f"{gflops / mm:.2f} | {t['peak_rss_mib']:.0f} |")
-    lines += ["", "| model | custom loop / model.fit | XLA / custom loop |", "|---|---|---|"]
+    lines += ["", "| model | custom loop / model.fit | XLA / custom loop | best mode of matmul | its convolutions "
+              "alone: GFLOP/s, of matmul | convolution time / best step time |", "|---|---|---|---|---|---|"]
     for t in report["training"]:
-        m = t["modes"]
+        m, cc = t["modes"], t["conv_ceiling"]
+        fastest = min(r["step_s"] for r in m.values())
+        conv = cc["flops_per_step"] / cc["seconds_per_step"] / 1e9
         lines.append(f"| {t['case']} | {m['custom']['images_per_s'] / m['fit']['images_per_s']:.2f} | "
-                     f"{m['custom+xla']['images_per_s'] / m['custom']['images_per_s']:.2f} |")
+                     f"{m['custom+xla']['images_per_s'] / m['custom']['images_per_s']:.2f} | "
+                     f"{t['flops_per_step'] / fastest / 1e9 / mm:.2f} | {conv:.0f}, {conv / mm:.2f} | "
+                     f"{cc['seconds_per_step'] / fastest:.2f} |")
     ip = report["input_pipeline"]
     lines += ["", f"Input pipeline: {ip['images_per_s']:.0f} images/s decoding {ip['side']}² PNGs "
               f"= **{report['input_vs_training']:.1f}×** the CDAE's custom-loop training rate.", ""]

@@ -17,6 +17,10 @@ def test_harness_writes_a_complete_report(tmp_path, monkeypatch):
         assert t["flops_per_step"] > 1e6 and t["peak_rss_mib"] > 100
         assert set(t["modes"]) >= {"fit", "custom", "custom+xla"}
         assert all(m["images_per_s"] > 0 for m in t["modes"].values())
+        # the convolutions counted by hand are most of what the profiler counts for the whole step
+        # (the rest: bias, activations, the dense head, the loss)
+        assert 0.8 * t["flops_per_step"] < t["conv_ceiling"]["flops_per_step"] < t["flops_per_step"]
+        assert t["conv_ceiling"]["seconds_per_step"] > 0
     assert r["input_pipeline"]["images_per_s"] > 0 and r["input_vs_training"] > 0
     assert {x["set"] for x in r["latency"]} == {"cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo"}
     (saving,) = r["compute_saving"]
