@@ -73,9 +73,8 @@ configs=("mtunet full mtl1" "mtunet full mtl2" "mtunet full mtl3" "mtunet bottle
 mt_dirs=()
 for cfg in "${configs[@]}"; do
   read -r model variant scheme <<< "$cfg"
-  extra=()
-  [[ $PRESET == quick ]] && extra=(--seeds 2 --epochs 15)
-  [[ $PRESET == quick && $model == resnet50 ]] && extra=(--seeds 2 --epochs 8)
+  extra=(); epochs=15; [[ $model == resnet50 ]] && epochs=8
+  [[ $PRESET == quick ]] && extra=(--seeds 2 --epochs "$epochs")
   step "mt_unet-$model-$variant-$scheme" mt_unet.train --model "$model" --variant "$variant" --scheme "$scheme" \
     --preset "$PRESET" "${extra[@]}" "${DATA[@]}"
   mt_dirs+=("$OUT/mt_unet-$model-$variant-$scheme")
