@@ -2,11 +2,12 @@
 
 :class:`BatchNorm` is ``keras.layers.BatchNormalization`` computed by TensorFlow's fused kernel
 (``FusedBatchNormV3``; oneDNN on CPU, cuDNN on GPU). Keras 3 builds batch norm from separate
-moment, subtract, scale and shift ops, each a full pass over the activation; on the 2-core CPU
+moment, subtract, scale and shift ops, each a full pass over the activation. On the 2-core CPU
 with oneDNN a hand-timed CDAE training step (256², batch 16) went from 5.0 to 6.8 images/s with
-the fused kernel, and the result is the same to float32 round-off (tests/ums_rep/test_layers.py). It has the same weights,
-config and checkpoints as the Keras layer and falls back to it for what the fused kernel cannot
-do (masks, renorm, synchronized statistics, axes other than the last of a 4-D input).
+the fused kernel; the result is the same to float32 round-off (tests/ums_rep/test_layers.py).
+It has the same weights, config and checkpoints as the Keras layer and falls back to it for what
+the fused kernel cannot do (masks, renorm, synchronized statistics, axes other than the last of
+a 4-D input).
 """
 from __future__ import annotations
 
