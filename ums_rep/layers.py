@@ -7,13 +7,16 @@ with oneDNN a hand-timed CDAE training step (256², batch 16) went from 5.0 to 6
 the fused kernel; the result is the same to float32 round-off (tests/ums_rep/test_layers.py).
 It has the same weights, config and checkpoints as the Keras layer and falls back to it for what
 the fused kernel cannot do (masks, renorm, synchronized statistics, axes other than the last of
-a 4-D input).
+a 4-D input), and on Keras backends other than TensorFlow (``benchmarks.keras_jax`` builds the
+package's models on JAX).
 """
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import layers
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="ums_rep")
@@ -21,9 +24,10 @@ class BatchNorm(layers.BatchNormalization):
     """Batch normalisation (Ioffe & Szegedy 2015) with TensorFlow's fused kernel."""
 
     def _fused(self, inputs, mask) -> bool:
-        return (mask is None and not self.renorm and not self.synchronized and self.center and self.scale
+        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+                and not self.synchronized and self.center and self.scale
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and inputs.dtype in (tf.float16, tf.bfloat16, tf.float32))
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16", "float32"))
 
     def call(self, inputs, training=None, mask=None):
         if not self._fused(inputs, mask):

@@ -36,6 +36,16 @@ def test_training_step_matches_keras(momentum):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_kernel_is_used_on_4d_inputs(dtype):
+    bn = BatchNorm()
+    bn.build((2, 4, 4, 3))
+    for training in (True, False):
+        graph = tf.function(lambda x: bn(x, training=training)).get_concrete_function(
+            tf.TensorSpec((2, 4, 4, 3), dtype)).graph
+        assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}, (dtype, training)
+
+
 def test_inference_and_frozen_layer_use_moving_statistics():
     x = tf.random.stateless_normal((2, 4, 4, 3), seed=(3, 4))
     keras_bn, fused_bn = _pair(x.shape)
