@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import resource
 import statistics
@@ -128,6 +129,22 @@ def count_train_flops(models, tasks, joint, x, y) -> float:
     return float(model_analyzer.profile(graph=concrete.graph, options=opts).total_float_ops)
 
 
+def _convs(models):
+    """Each Conv2D of the models, and whether a training step needs its input gradient (the first
+    layer needs none: 2 of the 3 convolution passes)."""
+    import keras
+    for model in models.values():
+        for layer in model.layers:
+            if type(layer) is keras.layers.Conv2D:
+                yield layer, not any(layer.input is i for i in model.inputs)
+
+
+def conv_train_flops(layer, batch: int, grad_x: bool) -> float:
+    """FLOPs of one Conv2D in a training step: 2·outputs·k²·C_in per pass, 3 passes (2 for the first)."""
+    outputs = batch * math.prod(layer.output.shape[1:])
+    return 2.0 * outputs * math.prod(layer.kernel.shape[:-1]) * (3 if grad_x else 2)
+
+
 def conv_ceiling(models, batch: int, repeats: int) -> dict:
     """Seconds and FLOPs of the models' Conv2D layers run alone, forward + backward, summed.
 
@@ -135,29 +152,22 @@ def conv_ceiling(models, batch: int, repeats: int) -> dict:
     TensorFlow (oneDNN/Eigen on CPU, cuDNN on GPU) reach on these shapes from what the loop adds.
     The first layer needs no input gradient (2 of 3 convolution passes), every other layer all 3.
     """
-    import keras
     import tensorflow as tf
     seconds = flops = 0.0
-    for model in models.values():
-        for layer in model.layers:
-            if type(layer) is not keras.layers.Conv2D:
-                continue
-            x = tf.random.normal((batch, *layer.input.shape[1:]))
-            kernel = tf.Variable(tf.convert_to_tensor(layer.kernel))
-            grad_x = not any(layer.input is i for i in model.inputs)  # the first layer: no input gradient
+    for layer, grad_x in _convs(models):
+        x = tf.random.normal((batch, *layer.input.shape[1:]))
+        kernel = tf.Variable(tf.convert_to_tensor(layer.kernel))
 
-            @tf.function
-            def step(x, kernel=kernel, layer=layer, grad_x=grad_x):
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    y = tf.nn.conv2d(x, kernel, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate)
-                    loss = tf.reduce_sum(y)
-                return tape.gradient(loss, [x, kernel] if grad_x else [kernel])
+        @tf.function
+        def step(x, kernel=kernel, layer=layer, grad_x=grad_x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.nn.conv2d(x, kernel, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate)
+                loss = tf.reduce_sum(y)
+            return tape.gradient(loss, [x, kernel] if grad_x else [kernel])
 
-            outputs = batch * tf.TensorShape(layer.output.shape[1:]).num_elements()
-            forward = 2.0 * outputs * kernel.shape.num_elements() / kernel.shape[-1]
-            flops += forward * (3 if grad_x else 2)
-            seconds += _median_time(lambda: float(tf.reduce_sum(step(x)[-1])), repeats)
+        flops += conv_train_flops(layer, batch, grad_x)
+        seconds += _median_time(lambda: float(tf.reduce_sum(step(x)[-1])), repeats)
     return {"seconds_per_step": seconds, "flops_per_step": flops}
 
 
