@@ -138,8 +138,8 @@ def peak_memory() -> dict:
     return out
 
 
-def train_case(case: str, batch: int, quick: bool, steps: int, repeats: int) -> dict:
-    """Images/s of one model at one batch size: fit and the jit step, float32 and mixed bfloat16."""
+def train_case(case: str, batch: int, quick: bool, steps: int, repeats: int, policies=POLICIES) -> dict:
+    """Images/s of one model at one batch size: fit and the jit step, in each dtype policy."""
     import jax
     import keras
     spec = CASES[case]
@@ -147,7 +147,7 @@ def train_case(case: str, batch: int, quick: bool, steps: int, repeats: int) -> 
     base = (16 if case == "mtunet-paper" else 4) if quick and "base" in spec else spec.get("base")
     out = {"case": case, "input": list(shape), "batch": batch, "base_filters": base, "steps_per_block": steps,
            "device": str(jax.devices()[0].device_kind), "modes": {}}
-    for policy in POLICIES:
+    for policy in policies:
         for mode in ("fit", "jit step"):
             keras.backend.clear_session()
             keras.mixed_precision.set_global_policy(policy)
@@ -216,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--batches", choices=("issue", "large", "both"), default="both",
                         help="the issue's batch sizes, larger ones that fill a GPU, or both")
+    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES),
+                        help="Keras dtype policies to time")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
     parser.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -223,7 +225,7 @@ def main(argv=None) -> int:
     repeats = args.repeats or (2 if args.quick else 5)
     steps = args.steps or (2 if args.quick else 20)
     if args.case:  # child process: one model at one batch size
-        print("BENCH " + json.dumps(train_case(args.case, args.batch, args.quick, steps, repeats)))
+        print("BENCH " + json.dumps(train_case(args.case, args.batch, args.quick, steps, repeats, args.policies)))
         return 0
     import jax
     import keras
@@ -241,7 +243,8 @@ def main(argv=None) -> int:
                    "both": [issue_batch, LARGE_BATCH[case]]}[args.batches]
         for batch in (batches[:1] if args.quick else batches):
             cmd = [sys.executable, "-m", "benchmarks.keras_jax", "--case", case, "--batch", str(batch),
-                   "--repeats", str(repeats), "--steps", str(steps)] + (["--quick"] if args.quick else [])
+                   "--repeats", str(repeats), "--steps", str(steps), "--policies", *args.policies] + \
+                  (["--quick"] if args.quick else [])
             done = subprocess.run(cmd, capture_output=True, text=True)
             line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
             if done.returncode != 0 or line is None:

@@ -49,6 +49,7 @@ CASES = {
     "mtunet-paper": {"shape": (320, 208), "base": 64, "batch": 2, "quick": ((64, 48), 2), "steps": 2},
 }
 SETS = ("cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo")
+SHARED_STRATEGIES = ("independent", "alternating", "joint")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -276,15 +277,16 @@ def _paper_ratio(set_name: str) -> str:
     return f"time {c['shared'][0] / c['baseline'][0]:.2f}, params {c['shared'][1] / c['baseline'][1]:.2f}"
 
 
-def compute_saving(preset: str, epochs: int, workdir: Path, sets=SETS) -> list:
-    """Run every strategy and the baseline of each task set with the same epochs and encoder."""
+def compute_saving(preset: str, epochs: int, workdir: Path, sets=SETS, strategies=SHARED_STRATEGIES) -> list:
+    """Run the shared strategies (default: all three) and the baseline of each task set with the same
+    epochs and encoder."""
     out = []
     encoders = {}
     for set_name in sets:
         from ums_rep.tasks import TASK_SETS
         modality = TASK_SETS[set_name]["modality"]
         runs = {}
-        for strategy in ("independent", "alternating", "joint", "baseline"):
+        for strategy in (*strategies, "baseline"):
             folder = workdir / f"{set_name}-{strategy}"
             cmd = [sys.executable, "-m", "ums_rep.finetune", "--strategy", strategy, "--tasks", set_name,
                    "--preset", preset, "--epochs", str(epochs), "--out", str(folder), "--no-progress"]
@@ -363,6 +365,8 @@ def main(argv=None) -> int:
                         "(default tiny with --quick, else quick); 'none' skips it")
     parser.add_argument("--saving-epochs", type=int, default=None)
     parser.add_argument("--saving-sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--saving-strategies", nargs="+", choices=SHARED_STRATEGIES, default=list(SHARED_STRATEGIES),
+                        help="shared strategies the best is chosen from (each is one more training run per set)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -394,7 +398,7 @@ def main(argv=None) -> int:
     if preset != "none":
         with tempfile.TemporaryDirectory(prefix="ums_saving_") as tmp:
             report["compute_saving"] = compute_saving(preset, args.saving_epochs or (2 if args.quick else 5), Path(tmp),
-                                                      args.saving_sets)
+                                                      args.saving_sets, args.saving_strategies)
     text = markdown(report)
     if args.out:
         atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
