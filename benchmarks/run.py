@@ -9,9 +9,11 @@ measured in the same run on the same machine.
 * **training** — images/s of the CDAE (256², batch 16), the echo encoder (256², batch 16) and
   MT-UNet (quick preset shape, and the paper's width at 320×208) trained three ways: Keras
   ``model.fit``; the package's custom loop (:class:`ums_rep.strategies.Engine`); the custom loop
-  with XLA; on a GPU also XLA + mixed precision. Each model runs in its own subprocess, so its
-  peak RSS (and GPU memory) is its own. FLOPs per training step are *counted* by TensorFlow's
-  profiler on the forward + backward graph; efficiency = FLOPs × steps/s ÷ matmul FLOP/s.
+  with XLA; on a GPU also XLA + mixed precision (on a GPU machine without TensorFlow,
+  :mod:`benchmarks.keras_jax` times the same models on Keras' JAX backend). Each model runs in
+  its own subprocess, so its peak RSS (and GPU memory) is its own. FLOPs per training step are
+  *counted* by TensorFlow's profiler on the forward + backward graph; efficiency = FLOPs ×
+  steps/s ÷ matmul FLOP/s.
 * **convolution ceiling** — every Conv2D of the model timed alone (forward and the gradients a
   training step needs, same shapes, strides and dilations), summed: the efficiency TensorFlow's
   convolution kernels reach on these shapes, an upper bound for any training loop around them.
