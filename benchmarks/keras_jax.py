@@ -34,11 +34,10 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-from benchmarks.run import CASES, _median_time  # noqa: E402
+from benchmarks.run import (BENCH, _batch, _median_time, _model_and_task, add_common_options,  # noqa: E402
+                            case_size, child_result, write_report)
 
 log = logging.getLogger("benchmarks.keras_jax")
 POLICIES = ("float32", "mixed_bfloat16")
@@ -53,37 +52,6 @@ def matmul_tflops(dtype: str, n: int, repeats: int) -> float:
     b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     f = jax.jit(lambda a, b: jnp.matmul(a, b))
     return 2 * n ** 3 / _median_time(lambda: f(a, b).block_until_ready(), repeats, warmup=2) / 1e12
-
-
-def _build(case: str, shape, base):
-    """The model, its tasks (name → ums_rep.tasks.Task) and its optimizer name, as benchmarks.run builds them."""
-    from ums_rep.backbones import FLOW_CLASSES, cdae, echo_encoder
-    from ums_rep.tasks import Task
-    if case == "cdae":
-        return cdae(shape + (1,)), {"denoise": Task("denoise", "reconstruction", optimizer="rmsprop")}
-    if case == "echo":
-        return echo_encoder(shape + (1,)), {"flow": Task("flow", "classification", classes=FLOW_CLASSES)}
-    from data_prep.egd import CLASSES
-    from mt_unet.model import DISEASE, SALIENCY, build
-    net, names = build("mtunet", shape + (1,), len(CLASSES), base)
-    kinds = {SALIENCY: Task(SALIENCY, "saliency"), DISEASE: Task(DISEASE, "classification", classes=CLASSES)}
-    return net, {n: kinds[n] for n in names}
-
-
-def _batch(tasks, shape, batch: int, seed: int = 0):
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(batch, *shape, 1)).astype("float32")
-    y = {}
-    for name, task in tasks.items():
-        if task.kind == "reconstruction":
-            y[name] = x.copy()
-        elif task.kind == "classification":
-            y[name] = np.eye(len(task.classes), dtype="float32")[rng.integers(0, len(task.classes), batch)]
-        else:  # a saliency map that sums to 1
-            sal = rng.random((batch, *shape, 1)).astype("float32")
-            y[name] = sal / sal.sum(axis=(1, 2, 3), keepdims=True)
-    return x, y
 
 
 def _loss(tasks):
@@ -142,9 +110,7 @@ def train_case(case: str, batch: int, quick: bool, steps: int, repeats: int, pol
     """Images/s of one model at one batch size: fit and the jit step, in each dtype policy."""
     import jax
     import keras
-    spec = CASES[case]
-    shape = tuple(spec["quick"][0] if quick else spec["shape"])
-    base = (16 if case == "mtunet-paper" else 4) if quick and "base" in spec else spec.get("base")
+    shape, _, base = case_size(case, quick)  # the batch is this run's own
     out = {"case": case, "input": list(shape), "batch": batch, "base_filters": base, "steps_per_block": steps,
            "device": str(jax.devices()[0].device_kind), "modes": {}}
     for policy in policies:
@@ -152,10 +118,12 @@ def train_case(case: str, batch: int, quick: bool, steps: int, repeats: int, pol
             keras.backend.clear_session()
             keras.mixed_precision.set_global_policy(policy)
             keras.utils.set_random_seed(0)
-            model, tasks = _build(case, shape, base)
+            models, tasks, joint = _model_and_task(case, shape, base)
+            model = joint if joint is not None else next(iter(models.values()))
             optimizer = type(keras.optimizers.get(next(iter(tasks.values())).optimizer))(learning_rate=1e-4)
             out.setdefault("params", int(model.count_params()))
-            x, y = _batch(tasks, shape, batch)
+            x, targets = _batch(case, shape, batch, tasks)
+            y = {n: targets[t.target] for n, t in tasks.items()}
             if mode == "fit":
                 xs = x.repeat(steps, axis=0)
                 ys = {n: v.repeat(steps, axis=0) for n, v in y.items()}
@@ -208,28 +176,22 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.keras_jax", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes: seconds, for tests and smoke runs")
-    parser.add_argument("--out", type=Path, default=None, help="write the report JSON here")
-    parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
-    parser.add_argument("--repeats", type=int, default=None, help="timed blocks per figure (median)")
+    add_common_options(parser)
     parser.add_argument("--steps", type=int, default=None, help="training steps per timed block")
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--batches", choices=("issue", "large", "both"), default="both",
                         help="the issue's batch sizes, larger ones that fill a GPU, or both")
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES),
                         help="Keras dtype policies to time")
-    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
     parser.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     repeats = args.repeats or (2 if args.quick else 5)
     steps = args.steps or (2 if args.quick else 20)
     if args.case:  # child process: one model at one batch size
-        print("BENCH " + json.dumps(train_case(args.case, args.batch, args.quick, steps, repeats, args.policies)))
+        print(BENCH + json.dumps(train_case(args.case, args.batch, args.quick, steps, repeats, args.policies)))
         return 0
     import jax
     import keras
-    from data_prep.io import atomic_write_text
     report = {"quick": args.quick, "repeats": repeats, "steps_per_block": steps, "device": jax.devices()[0].device_kind,
               "jax": jax.__version__, "keras": keras.__version__,
               "matmul_tflops": {d: matmul_tflops(d, 1024 if args.quick else 8192, repeats)
@@ -237,28 +199,19 @@ def main(argv=None) -> int:
               "training": []}
     log.info("matmul: %s TFLOP/s", {d: round(v, 1) for d, v in report["matmul_tflops"].items()})
     for case in args.cases:
-        spec = CASES[case]
-        issue_batch = spec["quick"][1] if args.quick else spec["batch"]
+        issue_batch = case_size(case, args.quick)[1]
         batches = {"issue": [issue_batch], "large": [LARGE_BATCH[case]],
                    "both": [issue_batch, LARGE_BATCH[case]]}[args.batches]
         for batch in (batches[:1] if args.quick else batches):
             cmd = [sys.executable, "-m", "benchmarks.keras_jax", "--case", case, "--batch", str(batch),
                    "--repeats", str(repeats), "--steps", str(steps), "--policies", *args.policies] + \
                   (["--quick"] if args.quick else [])
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
-            if done.returncode != 0 or line is None:
-                raise RuntimeError(f"benchmark {case} at batch {batch} failed:\n{done.stderr[-3000:]}")
-            report["training"].append(json.loads(line[len("BENCH "):]))
+            report["training"].append(child_result(cmd, f"{case} at batch {batch}"))
             log.info("%s b%d: %s", case, batch,
                      {m: round(r["images_per_s"], 1) for m, r in report["training"][-1]["modes"].items()})
-            if args.out:  # what is measured so far survives a run stopped before the end
-                atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+            write_report(report, "", args.out, None)  # what is measured so far survives a stopped run
     text = markdown(report)
-    if args.out:
-        atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        atomic_write_text(args.markdown, text)
+    write_report(report, text, args.out, args.markdown)
     print(text)
     return 0
 

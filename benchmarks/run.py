@@ -52,6 +52,7 @@ CASES = {
 }
 SETS = ("cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo")
 SHARED_STRATEGIES = ("independent", "alternating", "joint")
+BENCH = "BENCH "  # a child process's result line: this prefix, then JSON
 
 
 # --------------------------------------------------------------------------- helpers
@@ -65,6 +66,34 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options both harnesses (this one and :mod:`benchmarks.keras_jax`) take."""
+    parser.add_argument("--quick", action="store_true", help="small shapes: seconds, for tests and smoke runs")
+    parser.add_argument("--out", type=Path, default=None, help="write the report JSON here")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
+    parser.add_argument("--repeats", type=int, default=None, help="timed blocks per figure (median)")
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
+
+
+def child_result(cmd: list, what: str, env=None) -> dict:
+    """Run one benchmark case in its own process (so its peak memory is its own) and return the
+    JSON it printed after ``BENCH``; a failure raises with the end of the child's stderr."""
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith(BENCH)), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"benchmark {what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(line[len(BENCH):])
+
+
+def write_report(report: dict, text: str, out: Path | None, markdown_path: Path | None) -> None:
+    from data_prep.io import atomic_write_text
+    if out:
+        atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+    if markdown_path:
+        atomic_write_text(markdown_path, text)
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -84,6 +113,14 @@ def peak_memory() -> dict:
     return out
 
 
+def case_size(case: str, quick: bool):
+    """A case's input (H, W), its batch and MT-UNet's base width (None for the other models)."""
+    spec = CASES[case]
+    shape, batch = spec["quick"] if quick else (spec["shape"], spec["batch"])
+    base = (16 if case == "mtunet-paper" else 4) if quick and "base" in spec else spec.get("base")
+    return tuple(shape), batch, base
+
+
 def _model_and_task(case: str, shape, base=None):
     """A model and its training task for a benchmark case."""
     from ums_rep.backbones import FLOW_CLASSES, cdae, echo_encoder
@@ -93,8 +130,7 @@ def _model_and_task(case: str, shape, base=None):
     if case == "echo":
         return ({"flow": echo_encoder(shape + (1,))},
                 {"flow": Task("flow", "classification", classes=FLOW_CLASSES)}, None)
-    from mt_unet.model import build
-    from mt_unet.train import TASKS
+    from mt_unet.model import TASKS, build
     net, tasks = build("mtunet", shape + (1,), 3, base)
     return {"model": net}, {t: TASKS[t] for t in tasks}, net
 
@@ -179,10 +215,8 @@ def train_case(case: str, quick: bool, steps: int, repeats: int) -> dict:
     import keras
     import tensorflow as tf
     from ums_rep.strategies import Engine, make_optimizer
-    spec = CASES[case]
-    shape, batch = spec["quick"] if quick else (spec["shape"], spec["batch"])
-    steps = steps if quick else min(steps, spec.get("steps", steps))  # seconds-long steps: fewer per block
-    base = (16 if case == "mtunet-paper" else 4) if quick and "base" in spec else spec.get("base")
+    shape, batch, base = case_size(case, quick)
+    steps = steps if quick else min(steps, CASES[case].get("steps", steps))  # seconds-long steps: fewer per block
     gpu = bool(tf.config.list_physical_devices("GPU"))
     modes = ["fit", "custom", "custom+xla"] + (["custom+xla+mixed"] if gpu else [])
     out = {"case": case, "input": list(shape), "batch": batch, "base_filters": base, "steps_per_block": steps,
@@ -191,8 +225,8 @@ def train_case(case: str, quick: bool, steps: int, repeats: int) -> dict:
         keras.backend.clear_session()
         keras.mixed_precision.set_global_policy("mixed_float16" if mode.endswith("mixed") else "float32")
         keras.utils.set_random_seed(0)
-        models, tasks, joint = _model_and_task(case, tuple(shape), base)
-        x, y = _batch(case, tuple(shape), batch, tasks)
+        models, tasks, joint = _model_and_task(case, shape, base)
+        x, y = _batch(case, shape, batch, tasks)
         if "flops_per_step" not in out:
             out["flops_per_step"] = count_train_flops(models, tasks, joint, x, y)
             out["params"] = int(sum(m.count_params() for m in models.values()))
@@ -358,26 +392,20 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes: seconds, for tests and smoke runs")
-    parser.add_argument("--out", type=Path, default=None, help="write the report JSON here")
-    parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
-    parser.add_argument("--repeats", type=int, default=None, help="timed blocks per figure (median)")
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    add_common_options(parser)
     parser.add_argument("--saving-preset", default=None, help="finetune preset for the compute saving "
                         "(default tiny with --quick, else quick); 'none' skips it")
     parser.add_argument("--saving-epochs", type=int, default=None)
     parser.add_argument("--saving-sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--saving-strategies", nargs="+", choices=SHARED_STRATEGIES, default=list(SHARED_STRATEGIES),
                         help="shared strategies the best is chosen from (each is one more training run per set)")
-    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     repeats = args.repeats or (2 if args.quick else 5)
     steps = 2 if args.quick else 5
     if args.case:  # child process: one model, every mode
-        print("BENCH " + json.dumps(train_case(args.case, args.quick, steps, repeats)))
+        print(BENCH + json.dumps(train_case(args.case, args.quick, steps, repeats)))
         return 0
-    from data_prep.io import atomic_write_text
     from ums_rep.runs import versions
     report = {"quick": args.quick, "repeats": repeats, "steps_per_block": steps, "machine": versions(),
               "matmul_gflops": matmul_gflops(1024 if args.quick else 2048, repeats)}
@@ -386,11 +414,7 @@ def main(argv=None) -> int:
     for case in args.cases:
         cmd = [sys.executable, "-m", "benchmarks.run", "--case", case, "--repeats", str(repeats)] + \
               (["--quick"] if args.quick else [])
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
-        if done.returncode != 0 or line is None:
-            raise RuntimeError(f"benchmark {case} failed:\n{done.stderr[-3000:]}")
-        report["training"].append(json.loads(line[len("BENCH "):]))
+        report["training"].append(child_result(cmd, case, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}))
         log.info("%s: %s", case, {m: round(r["images_per_s"], 1) for m, r in report["training"][-1]["modes"].items()})
     report["input_pipeline"] = input_pipeline(args.quick, repeats)
     cdae = next((t for t in report["training"] if t["case"] == "cdae"), report["training"][0])
@@ -402,10 +426,7 @@ def main(argv=None) -> int:
             report["compute_saving"] = compute_saving(preset, args.saving_epochs or (2 if args.quick else 5), Path(tmp),
                                                       args.saving_sets, args.saving_strategies)
     text = markdown(report)
-    if args.out:
-        atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        atomic_write_text(args.markdown, text)
+    write_report(report, text, args.out, args.markdown)
     print(text)
     return 0
 

@@ -21,10 +21,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from data_prep.egd import CLASSES
 from ums_rep.heads import classification_head, saliency_head
 from ums_rep.layers import BatchNorm
+from ums_rep.tasks import Task
 
 SALIENCY, DISEASE = "saliency", "disease"
+TASKS = {SALIENCY: Task(SALIENCY, "saliency"), DISEASE: Task(DISEASE, "classification", classes=CLASSES)}
 VARIANTS = ("full", "bottleneck", "top")
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
 BN_MOMENTUM = 0.9

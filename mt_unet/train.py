@@ -35,12 +35,11 @@ from data_prep.io import atomic_write_text
 from data_prep.prepare import _shape_arg
 from mt_unet import figures
 from mt_unet.evaluate import dataset, evaluate
-from mt_unet.model import DISEASE, SALIENCY, VARIANTS, build, models
+from mt_unet.model import DISEASE, SALIENCY, TASKS, VARIANTS, build, models
 from mt_unet.schedule import fit_config_kwargs
 from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args, save_model,
                           set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
-from ums_rep.tasks import Task
 from ums_rep.weighting import FixedWeights, mtl
 
 log = logging.getLogger("mt_unet.train")
@@ -54,7 +53,6 @@ PRESETS = {
               "n": 1083, "phantom_size": 640},
 }
 SCHEMES = ("mtl1", "mtl2", "mtl3")
-TASKS = {SALIENCY: Task(SALIENCY, "saliency"), DISEASE: Task(DISEASE, "classification", classes=CLASSES)}
 METRIC_ORDER = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in CLASSES))
 LOWER_IS_BETTER = {"kld"}
 
