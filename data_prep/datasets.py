@@ -9,6 +9,7 @@ from types import ModuleType
 
 from data_prep import doppler, egd, kermany, montgomery, rsna, shenzhen
 from data_prep._layout import DatasetLayoutError
+from data_prep.io import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +29,21 @@ def cache_dir() -> Path:
 
 
 def phantom(name: str, n: int = 200, seed: int = 0, size: int = 256) -> Path:
-    """The phantom dataset folder for these arguments, generated on first use and cached."""
+    """The phantom dataset folder for these arguments, generated on first use and cached.
+    Concurrent callers take turns on a lock file beside it: one generates (the folder appears
+    whole, renamed into place), the others wait and reuse it."""
     from data_prep.phantoms.layouts import generate
     get(name)
     target = cache_dir() / "phantoms" / f"{name}-n{n}-s{seed}-px{size}"
-    if not target.is_dir() or not any(target.iterdir()):
-        log.info("generating %d %s phantom images (seed %d, %d px) in %s", n, name, seed, size, target)
-        try:
-            generate(name, target, n=n, seed=seed, size=size)
-        except FileExistsError:  # another process finished it first
-            pass
+
+    def complete():
+        return target.is_dir() and any(target.iterdir())
+
+    if not complete():
+        with file_lock(target.with_name(target.name + ".lock")):
+            if not complete():
+                log.info("generating %d %s phantom images (seed %d, %d px) in %s", n, name, seed, size, target)
+                generate(name, target, n=n, seed=seed, size=size)
     return target
 
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from data_prep import datasets
 from data_prep.cli import default_out_dir
-from data_prep.io import atomic_write_bytes, atomic_write_text
+from data_prep.io import atomic_write_bytes, atomic_write_text, file_lock
 from data_prep.pipeline import Prepared, load_prepared
 from data_prep.prepare import prepare
 
@@ -35,15 +35,24 @@ def versions() -> dict:
 def prepared_data(name: str, data_root=None, *, size: int = 256, shape=None, seed: int = 0,
                   phantom_n: int = 200, phantom_size: int = 256, progress: bool = True) -> Prepared:
     """Prepared folder for dataset ``name`` (from ``--data`` or a phantom), made on first use in
-    the cache and reused; an interrupted preparation is completed."""
+    the cache and reused; an interrupted preparation is completed. Concurrent callers take turns
+    on a lock file beside the entry, so each builds it or reuses the one another finished.
+    ``info["prepared"]`` is the folder used."""
     src = datasets.source(name, data_root, n=phantom_n, seed=seed, size=phantom_size)
     geometry = f"{shape[0]}x{shape[1]}" if shape else f"{size}"
     key = hashlib.sha1(f"{Path(src).resolve()}|{geometry}|{seed}".encode()).hexdigest()[:10]
     out = datasets.cache_dir() / "prepared" / f"{name}-{geometry}-{key}"
-    if not (out / "manifest.csv").is_file():
-        prepare(name, src, out, size=(size, size), shape=shape, seed=seed, progress=progress)
+
+    def complete():  # prepare.json is written after manifest.csv, last
+        return (out / "manifest.csv").is_file() and (out / "prepare.json").is_file()
+
+    if not complete():
+        with file_lock(out.with_name(out.name + ".lock")):
+            if not complete():
+                prepare(name, src, out, size=(size, size), shape=shape, seed=seed, progress=progress)
     p = load_prepared(out)
     p.info["phantom"] = data_root is None
+    p.info["prepared"] = str(out)
     return p
 
 
