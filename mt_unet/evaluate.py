@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     prepared = egd_data(args.data, args.preset, shape, args.seed)
     rows = prepared.rows(args.split)
     m, table, arrays = evaluate(model, prepared, rows, args.batch)
-    out = run_dir(args.out, "mt_unet-evaluate")
+    out = run_dir(args.out, "mt_unet-evaluate", "mt_unet.evaluate")
     atomic_write_text(out / f"predictions_{args.split}.csv", table.to_csv(index=False))
     write_json(out / "results.json", {"command": "mt_unet.evaluate", "model": str(args.model),
                                       "split": args.split, "n_images": len(rows), "metrics": m})

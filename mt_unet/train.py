@@ -144,7 +144,7 @@ def summarise(per_seed: list) -> tuple[dict, dict]:
 
 
 def run(args) -> int:
-    args = resume_args(args)
+    args = resume_args(args, "mt_unet.train")
     preset = dict(PRESETS[args.preset])
     for key in ("epochs", "lr", "patience", "batch"):
         if getattr(args, key, None):
@@ -156,7 +156,8 @@ def run(args) -> int:
     # everything that can be checked is checked before data is prepared or a model built
     build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
     keras.backend.clear_session()
-    out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}")
+    out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}", "mt_unet.train",
+                  resume=bool(args.resume))
     if not args.resume:
         save_args(args, out)
     prepared = egd_data(args.data, args.preset, preset["shape"], args.seed)

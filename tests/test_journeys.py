@@ -18,6 +18,55 @@ from data_prep.io import ImageReadError, read_image
 from ums_rep import runs
 
 
+# --------------------------------------------------------------------------- 2: run folders
+
+def _start(folder, command, **kw):
+    """A run folder as ``command`` leaves it when started: created, args.json written."""
+    args = runs.resume_args(argparse.Namespace(resume=None, out=folder, **kw), command)
+    runs.save_args(args, runs.run_dir(folder, "x", command))
+    return folder
+
+
+def test_resume_and_out_refuse_another_commands_or_a_finished_run(tmp_path):
+    mt = _start(tmp_path / "mt", "mt_unet.train", scheme="mtl1")
+    ft = _start(tmp_path / "ft", "ums_rep.finetune", strategy="joint")
+    assert json.loads((mt / "args.json").read_text())["command"] == "mt_unet.train"
+    before = (mt / "args.json").read_bytes()
+    with pytest.raises(runs.RunFolderError, match=f"^{mt}: .*mt_unet.train") as e:
+        runs.resume_args(argparse.Namespace(resume=mt), "ums_rep.finetune")
+    assert "\n" not in str(e.value)
+    with pytest.raises(runs.RunFolderError, match="ums_rep.finetune"):
+        runs.resume_args(argparse.Namespace(resume=ft), "mt_unet.train")
+    with pytest.raises(runs.RunFolderError, match="mt_unet.train"):  # --out into another command's folder
+        runs.run_dir(mt, "x", "ums_rep.pretrain")
+    with pytest.raises(runs.RunFolderError, match="--resume"):  # the same command, not resuming
+        runs.run_dir(mt, "x", "mt_unet.train")
+    assert (mt / "args.json").read_bytes() == before
+    # the interrupted run itself resumes with its own arguments
+    args = runs.resume_args(argparse.Namespace(resume=mt, no_progress=True), "mt_unet.train")
+    assert args.scheme == "mtl1" and args.out == mt and runs.run_dir(mt, "x", "mt_unet.train", resume=True) == mt
+    # a finished run (results.json) is neither resumed nor written into
+    (mt / "results.json").write_text(json.dumps({"command": "mt_unet.train --model mtunet"}))
+    with pytest.raises(runs.RunFolderError, match="finished"):
+        runs.resume_args(argparse.Namespace(resume=mt), "mt_unet.train")
+    evaluated = tmp_path / "eval"
+    evaluated.mkdir()
+    (evaluated / "results.json").write_text(json.dumps({"command": "mt_unet.evaluate", "metrics": {}}))
+    with pytest.raises(runs.RunFolderError, match="finished run of mt_unet.evaluate"):
+        runs.run_dir(evaluated, "x", "ums_rep.finetune")
+    # finetune pretrains its encoder into <run>/encoder: that nested folder is pretrain's
+    enc = _start(ft / "encoder", "ums_rep.pretrain", backbone="cdae")
+    assert runs.resume_args(argparse.Namespace(resume=enc), "ums_rep.pretrain").backbone == "cdae"
+
+
+def test_cli_resume_of_another_commands_run_is_one_line(tmp_path, caplog):
+    from ums_rep.pretrain import main
+    mt = _start(tmp_path / "mt", "mt_unet.train", scheme="mtl1")
+    assert main(["--resume", str(mt), "--preset", "tiny", "--epochs", "1"]) == 1
+    assert f"{mt}: a run folder of mt_unet.train" in caplog.text
+    assert sorted(p.name for p in mt.iterdir()) == ["args.json"]
+
+
 # --------------------------------------------------------------------------- 7: a shared cache
 
 PHANTOM_CHILD = """

@@ -158,14 +158,14 @@ def evaluate(spec: Spec, probs: np.ndarray, rows: pd.DataFrame, test_root: Path)
 # --------------------------------------------------------------------------- the run
 
 def run(args) -> int:
-    args = resume_args(args)
+    args = resume_args(args, "ums_rep.finetune")
     resume = bool(getattr(args, "resume", None))
     preset = dict(PRESETS[args.preset])
     if args.epochs:
         preset["epochs"] = args.epochs
     folds = args.folds or preset["folds"]
     set_seed(args.seed, args.deterministic)
-    out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}")
+    out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}", "ums_rep.finetune", resume=resume)
     if not resume:
         save_args(args, out)
     sdef = TASK_SETS[args.tasks]

@@ -147,14 +147,14 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    args = resume_args(args)
+    args = resume_args(args, "ums_rep.pretrain")
     preset = dict(PRESETS[args.preset])
     if args.epochs:
         preset["epochs"] = args.epochs
     params = load_params(args.params)
     set_seed(args.seed, getattr(args, "deterministic", False))
-    out = run_dir(args.out, f"pretrain-{args.backbone}")
     resume = bool(getattr(args, "resume", None))
+    out = run_dir(args.out, f"pretrain-{args.backbone}", "ums_rep.pretrain", resume=resume)
     if not resume:
         save_args(args, out)
     dataset = "rsna" if args.backbone == "cdae" else "doppler"

@@ -56,35 +56,82 @@ def prepared_data(name: str, data_root=None, *, size: int = 256, shape=None, see
     return p
 
 
-def run_dir(out, command: str) -> Path:
-    """``--out``, or ``runs/<command>-<timestamp>`` (``data_prep.cli.default_out_dir``), created."""
-    out = Path(out) if out else default_out_dir(command)
-    out.mkdir(parents=True, exist_ok=True)
+class RunFolderError(ValueError):
+    """A run folder a command may not use (another command's, finished, not writable); the
+    message is one line naming the folder."""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunFolderError(f"{path}: cannot read ({e})") from e
+    return body if isinstance(body, dict) else {}
+
+
+def _check_owner(folder: Path, command: str, resume: bool) -> None:
+    """Refuse ``folder`` unless it is new, or ``command``'s unfinished run being resumed."""
+    option = "--resume" if resume else "--out"
+    args_file, results_file = folder / "args.json", folder / "results.json"
+    if args_file.is_file():
+        owner = _read_json(args_file).get("command")
+        if owner != command:
+            raise RunFolderError(f"{folder}: a run folder of {owner or 'an unknown command (args.json names none)'}, "
+                                 f"not of {command}; {option} refused")
+    if results_file.is_file():
+        owner = _read_json(results_file).get("command", "an unknown command")
+        raise RunFolderError(f"{folder}: holds a finished run of {owner} (results.json); {option} refused, "
+                             "nothing is overwritten")
+    if args_file.is_file() and not resume:
+        raise RunFolderError(f"{folder}: holds an interrupted {command} run; continue it with --resume {folder} "
+                             "or choose another --out")
+
+
+def run_dir(out, name: str, command: str, *, resume: bool = False) -> Path:
+    """``--out``, or ``runs/<name>-<timestamp>`` (``data_prep.cli.default_out_dir``), created and
+    writable. A run folder belongs to the ``command`` that made it: another command's folder, a
+    finished run, or (without ``resume``) an interrupted one raises :class:`RunFolderError`."""
+    out = Path(out) if out else default_out_dir(name)
+    if out.is_dir():
+        _check_owner(out, command, resume)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"{out}: cannot create the run folder ({e.strerror or e})") from e
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{out}: the run folder is not writable")
     return out
 
 
 PATH_ARGS = ("data", "out", "encoder", "params")
 
 
-def resume_args(args):
+def resume_args(args, command: str):
     """``--resume RUN_DIR``: the arguments the run was started with (``RUN_DIR/args.json``),
-    so a resumed run continues exactly the interrupted one."""
+    so a resumed run continues exactly the interrupted one. ``args.command`` is set to
+    ``command`` (``save_args`` records it); a folder of another command, or a finished run,
+    raises :class:`RunFolderError`."""
+    args.command = command
     folder = getattr(args, "resume", None)
     if not folder:
         return args
     folder = Path(folder)
     saved = folder / "args.json"
     if not saved.is_file():
-        raise FileNotFoundError(f"{saved}: not found; --resume needs a run folder written by this command")
-    for key, value in json.loads(saved.read_text()).items():
-        if key not in ("resume", "no_progress", "verbose"):
+        raise RunFolderError(f"{saved}: not found; --resume needs a run folder written by {command}")
+    _check_owner(folder, command, resume=True)
+    for key, value in _read_json(saved).items():
+        if key not in ("resume", "no_progress", "verbose", "command"):
             setattr(args, key, Path(value) if key in PATH_ARGS and value is not None else value)
     args.out = folder
     return args
 
 
 def save_args(args, out) -> None:
-    """``out/args.json``: what ``--resume`` reloads."""
+    """``out/args.json``: what ``--resume`` reloads, with the ``command`` that owns the folder
+    (set by :func:`resume_args`)."""
+    if not getattr(args, "command", None):
+        raise ValueError("save_args: args.command is not set (call resume_args first)")
     write_json(Path(out) / "args.json", {k: v for k, v in vars(args).items() if k != "resume"})
 
 

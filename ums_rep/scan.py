@@ -43,7 +43,7 @@ from data_prep.noise import random_training_noise
 from data_prep.pipeline import make_dataset
 from ums_rep.backbones import FLOW_CLASSES
 from ums_rep.heads import classification_head
-from ums_rep.runs import load_model, prepared_data, results, run_dir, set_seed, write_json
+from ums_rep.runs import load_model, prepared_data, results, run_dir, save_args, set_seed, write_json
 from ums_rep.strategies import make_optimizer
 from ums_rep.tasks import TASK_SETS
 
@@ -127,11 +127,13 @@ def _encoder(args, modality: str) -> keras.Model:
     if path is None:  # pretrain one with the matching preset, as finetune does
         from ums_rep import pretrain
         enc_out = Path(args.out) / "encoder"
-        pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo",
-                                   preset=PRESETS[args.preset]["pretrain"], epochs=None, params=None,
-                                   seed=args.seed, out=enc_out, data=args.data)
-        if pretrain.run(pargs) != 0:
-            raise RuntimeError("pretraining the encoder failed")
+        if not (enc_out / "results.json").is_file():  # else pretrained before an interruption
+            pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo",
+                                       preset=PRESETS[args.preset]["pretrain"], epochs=None, params=None,
+                                       seed=args.seed, out=enc_out, data=args.data,
+                                       resume=enc_out if (enc_out / "args.json").is_file() else None)
+            if pretrain.run(pargs) != 0:
+                raise RuntimeError("pretraining the encoder failed")
         path = enc_out / "model.keras"
     backbone = load_model(path)
     enc = encoder_of(backbone, "echo" if modality == "echo" else "cdae")
@@ -246,8 +248,11 @@ def run(args) -> int:
     preset = dict(PRESETS[args.preset])
     if args.epochs:
         preset["epochs"] = args.epochs
-    out = run_dir(args.out, f"scan-{args.model}")
+    out = run_dir(args.out, f"scan-{args.model}", "ums_rep.scan", resume=args.resume)
     args.out = out
+    if not args.resume:
+        args.command = "ums_rep.scan"
+        save_args(args, out)
     talos_dir = out / "talos"
     resume_dir = _latest_experiment(talos_dir) if args.resume else None
     set_seed(args.seed)
