@@ -153,10 +153,17 @@ def _read_dicom(path: Path) -> np.ndarray:
     raise ImageReadError(f"{path}: unsupported DICOM photometric interpretation {photometric!r}")
 
 
-def _check_complete(path: Path, data: bytes) -> None:
-    """OpenCV decodes truncated PNG/JPEG files partially with only a warning, so check the
-    end-of-image marker ourselves."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_markers(path: Path, data: bytes) -> None:
+    """A PNG/JPEG must start with its signature; OpenCV decodes truncated files partially with
+    only a warning, so check the end-of-image marker ourselves."""
     suffix = path.suffix.lower()
+    if suffix == ".png" and not data.startswith(PNG_SIGNATURE):
+        raise ImageReadError(f"{path}: not a valid PNG image (no PNG signature)")
+    if suffix in (".jpg", ".jpeg") and not data.startswith(b"\xff\xd8"):
+        raise ImageReadError(f"{path}: not a valid JPEG image (no start-of-image marker)")
     if suffix == ".png" and b"IEND" not in data[-16:]:
         raise ImageReadError(f"{path}: truncated PNG (no IEND chunk at the end)")
     if suffix in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-64:]:
@@ -200,7 +207,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if path.suffix.lower() not in _RASTER_SUFFIXES:
             raise ImageReadError(f"{path}: unsupported image format {path.suffix!r}")
         data = path.read_bytes()
-        _check_complete(path, data)
+        _check_markers(path, data)
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if arr is None:
             raise ImageReadError(f"{path}: corrupt or unsupported image (OpenCV could not decode it)")

@@ -81,14 +81,16 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    if not args.model.is_file():
-        parser.error(f"{args.model}: no such model file")
-    model = load_model(args.model)
+    try:
+        model = load_model(args.model, expect="mt_unet")
+        out = run_dir(args.out, "mt_unet-evaluate", "mt_unet.evaluate")
+    except ValueError as e:  # ModelFileError, RunFolderError: one line naming the file
+        log.error("%s", e)
+        return 1
     shape = tuple(int(d) for d in model.input.shape[1:3])
     prepared = egd_data(args.data, args.preset, shape, args.seed)
     rows = prepared.rows(args.split)
     m, table, arrays = evaluate(model, prepared, rows, args.batch)
-    out = run_dir(args.out, "mt_unet-evaluate", "mt_unet.evaluate")
     atomic_write_text(out / f"predictions_{args.split}.csv", table.to_csv(index=False))
     write_json(out / "results.json", {"command": "mt_unet.evaluate", "model": str(args.model),
                                       "split": args.split, "n_images": len(rows), "metrics": m})

@@ -67,6 +67,55 @@ def test_cli_resume_of_another_commands_run_is_one_line(tmp_path, caplog):
     assert sorted(p.name for p in mt.iterdir()) == ["args.json"]
 
 
+# --------------------------------------------------------------------------- 5: model files, --out, images
+
+def test_model_file_errors_are_one_line_naming_the_file(tmp_path):
+    inp = keras.Input((8, 8, 1))
+    multi = keras.Model(inp, {"a": keras.layers.Conv2D(1, 1, name="a")(inp), "b": keras.layers.Conv2D(1, 1, name="b")(inp)})
+    runs.save_model(multi, tmp_path / "finetuned.keras")
+    runs.save_model(keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp)), tmp_path / "evil.keras")
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "fake.keras").write_text("not a model")
+    data = (tmp_path / "finetuned.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as z:
+        z.writestr("readme.txt", "no config")
+    cases = {"table.csv": "not a .keras model file", "fake.keras": "not a valid .keras file",
+             "cut.keras": "not a valid .keras file", "empty.keras": "cannot load the model",
+             "evil.keras": "holds a Lambda layer .* safe_mode", "missing.keras": "no such model file"}
+    for name, problem in cases.items():
+        with pytest.raises(runs.ModelFileError, match=f"^{tmp_path / name}: {problem}") as e:
+            runs.load_model(tmp_path / name)
+        assert "\n" not in str(e.value) and isinstance(e.value, ValueError)
+    assert len(runs.load_model(tmp_path / "finetuned.keras").outputs) == 2
+    with pytest.raises(runs.ModelFileError, match=r"finetuned.keras: a model with 1 input\(s\) and 2 output\(s\).*not an encoder"):
+        runs.load_model(tmp_path / "finetuned.keras", expect="encoder")
+
+
+def test_commands_report_bad_models_and_unwritable_out_in_one_line(tmp_path, caplog):
+    from mt_unet.evaluate import main as evaluate_main
+    (tmp_path / "model.txt").write_text("x")
+    assert evaluate_main([str(tmp_path / "model.txt")]) == 1
+    assert f"{tmp_path / 'model.txt'}: not a .keras model file" in caplog.text
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(runs.RunFolderError, match=f"^{tmp_path / 'afile' / 'run'}: cannot create the run folder"):
+        runs.run_dir(tmp_path / "afile" / "run", "x", "ums_rep.finetune")
+    from ums_rep.pretrain import main as pretrain_main
+    caplog.clear()
+    assert pretrain_main(["--preset", "tiny", "--out", str(tmp_path / "afile" / "run")]) == 1
+    assert "cannot create the run folder" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_random_bytes_named_png_are_not_a_png(tmp_path):
+    (tmp_path / "noise.png").write_bytes(os.urandom(2048))
+    with pytest.raises(ImageReadError, match="noise.png: not a valid PNG image"):
+        read_image(tmp_path / "noise.png")
+    (tmp_path / "noise.jpg").write_bytes(os.urandom(2048))
+    with pytest.raises(ImageReadError, match="noise.jpg: not a valid JPEG image"):
+        read_image(tmp_path / "noise.jpg")
+
+
 # --------------------------------------------------------------------------- 7: a shared cache
 
 PHANTOM_CHILD = """

@@ -173,10 +173,52 @@ def save_model(model: keras.Model, path) -> None:
             os.unlink(tmp)
 
 
-def load_model(path) -> keras.Model:
-    """Load with ``safe_mode=True``: a file carrying a Lambda layer (arbitrary code) is refused."""
+class ModelFileError(ValueError):
+    """A model file that cannot be used: the message is one line naming the file and the problem."""
+
+
+MODEL_KINDS = {
+    # expect= → (what the option wants, in words; the check)
+    "encoder": ("an encoder (one image input, one output), e.g. ums_rep.pretrain's model.keras",
+                lambda m: len(m.inputs) == 1 and len(m.outputs) == 1),
+    "mt_unet": ("an eye-gaze model with a saliency and/or disease output, e.g. mt_unet.train's model.keras",
+                lambda m: len(m.inputs) == 1 and isinstance(m.output, dict)
+                and bool({"saliency", "disease"} & set(m.output))),
+}
+
+
+def load_model(path, expect: str | None = None) -> keras.Model:
+    """Load a ``.keras`` file with ``safe_mode=True`` (a Lambda layer, arbitrary code, is
+    refused). ``expect`` names a kind of :data:`MODEL_KINDS` the model must be. Anything else —
+    no such file, not a ``.keras`` zip, corrupt, refused, the wrong kind — raises
+    :class:`ModelFileError`."""
+    import zipfile
+
     import ums_rep.heads  # noqa: F401  registers the package's custom layers
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: a folder, not a .keras model file")
+    if path.suffix != ".keras":
+        raise ModelFileError(f"{path}: not a .keras model file (suffix {path.suffix or 'none'!r})")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a valid .keras file (not a zip archive; truncated or another format)")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # Keras raises ValueError, KeyError, TypeError... for bad archives
+        text = " ".join(str(e).split())
+        if "safe_mode" in text or "Lambda" in text:
+            raise ModelFileError(f"{path}: holds a Lambda layer (arbitrary Python code), refused by "
+                                 "safe_mode; rebuild the model without it") from None
+        raise ModelFileError(f"{path}: cannot load the model ({type(e).__name__}: {text[:200]})") from None
+    if expect is not None:
+        want, ok = MODEL_KINDS[expect]
+        if not ok(model):
+            outputs = list(model.output) if isinstance(model.output, dict) else list(model.output_names)
+            raise ModelFileError(f"{path}: a model with {len(model.inputs)} input(s) and {len(model.outputs)} "
+                                 f"output(s) {outputs}, not {want}")
+    return model
 
 
 def trainable_params(variables) -> int:

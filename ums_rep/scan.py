@@ -135,7 +135,7 @@ def _encoder(args, modality: str) -> keras.Model:
             if pretrain.run(pargs) != 0:
                 raise RuntimeError("pretraining the encoder failed")
         path = enc_out / "model.keras"
-    backbone = load_model(path)
+    backbone = load_model(path, expect="encoder")
     enc = encoder_of(backbone, "echo" if modality == "echo" else "cdae")
     enc.trainable = False
     return enc

@@ -55,7 +55,8 @@ def test_errors_name_the_file(tmp_path):
     cases = {
         "trunc.png": (data[: len(data) // 2], "truncated PNG"),
         "zero.png": (b"", "empty file"),
-        "garbage.png": (b"not an image at all" * 10 + b"IEND\xaeB`\x82", "could not decode"),
+        "garbage.png": (b"not an image at all" * 10 + b"IEND\xaeB`\x82", "not a valid PNG image"),
+        "broken.png": (data[:8] + b"not an image at all" * 10 + b"IEND\xaeB`\x82", "could not decode"),
         "zero.dcm": (b"", "empty file"),
         "bad.dcm": (b"\0" * 128 + b"DICM" + b"\x01\x02" * 20, "DICOM"),
         "notes.txt": (b"hello", "unsupported image format"),
