@@ -37,6 +37,7 @@ from mt_unet import figures
 from mt_unet.evaluate import dataset, evaluate
 from mt_unet.model import DISEASE, SALIENCY, TASKS, VARIANTS, build, models
 from mt_unet.schedule import fit_config_kwargs
+from ums_rep.report import collect
 from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args, save_model,
                           set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
@@ -194,15 +195,12 @@ def _fmt(entry: dict, key: str) -> str:
     return f"{entry['metrics'][key]:.3f} ± {entry['std'].get(key, 0.0):.3f}"
 
 
-def compare(run_dirs, out=None) -> str:
+def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
     """Table 1/2/3-style Markdown of finished runs: median ± std over seeds of every metric,
-    training seconds and trainable parameters; the best value of each column in bold."""
+    training seconds and trainable parameters; the best value of each column in bold. Folders
+    that are not mt_unet.train runs are skipped (logged); see :func:`ums_rep.report.collect`."""
     entries = []
-    for d in run_dirs:
-        f = Path(d) / "results.json"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: no results.json (is {d} a finished mt_unet.train run?)")
-        body = json.loads(f.read_text())
+    for _, body in collect(run_dirs, ("mt_unet.train",), recursive=False, mix_presets=mix_presets):
         for e in body["tasks"].values():
             entries.append({**e, "seeds": body["config"].get("seeds"), "preset": body["config"].get("preset")})
     cols = [k for k in METRIC_ORDER if any(k in e["metrics"] for e in entries)]
@@ -242,12 +240,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=None)
     add_training_options(parser)
     parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
-                        help="compare finished runs instead of training")
+                        help="compare finished runs instead of training (other folders are skipped)")
+    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
         if args.compare:
-            print(compare(args.compare, args.out))
+            print(compare(args.compare, args.out, args.mix_presets))
             return 0
         return run(args)
     except (ValueError, FileNotFoundError) as e:

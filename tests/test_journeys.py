@@ -67,6 +67,74 @@ def test_cli_resume_of_another_commands_run_is_one_line(tmp_path, caplog):
     assert sorted(p.name for p in mt.iterdir()) == ["args.json"]
 
 
+# --------------------------------------------------------------------------- 3: report, compare, scan
+
+def _results(folder, body):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(body))
+    return folder
+
+
+def _finetune(folder, preset):
+    task = {"metrics": {"accuracy": 0.7}, "train_seconds": 1.0, "trainable_params": 10}
+    folder.mkdir(parents=True)
+    (folder / "predictions_viral_vs_normal.csv").write_text("id,correct\na,True\nb,False\n")
+    return _results(folder, {"command": "finetune --strategy joint --tasks cxr-homo", "seed": 0,
+                             "config": {"strategy": "joint", "tasks": "cxr-homo", "preset": preset, "data": "phantom"},
+                             "tasks": {"viral_vs_normal": task}, "total_train_seconds": 1.0, "total_params": 10})
+
+
+def _mt_unet(folder, preset):
+    entry = {"label": "UNetC", "metrics": {"accuracy": 0.5}, "std": {}, "train_seconds": 2.0, "trainable_params": 5}
+    return _results(folder, {"command": "mt_unet.train --model unetc", "seed": 0, "tasks": {"UNetC": entry},
+                             "config": {"model": "unetc", "preset": preset, "seeds": 1, "shape": [64, 48],
+                                        "data": "phantom"}})
+
+
+def test_report_and_compares_skip_what_they_do_not_use_and_refuse_mixed_presets(tmp_path, caplog):
+    from mt_unet.train import compare as mt_compare
+    from ums_rep.finetune import compare as ft_compare, main as ft_main
+    from ums_rep.report import build
+    ft, mt = _finetune(tmp_path / "ft", "tiny"), _mt_unet(tmp_path / "mt", "tiny")
+    ev = _results(tmp_path / "ev", {"command": "mt_unet.evaluate", "model": "m.keras", "split": "test",
+                                    "metrics": {"accuracy": 0.5}})
+    cut = tmp_path / "cut"  # an interrupted run: args.json, no results.json
+    cut.mkdir()
+    (cut / "args.json").write_text("{}")
+    everything = [ft, mt, ev, cut]
+    md = build(everything, tmp_path / "report")
+    assert "| joint | viral_vs_normal |" in md and "| UNetC |" in md
+    assert f"skipped {ev}: a mt_unet.evaluate run" in caplog.text and f"skipped {cut}: no results.json" in caplog.text
+    caplog.clear()
+    assert "| joint | viral_vs_normal |" in ft_compare(everything)
+    assert all(f"skipped {d}" in caplog.text for d in (mt, ev, cut))
+    assert "| UNetC |" in mt_compare(everything)
+    quick = _finetune(tmp_path / "ft-quick", "quick")
+    for fn in (ft_compare, lambda d: build(d, tmp_path / "r2")):
+        with pytest.raises(ValueError, match="different presets.*--mix-presets"):
+            fn([ft, quick])
+    assert ft_main(["--compare", str(ft), str(quick)]) == 1
+    assert ft_main(["--compare", str(ft), str(quick), str(ev), "--mix-presets"]) == 0
+    with pytest.raises(ValueError, match="no mt_unet.train run"):
+        mt_compare([ft, ev])
+
+
+def test_head_scan_has_data_for_every_task(tmp_path, monkeypatch):
+    from ums_rep import scan
+    for preset in scan.PRESETS:  # every classification task's datasets, every preset
+        counts = scan.phantom_counts(preset)
+        for set_name, _ in scan.CLASSIFICATION_TASKS.values():
+            sdef = scan.TASK_SETS[set_name]
+            assert {sdef["train"], sdef["test"]} <= set(counts), (preset, set_name)
+    # and a head scan's data for a task tested on another dataset, on tiny phantoms with a stand-in encoder
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(scan, "_encoder", lambda args, modality: keras.Sequential([keras.layers.Flatten()]))
+    args = argparse.Namespace(task="abnormal", data=None, seed=0, no_progress=True, preset="tiny")
+    preset = {**scan.PRESETS["tiny"], "n": scan.phantom_counts("tiny")}
+    xt, yt, xv, yv, info = scan.scan_data("head", args, preset)
+    assert len(xt) == len(yt) > 0 and len(xv) == len(yv) > 0 and yt.shape[1] == 2
+
+
 # --------------------------------------------------------------------------- 5: model files, --out, images
 
 def test_model_file_errors_are_one_line_naming_the_file(tmp_path):

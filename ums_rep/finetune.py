@@ -363,13 +363,11 @@ def _derived(out, args, specs, models, test_p, test_rows, batch, probs):
 
 # --------------------------------------------------------------------------- compare
 
-def compare(run_dirs, out=None) -> str:
-    """Markdown tables per task set: metrics, time and parameters per strategy, McNemar p-values."""
-    runs = []
-    for d in run_dirs:
-        d = Path(d)
-        r = json.loads((d / "results.json").read_text())
-        runs.append((d, r))
+def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
+    """Markdown tables per task set: metrics, time and parameters per strategy, McNemar p-values.
+    Folders that are not finetune runs are skipped (logged); see :func:`ums_rep.report.collect`."""
+    from ums_rep.report import collect
+    runs = collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
     by_set = {}
     for d, r in runs:
         by_set.setdefault(r["config"]["tasks"], []).append((d, r))
@@ -428,12 +426,13 @@ def main(argv=None) -> int:
     parser.add_argument("--recommend-flow", default="TR", choices=FLOW_CLASSES)
     add_training_options(parser)
     parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
-                        help="compare finished runs instead of training")
+                        help="compare finished runs instead of training (other folders are skipped)")
+    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
         if args.compare:
-            print(compare(args.compare, args.out))
+            print(compare(args.compare, args.out, args.mix_presets))
             return 0
         return run(args)
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as e:

@@ -6,7 +6,9 @@ It reads every ``results.json`` under the given folders and recognises each by i
 ``command``: CDAE pretraining → UMS-Rep Table 2; ``finetune`` runs → Tables 3/5/7/9 (metrics)
 and 4/6/8/10 (time, parameters), per task set; ``mt_unet.train`` runs → MT-UNet Tables 1–3;
 ``scan`` runs → the Talos choice against the paper's; a ``benchmarks.run`` JSON (``--bench``) →
-the compute-saving table. The header states the data (phantom or real), presets, seeds,
+the compute-saving table. Anything else (an ``mt_unet.evaluate`` output, an unfinished run) is
+skipped with a logged reason, and runs of different presets are refused unless
+``--mix-presets``. The header states the data (phantom or real), presets, seeds,
 versions and hardware the runs recorded. :data:`PAPER` is the one home of the papers' numbers.
 """
 from __future__ import annotations
@@ -97,20 +99,65 @@ def _num(v, digits=3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def collect(run_dirs) -> list:
-    """``(folder, results)`` of every results.json under ``run_dirs`` (nested encoders included)."""
+KINDS = {
+    # results.json's command (its first word) → the keys that kind of results.json must hold
+    "pretrain": ("config", "tasks"),
+    "finetune": ("config", "tasks", "total_train_seconds", "total_params"),
+    "mt_unet.train": ("config", "tasks"),
+    "scan": ("config", "best", "rounds", "scan_seconds"),
+    "mt_unet.evaluate": ("metrics",),
+}
+REPORTED = ("pretrain", "finetune", "mt_unet.train", "scan")
+
+
+def _classify(f: Path, kinds) -> tuple[str | None, dict | str]:
+    """``(kind, body)`` of results.json ``f`` if its kind is one of ``kinds``, else ``(None, why)``."""
+    try:
+        body = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"results.json is not readable JSON ({e})"
+    if not isinstance(body, dict) or not isinstance(body.get("command"), str):
+        return None, "results.json names no command"
+    kind = body["command"].split()[0]
+    if kind not in KINDS:
+        return None, f"results.json of an unknown command {body['command']!r}"
+    if kind not in kinds:
+        return None, f"a {kind} run, not {' or '.join(kinds)}"
+    missing = [k for k in KINDS[kind] if k not in body]
+    if missing:
+        return None, f"its {kind} results.json lacks {missing}"
+    return kind, body
+
+
+def collect(run_dirs, kinds=REPORTED, *, recursive: bool = True, mix_presets: bool = False) -> list:
+    """``(folder, results)`` of the runs of ``kinds`` (see :data:`KINDS`) among ``run_dirs``:
+    every results.json under each (nested encoders included) if ``recursive``, else each
+    folder's own. Anything else is skipped with one logged line saying why; runs of different
+    presets raise ``ValueError`` unless ``mix_presets``, and so does finding no run at all.
+    The one home of reading run folders: ``report``, ``finetune --compare`` and
+    ``mt_unet.train --compare`` all use it."""
     found = []
-    for d in run_dirs:
-        d = Path(d)
+    for d in map(Path, run_dirs):
         if not d.exists():
             raise FileNotFoundError(f"{d}: no such run folder")
-        for f in sorted(d.rglob("results.json")):
-            try:
-                body = json.loads(f.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{f}: not valid JSON ({e})") from e
-            if isinstance(body, dict) and "command" in body:
+        files = sorted(d.rglob("results.json")) if recursive and d.is_dir() else [d / "results.json"]
+        files = [f for f in files if f.is_file()]
+        if not files:
+            log.warning("skipped %s: no results.json (not a run folder, or an unfinished run)", d)
+        for f in files:
+            kind, body = _classify(f, kinds)
+            if kind is None:
+                log.warning("skipped %s: %s", f.parent, body)
+            else:
                 found.append((f.parent, body))
+    if not found:
+        raise ValueError(f"no {' or '.join(kinds)} run among {[str(d) for d in run_dirs]}")
+    presets = {}
+    for folder, body in found:
+        presets.setdefault(str(body["config"].get("preset")), folder)
+    if len(presets) > 1 and not mix_presets:
+        raise ValueError("runs of different presets in one table (" + ", ".join(f"{p}: {f}" for p, f in presets.items())
+                         + "); give runs of one preset, or --mix-presets")
     return found
 
 
@@ -142,7 +189,8 @@ def strategy_tables(runs) -> list:
         entries.sort(key=lambda e: STRATEGY_ORDER.index(e[1]["config"]["strategy"]))
         perf, cost = SET_TABLES.get(set_name, ("?", "?"))
         c = entries[0][1]["config"]
-        lines += [f"### UMS-Rep Table {perf}: {set_name} ({c.get('data')}, preset {c.get('preset')}, "
+        preset = ", ".join(sorted({str(r["config"].get("preset")) for _, r in entries}))
+        lines += [f"### UMS-Rep Table {perf}: {set_name} ({c.get('data')}, preset {preset}, "
                   f"{c.get('folds')} fold(s), seed {entries[0][1].get('seed')})", "",
                   "| strategy | task | accuracy | F-score | IoU | MCC | paper acc / F / IoU / MCC |",
                   "|---|---|---|---|---|---|---|"]
@@ -261,13 +309,14 @@ def header(runs) -> list:
             "measured; they do not reproduce the papers' absolute numbers.", ""]
 
 
-def build(run_dirs, out, bench=None) -> str:
+def build(run_dirs, out, bench=None, mix_presets: bool = False) -> str:
     """Write ``report.md`` and ``report.html`` in ``out``; return the Markdown."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = collect(run_dirs)
-    if not runs:
-        raise ValueError(f"no results.json with a command under {[str(d) for d in run_dirs]}")
+    runs = collect(run_dirs, mix_presets=mix_presets)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{out}: cannot create the report folder ({e.strerror or e})") from e
     bench_body = json.loads(Path(bench).read_text()) if bench else None
     lines = header(runs) + ["## UMS-Rep", ""] + table2(runs) + strategy_tables(runs) + scan_tables(runs) \
         + bench_tables(bench_body) + ["## MT-UNet", ""] + mt_unet_tables(runs) + figures(runs, out)
@@ -303,11 +352,12 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (searched recursively)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bench", type=Path, default=None, help="a benchmarks.run JSON for the compute saving")
+    parser.add_argument("--mix-presets", action="store_true", help="allow runs of different presets in one report")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        build(args.runs, args.out, args.bench)
+        build(args.runs, args.out, args.bench, args.mix_presets)
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1

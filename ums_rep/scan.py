@@ -58,19 +58,23 @@ SPACES = {
 }
 PAPER_ECHO_CHOICE = {"kernel_size": 3, "dilation": 2, "dropout": 0.5, "optimizer": "adam", "batch_size": 16}
 OBJECTIVE = {"echo": ("val_accuracy", "max"), "cdae": ("val_loss", "min"), "head": ("val_accuracy", "max")}
-PRESETS = {
-    "tiny": {"epochs": 1, "image": 32, "phantom_size": 64, "n": {"doppler": 300, "rsna": 40, "shenzhen": 40},
-             "pretrain": "tiny"},
-    "quick": {"epochs": 8, "image": 64, "phantom_size": 128, "n": {"doppler": 600, "rsna": 300, "shenzhen": 200},
-              "pretrain": "quick"},
-    "paper": {"epochs": 64, "image": 256, "phantom_size": 256, "n": {"doppler": 2444, "rsna": 2000, "shenzhen": 662},
-              "pretrain": "paper"},
+PRESETS = {  # phantom counts: phantom_counts(), those of pretrain and finetune
+    "tiny": {"epochs": 1, "image": 32, "phantom_size": 64, "pretrain": "tiny"},
+    "quick": {"epochs": 8, "image": 64, "phantom_size": 128, "pretrain": "quick"},
+    "paper": {"epochs": 64, "image": 256, "phantom_size": 256, "pretrain": "paper"},
 }
 CLASSIFICATION_TASKS = {s.task.name: (set_name, s) for set_name, d in TASK_SETS.items() for s in d["tasks"]
                         if s.task.kind == "classification"}
 
 
 # --------------------------------------------------------------------------- data
+
+def phantom_counts(preset: str) -> dict:
+    """Phantom images per dataset: those ``pretrain`` and ``finetune`` use with ``preset``, so a
+    scan sees their data (every dataset of every task set)."""
+    from ums_rep import finetune, pretrain
+    return {**pretrain.PRESETS[preset]["phantom_n"], **finetune.PRESETS[preset]["n"]}
+
 
 def _arrays(prepared, rows, **kw):
     ds = make_dataset(prepared, rows, batch_size=64, cache=False, **kw)
@@ -245,7 +249,7 @@ def run(args) -> int:
     if args.fraction_limit is not None and not 0 < args.fraction_limit <= 1:
         raise ValueError(f"--fraction-limit must be in (0, 1], got {args.fraction_limit}")
     time_limit = _time_limit(args.time_limit)
-    preset = dict(PRESETS[args.preset])
+    preset = {**PRESETS[args.preset], "n": phantom_counts(args.preset)}
     if args.epochs:
         preset["epochs"] = args.epochs
     out = run_dir(args.out, f"scan-{args.model}", "ums_rep.scan", resume=args.resume)
