@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     m, table, arrays = evaluate(model, prepared, rows, args.batch)
     atomic_write_text(out / f"predictions_{args.split}.csv", table.to_csv(index=False))
     write_json(out / "results.json", {"command": "mt_unet.evaluate", "model": str(args.model),
-                                      "split": args.split, "n_images": len(rows), "metrics": m})
+                                      "split": args.split, "n_images": len(rows), "metrics": m,
+                                      "prepared": prepared.info["prepared"]})
     if SALIENCY in arrays["outputs"]:
         from mt_unet.figures import saliency_overlays
         k = min(4, len(rows))

@@ -180,7 +180,7 @@ def run(args) -> int:
                    {"model": args.model, "variant": args.variant, "scheme": args.scheme, "preset": args.preset,
                     **{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "seeds": n_seeds,
                     "data": "phantom" if args.data is None else str(args.data),
-                    "split": "patient-level, class-stratified 70/10/20"},
+                    "prepared": prepared.info["prepared"], "split": "patient-level, class-stratified 70/10/20"},
                    {name: entry}, args.seed)
     write_json(out / "results.json", body)
     log.info("%s over %d seed(s): %s", name, n_seeds,

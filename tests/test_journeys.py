@@ -133,6 +133,7 @@ def test_head_scan_has_data_for_every_task(tmp_path, monkeypatch):
     preset = {**scan.PRESETS["tiny"], "n": scan.phantom_counts("tiny")}
     xt, yt, xv, yv, info = scan.scan_data("head", args, preset)
     assert len(xt) == len(yt) > 0 and len(xv) == len(yv) > 0 and yt.shape[1] == 2
+    assert all(str(tmp_path / "cache" / "prepared") in p for p in info["prepared"])
 
 
 # --------------------------------------------------------------------------- 5: model files, --out, images

@@ -201,7 +201,7 @@ def run(args) -> int:
         task_metrics = metrics.classification(truth, prob.argmax(1))
     body = results(f"pretrain --backbone {args.backbone}",
                    {"preset": args.preset, **preset, "params": used, "batch_size": batch,
-                    "data": "phantom" if data.info.get("phantom") else str(args.data),
+                    "data": "phantom" if data.info.get("phantom") else str(args.data), "prepared": data.info["prepared"],
                     "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(eval_rows),
                     "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"]},
                    {task.name: {"metrics": task_metrics, "train_seconds": seconds,

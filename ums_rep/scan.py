@@ -99,7 +99,7 @@ def scan_data(model: str, args, preset: dict):
         kw = dict(label_column="flow_type", classes=FLOW_CLASSES)
         xt, yt = _arrays(p, rows[rows.fold != 0], **kw)
         xv, yv = _arrays(p, rows[rows.fold == 0], **kw)
-        return xt, yt, xv, yv, {"dataset": "doppler", "phantom": p.info.get("phantom")}
+        return xt, yt, xv, yv, {"dataset": "doppler", "phantom": p.info.get("phantom"), "prepared": p.info["prepared"]}
     if model == "cdae":  # noisy → clean pairs, noise drawn once with a fixed seed
         p = data("rsna")
         norm = p.normalizer
@@ -108,7 +108,8 @@ def scan_data(model: str, args, preset: dict):
         keras.utils.set_random_seed(args.seed)
         noisy_t, noisy_v = (np.asarray(random_training_noise(c)) for c in (clean_t, clean_v))
         z = lambda a: ((a - norm.mean) / norm.std).astype("float32")  # noqa: E731
-        return z(noisy_t), z(clean_t), z(noisy_v), z(clean_v), {"dataset": "rsna", "phantom": p.info.get("phantom")}
+        return z(noisy_t), z(clean_t), z(noisy_v), z(clean_v), {"dataset": "rsna", "phantom": p.info.get("phantom"),
+                                                                 "prepared": p.info["prepared"]}
     # head: features of the frozen shared encoder for one classification task
     from ums_rep.finetune import _split_rows
     set_name, spec = CLASSIFICATION_TASKS[args.task]
@@ -122,7 +123,8 @@ def scan_data(model: str, args, preset: dict):
     encoder = _encoder(args, sdef["modality"])
     ft, fv = (encoder.predict(a, batch_size=32, verbose=0) for a in (xt, xv))
     return ft, yt, fv, yv, {"dataset": sdef["train"], "task": args.task, "set": set_name,
-                            "phantom": p.info.get("phantom")}
+                            "phantom": p.info.get("phantom"),
+                            "prepared": sorted({p.info["prepared"], test_p.info["prepared"]})}
 
 
 def _encoder(args, modality: str) -> keras.Model:
