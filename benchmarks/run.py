@@ -279,21 +279,14 @@ def latency(set_name: str, size: int, repeats: int) -> dict:
     import keras
     import numpy as np
     from ums_rep.backbones import cdae, echo_encoder
-    from ums_rep.finetune import build_shared, fresh_backbone
+    from ums_rep.models import baseline_model, build_shared, fresh_backbone
     from ums_rep.tasks import TASK_SETS
     sdef = TASK_SETS[set_name]
     backbone = cdae((size, size, 1)) if sdef["modality"] == "cxr" else echo_encoder((size, size, 1))
     models, _ = build_shared(backbone, sdef["modality"], sdef["tasks"])
     shared = keras.Model(backbone.inputs, {n: m.output for n, m in models.items()})
-    separate = []
-    for s in sdef["tasks"]:
-        m, _ = build_shared(fresh_backbone(backbone), sdef["modality"], [s])
-        net = m[s.task.name]
-        if sdef["modality"] == "cxr":  # the baseline's frozen denoiser runs first
-            den = fresh_backbone(backbone)
-            inp = keras.Input((size, size, 1))
-            net = keras.Model(inp, net(den(inp)))
-        separate.append(net)
+    denoiser = fresh_backbone(backbone) if sdef["modality"] == "cxr" else None  # the baseline's, run first
+    separate = [baseline_model(backbone, sdef["modality"], s, denoiser=denoiser) for s in sdef["tasks"]]
     x = np.random.default_rng(0).normal(size=(16, size, size, 1)).astype("float32")
     shared_s = _median_time(lambda: shared.predict_on_batch(x), repeats, warmup=2)
     separate_s = _median_time(lambda: [m.predict_on_batch(x) for m in separate], repeats, warmup=2)

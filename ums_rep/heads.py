@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ums_rep.layers import BatchNorm
+from ums_rep.layers import BatchNorm, decoder
 
 
 @keras.saving.register_keras_serializable(package="ums_rep")
@@ -49,9 +49,8 @@ def classification_head(features, n_classes: int, name: str, units: int = 256, d
 
 
 def segmentation_head(features, encoder_filters, name: str, steps: int | None = None):
-    """Decoder symmetric to the encoder (:func:`ums_rep.backbones.decoder`), then a 3×3
+    """Decoder symmetric to the encoder (:func:`ums_rep.layers.decoder`), then a 3×3
     1-channel sigmoid convolution: the CDAE with its output layer replaced (paper 4.1.2)."""
-    from ums_rep.backbones import decoder
     x = decoder(features, encoder_filters, name=f"{name}.dec", steps=steps)
     return layers.Conv2D(1, 3, padding="same", activation="sigmoid", name=f"{name}.out", dtype="float32")(x)
 

@@ -1,4 +1,5 @@
-"""Layers shared by every model of the package.
+"""Layers and blocks shared by every model of the package: :class:`BatchNorm`, :func:`conv_bn_relu`
+and the UMS-Rep :func:`decoder` (used by the CDAE and by segmentation heads).
 
 :class:`BatchNorm` is ``keras.layers.BatchNormalization`` computed by TensorFlow's fused kernel
 (``FusedBatchNormV3``; oneDNN on CPU, cuDNN on GPU). Keras 3 builds batch norm from separate
@@ -46,3 +47,27 @@ class BatchNorm(layers.BatchNormalization):
                 inputs, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
                 epsilon=self.epsilon, is_training=False)
         return tf.cast(y, self.compute_dtype)
+
+
+def conv_bn_relu(x, filters, name, strides=1, dilation=1, kernel_size=3, batch_norm=True):
+    """3×3 (or ``kernel_size``) "same" convolution, batch norm, ReLU; layers named ``{name}.conv|bn|relu``."""
+    # a bias before batch norm is cancelled by its mean subtraction: leave it out
+    x = layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation, padding="same",
+                      use_bias=not batch_norm, name=f"{name}.conv")(x)
+    if batch_norm:
+        x = BatchNorm(name=f"{name}.bn")(x)
+    return layers.ReLU(name=f"{name}.relu")(x)
+
+
+def decoder(x, encoder_filters, name: str = "dec", batch_norm: bool = True, steps: int | None = None):
+    """The decoder symmetric to a stride-2 encoder: for each encoder stage, ×2 upsampling then a
+    3×3 conv + BN + ReLU, widths mirrored (the last stage keeps the first encoder width).
+    ``steps`` upsampling stages (default: one per encoder stage); 0 keeps the resolution (for
+    dilated encoders that never downsample)."""
+    widths = list(encoder_filters[-2::-1]) + [encoder_filters[0]]
+    steps = len(encoder_filters) if steps is None else steps
+    for i, f in enumerate(widths, 1):
+        if i <= steps:
+            x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}{i}.up")(x)
+        x = conv_bn_relu(x, f, f"{name}{i}", batch_norm=batch_norm)
+    return x

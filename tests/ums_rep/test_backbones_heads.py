@@ -27,13 +27,30 @@ def test_cdae_rejects_bad_shapes():
 
 
 def test_echo_encoder_builder(tmp_path):
+    """The paper's encoder (Section 4.2): six 3×3 "same" convolutions without stride, ReLU,
+    dilation 2 in layers 4–6, GAP → FC → Dropout(0.5) → FC(3); 460,115 parameters reported."""
     model = echo_encoder((64, 64, 1))
-    check_builder(model, (64, 64, 1), {"echo.conv6.relu": (16, 16, 128), "echo.flow.out": (3,)}, tmp_path,
+    check_builder(model, (64, 64, 1), {"echo.conv6.relu": (64, 64, 128), "echo.flow.out": (3,)}, tmp_path,
                   loss_fn=lambda p: keras.losses.categorical_crossentropy(tf.one_hot([0, 2], 3), p))
-    assert model.count_params() == 320_227  # paper: 460,115 (see ums_rep.backbones)
-    dil = [model.get_layer(f"echo.conv{i}.conv").dilation_rate for i in range(1, 7)]
-    assert dil == [(1, 1)] * 3 + [(2, 2)] * 3
+    assert model.count_params() == 458_563  # paper: 460,115 (0.34% more; see ums_rep.backbones)
+    convs = [model.get_layer(f"echo.conv{i}.conv") for i in range(1, 7)]
+    assert [c.dilation_rate for c in convs] == [(1, 1)] * 3 + [(2, 2)] * 3
+    assert [c.strides for c in convs] == [(1, 1)] * 6 and all(c.kernel_size == (3, 3) for c in convs)
+    assert not any(isinstance(l, (keras.layers.MaxPooling2D, keras.layers.BatchNormalization)) for l in model.layers)
     assert model.get_layer("echo.flow.dropout").rate == 0.5
+    fast = echo_encoder((64, 64, 1), strides=2)  # the CPU presets: same parameters, quarter resolution
+    assert fast.count_params() == model.count_params()
+    assert tuple(fast.get_layer("echo.conv6.relu").output.shape[1:]) == (16, 16, 128)
+
+
+def test_classification_head_size_is_close_to_the_papers():
+    """Tables 4–10 report 295,715 parameters per classification head; on the CDAE's 256 channels a
+    1,024-unit FC gives 265,218 (the nearest power of two; see ums_rep.models)."""
+    from ums_rep.models import HEAD_PARAMS
+    inp = keras.Input((4, 4, 256))
+    head = keras.Model(inp, classification_head(inp, 2, name="cls", units=HEAD_PARAMS["head_units"]))
+    assert head.count_params() == 265_218
+    assert abs(head.count_params() / 295_715 - 1) < 0.11
 
 
 @pytest.mark.parametrize("kernel,dilation,dropout", [(5, 3, 0.1), (7, 2, 0.3)])
@@ -47,9 +64,10 @@ def test_echo_search_space(kernel, dilation, dropout):
 
 
 @pytest.mark.parametrize("kind,shape,filters,steps", [("cdae", (64, 64, 1), (32, 64, 128, 256), None),
-                                                       ("echo", (64, 64, 1), (32, 32, 64, 64, 128, 128), 2)])
+                                                       ("echo", (64, 64, 1), (32, 64, 64, 128, 128, 128), 2)])
 def test_heads_attach_to_each_backbone(kind, shape, filters, steps, tmp_path):
-    backbone = cdae(shape) if kind == "cdae" else echo_encoder(shape)
+    keras.utils.set_random_seed(0)
+    backbone = cdae(shape) if kind == "cdae" else echo_encoder(shape, strides=2)
     enc = encoder(backbone, kind)
     feats = enc.output
     outputs = {"cls": classification_head(feats, 2, name="cls"),

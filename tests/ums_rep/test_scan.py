@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ums_rep.backbones import cdae
-from ums_rep.finetune import build_shared
+from ums_rep.models import build_shared
 from ums_rep.pretrain import build, load_params
 from ums_rep.scan import SPACES, _time_limit, best_params, main
 from ums_rep.tasks import TASK_SETS

@@ -1,0 +1,112 @@
+"""UMS-Rep's multi-task models (Sections 4.1.2 and 4.2; Figures 6 and 8): per-task models on one
+shared encoder, and the baseline's separate models.
+
+Head sizes. The paper's classification head is GAP → FC → Dropout → FC softmax and is reported
+with 295,715 parameters (Tables 4–10) for every head, whatever the encoder's width or the number
+of classes, so the figure cannot be reproduced exactly: on the CDAE's 256 latent channels a
+2-class head would need 1,141.8 hidden units. We use 1,024 (the nearest power of two): 265,218
+parameters on the CDAE (10% fewer), 134,146 on the echo encoder's 128 channels. The segmentation
+head is reported with 786,497 parameters, about a whole CDAE (800,067): the paper fine-tunes the
+entire autoencoder with its last layer replaced and counts it all as the head. Here the encoder
+is shared and counted once (in the source model), and the head is the decoder alone (397,601
+parameters on the CDAE).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import keras
+import numpy as np
+
+from ums_rep.backbones import FEATURES, encoder as encoder_of
+from ums_rep.heads import classification_head, segmentation_head
+
+HEAD_PARAMS = {"head_units": 1024, "head_dropout": 0.5}  # classification head; a head scan's best.json overrides
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A new model of the same architecture holding a copy of ``model``'s weights (no shared
+    variables): each cross-validation fold starts from the same pretrained weights."""
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def fresh_backbone(backbone: keras.Model) -> keras.Model:
+    """The same architecture, randomly initialised (the baseline's starting point)."""
+    return keras.Model.from_config(backbone.get_config())
+
+
+def weights_digest(variables) -> str:
+    """SHA-1 of the variables' values, to check that two folds start from the same encoder."""
+    h = hashlib.sha1()
+    for v in variables:
+        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(v)).tobytes())
+    return h.hexdigest()
+
+
+def _upsampling_steps(enc: keras.Model) -> int:
+    """How many stride-2 stages the encoder has: the decoder undoes each."""
+    return sum(1 for layer in enc.layers if isinstance(layer, keras.layers.Conv2D) and layer.strides[0] > 1)
+
+
+def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None = None) -> tuple[dict, list]:
+    """Per-task models ``{task: keras.Model}`` sharing ``backbone``'s encoder layers, and those
+    layers. ``head`` overrides :data:`HEAD_PARAMS` (``head_units``, ``head_dropout``).
+
+    CXR segmentation reuses the whole CDAE with its output layer replaced (paper 4.1.2): the
+    head's decoder starts from the CDAE decoder's weights. Pass :func:`copy_model` of the
+    pretrained backbone to get models that share nothing with another fold's."""
+    kind = "echo" if modality == "echo" else "cdae"
+    enc = encoder_of(backbone, kind)
+    feats = enc.output
+    filters = tuple(backbone.get_layer(f"cdae.enc{i}.conv").filters for i in range(1, 5)) \
+        if modality == "cxr" else tuple(backbone.get_layer(f"echo.conv{i}.conv").filters for i in range(1, 7))
+    steps = _upsampling_steps(enc)
+    h = {**HEAD_PARAMS, **(head or {})}
+    outputs = {}
+    for s in specs:
+        t = s.task
+        if t.kind == "segmentation":
+            outputs[t.name] = segmentation_head(feats, filters, name=t.name, steps=steps)
+        else:
+            outputs[t.name] = classification_head(feats, len(t.classes), name=t.name, units=int(h["head_units"]),
+                                                  dropout=float(h["head_dropout"]))
+    models = {name: keras.Model(enc.inputs, out, name=name) for name, out in outputs.items()}
+    if modality == "cxr":
+        for name, m in models.items():
+            if any(layer.name.startswith(f"{name}.dec") for layer in m.layers):
+                for i in range(1, 5):
+                    for part in ("conv", "bn"):
+                        m.get_layer(f"{name}.dec{i}.{part}").set_weights(
+                            backbone.get_layer(f"cdae.dec{i}.{part}").get_weights())
+    return models, list(enc.layers[1:])
+
+
+def head_params(model: keras.Model, encoder_layers) -> int:
+    """Parameters of a task model's own layers (its head), excluding the shared encoder's."""
+    shared = {id(w) for layer in encoder_layers for w in layer.weights}
+    return int(sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in shared and not _is_rng(w)))
+
+
+def _is_rng(w) -> bool:
+    return "seed_generator" in getattr(w, "path", "")
+
+
+def baseline_model(backbone: keras.Model, modality: str, spec, head: dict | None = None,
+                   denoiser: keras.Model | None = None) -> keras.Model:
+    """One separate end-to-end model for one task (the paper's baseline, Figure 4): the backbone's
+    architecture with random weights plus the task head; for CXR its input first passes through
+    ``denoiser`` (the separately trained CDAE, frozen)."""
+    models, _ = build_shared(fresh_backbone(backbone), modality, [spec], head)
+    net = models[spec.task.name]
+    if denoiser is None:
+        return net
+    inp = keras.Input(net.inputs[0].shape[1:])
+    return keras.Model(inp, net(denoiser(inp)), name=spec.task.name)
+
+
+def feature_layer(model: keras.Model) -> str | None:
+    """The encoder feature layer Grad-CAM differentiates against, if ``model`` has one at top level."""
+    names = {layer.name for layer in model.layers}
+    return next((FEATURES[k] for k in FEATURES if FEATURES[k] in names), None)
