@@ -10,7 +10,7 @@ or not binary — all reported together), and writes
   (16-bit maps scaled to their maximum, letter-boxed like the image; the pipeline renormalises
   them to sum 1 — a PNG keeps decoding inside TensorFlow's graph);
 * ``manifest.csv`` — one row per image with ``split`` (patient-level, class-stratified) and
-  ``fold`` (k-fold) columns, and ``stats.json`` — the training split's mean/std.
+  ``fold`` (k patient-level folds within each split part) columns, and ``stats.json`` — the training split's mean/std.
 
 Work runs in parallel over the cores with a progress bar. Every file is written atomically and
 existing outputs are skipped, so an interrupted run is completed by running it again.
@@ -122,8 +122,16 @@ def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, fo
         df.loc[~test, "split"] = split_patients(df[~test], (0.8, 0.2, 0.0), seed=seed)
     else:
         df["split"] = split_patients(df, split, seed=seed)
-    k = min(folds, df.patient_id.nunique())
-    df["fold"] = assign_folds(df, k, seed=seed) if k >= 2 else 0
+    # folds are assigned within each split part, so every part (e.g. UMS-Rep's 20% fine-tuning pool)
+    # holds k distinct folds; drawn from the split's own partition, they would copy the split
+    df["fold"] = 0
+    for _, part in df.groupby("split"):
+        k_part = min(folds, part.patient_id.nunique())
+        if k_part >= 2:  # class-stratified where every class has a patient for every fold
+            per_class = part.groupby(part.label.astype(str)).patient_id.nunique()
+            stratify = "label" if per_class.min() >= k_part else None
+            df.loc[part.index, "fold"] = assign_folds(part, k_part, stratify, seed=seed).to_numpy()
+    k = int(df.fold.max()) + 1
     check_no_leakage(df, "split", str(src))
     check_no_leakage(df, "fold", str(src))
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,13 +42,15 @@ import keras
 from data_prep.cli import add_training_options, base_parser, setup_logging
 from data_prep.io import atomic_write_text, read_image
 from data_prep.pipeline import make_dataset
-from ums_rep import derive, metrics
-from ums_rep.backbones import FEATURES, FLOW_CLASSES, encoder as encoder_of
-from ums_rep.heads import classification_head, segmentation_head
+from data_prep.transforms import MeanNormalizer
+from ums_rep import derive, metrics, report
+from ums_rep.backbones import FLOW_CLASSES
+from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model, feature_layer, head_params,
+                            weights_digest)
 from ums_rep.runs import (history_csv, load_model, prepared_data, results, resume_args, run_dir, save_args,
                           save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import STRATEGIES, FitConfig, fit
-from ums_rep.tasks import TASK_SETS, Spec
+from ums_rep.tasks import TASK_SETS, Spec, cross_validation
 from ums_rep.weighting import FixedWeights
 
 log = logging.getLogger("ums_rep.finetune")
@@ -65,66 +66,7 @@ PRESETS = {
 
 
 ALL_STRATEGIES = STRATEGIES + ("baseline",)
-
-
-# --------------------------------------------------------------------------- models
-
-HEAD_PARAMS = {"head_units": 256, "head_dropout": 0.5}  # classification head; a head scan's best.json
-
-
-def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None = None) -> tuple[dict, list]:
-    """Per-task models sharing the backbone's encoder, and the encoder's layers. ``head`` sets
-    the classification heads' ``head_units`` and ``head_dropout``.
-
-    CXR segmentation reuses the whole CDAE with its output layer replaced (paper 4.1.2): the
-    head's decoder starts from the CDAE decoder's weights."""
-    enc = encoder_of(backbone, modality if modality == "echo" else "cdae")
-    feats = enc.output
-    filters = tuple(backbone.get_layer(f"cdae.enc{i}.conv").filters for i in range(1, 5)) \
-        if modality == "cxr" else tuple(backbone.get_layer(f"echo.conv{i}.conv").filters for i in range(1, 7))
-    outputs = {}
-    for s in specs:
-        t = s.task
-        if t.kind == "segmentation":
-            outputs[t.name] = segmentation_head(feats, filters, name=t.name, steps=None if modality == "cxr" else 2)
-        else:
-            h = {**HEAD_PARAMS, **(head or {})}
-            outputs[t.name] = classification_head(feats, len(t.classes), name=t.name, units=int(h["head_units"]),
-                                                  dropout=float(h["head_dropout"]))
-    models = {name: keras.Model(enc.inputs, out, name=name) for name, out in outputs.items()}
-    if modality == "cxr":
-        for name, m in models.items():
-            if any(layer.name.startswith(f"{name}.dec") for layer in m.layers):
-                for i in range(1, 5):
-                    for part in ("conv", "bn"):
-                        m.get_layer(f"{name}.dec{i}.{part}").set_weights(
-                            backbone.get_layer(f"cdae.dec{i}.{part}").get_weights())
-    return models, list(enc.layers[1:])
-
-
-def fresh_backbone(backbone: keras.Model) -> keras.Model:
-    """The same architecture, randomly initialised (the baseline's starting point)."""
-    return keras.Model.from_config(backbone.get_config())
-
-
-# --------------------------------------------------------------------------- data
-
-def _split_rows(prepared, set_name: str, fold: int, test_prepared):
-    df = prepared.manifest
-    if set_name.startswith("echo"):
-        pool = df[df.split == "val"]  # the 30% not used to build the encoder: 20% train/val ...
-        test = df[df.split == "test"]  # ... and 10% test
-    elif set_name == "cxr-homo":
-        pool, test = df[df.split != "test"], df[df.split == "test"]
-    else:
-        pool, test = df, test_prepared.manifest
-    if set_name == "cxr-homo":
-        train, val = pool[pool.split == "train"], pool[pool.split == "val"]
-    else:
-        folds = sorted(pool.fold.unique())
-        k = folds[fold % len(folds)]
-        train, val = pool[pool.fold != k], pool[pool.fold == k]
-    return train, val, test
+ENSEMBLE = "mean of the fold models' test probabilities (soft vote)"
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -141,13 +83,13 @@ def evaluate(spec: Spec, probs: np.ndarray, rows: pd.DataFrame, test_root: Path)
         truth = np.stack([read_image(test_root / p) for p in rows["mask"]]) > 0.5
         pred = probs[..., 0] > 0.5
         m = metrics.segmentation(truth, pred)
-        inter = (truth & pred).reshape(len(pred), -1).sum(1)
-        dice = 2 * inter / np.maximum(truth.reshape(len(pred), -1).sum(1) + pred.reshape(len(pred), -1).sum(1), 1)
+        dice = metrics.dice_per_image(truth, pred)
         return m, pd.DataFrame({"id": ids, "dice": dice, "correct": dice >= 0.9})
     lookup = {c: i for i, c in enumerate(t.classes)}
     y = rows[spec.label_column].astype(str).map(lookup).to_numpy()
     yhat = probs.argmax(1)
     m = metrics.classification(y, yhat)
+    m["majority_accuracy"] = float(np.bincount(y, minlength=len(t.classes)).max() / len(y))
     if len(np.unique(y)) > 1:
         m.update(metrics.auc(y, probs, t.classes))
     table = pd.DataFrame({"id": ids, "truth": y, "pred": yhat, "correct": y == yhat,
@@ -155,7 +97,31 @@ def evaluate(spec: Spec, probs: np.ndarray, rows: pd.DataFrame, test_root: Path)
     return m, table
 
 
+def _mean_std(per_fold: list) -> tuple[dict, dict]:
+    keys = [k for k in per_fold[0] if all(k in m and np.isscalar(m[k]) for m in per_fold)]
+    return ({k: float(np.mean([m[k] for m in per_fold])) for k in keys},
+            {k: float(np.std([m[k] for m in per_fold], ddof=1)) if len(per_fold) > 1 else 0.0 for k in keys})
+
+
+def _source_cost(encoder_path: Path, backbone: keras.Model) -> tuple[float | None, int]:
+    """Training seconds and parameters of the source model (Tables 4, 6, 8, 10 count it on the
+    shared side, and as the separate denoiser on the CXR baseline's): from the encoder's own
+    ``results.json`` when it has one."""
+    enc_results = Path(encoder_path).parent / "results.json"
+    if enc_results.is_file():
+        r = json.loads(enc_results.read_text())
+        return float(r.get("total_train_seconds", 0.0)), int(r.get("total_params") or backbone.count_params())
+    log.warning("%s: no results.json beside the encoder, so its training time is unknown and not counted",
+                encoder_path)
+    return None, backbone.count_params()
+
+
 # --------------------------------------------------------------------------- the run
+
+def _fold_normalizer(prepared, rows) -> MeanNormalizer:
+    """Mean/std of this fold's training images only (applied to its validation and test images)."""
+    return MeanNormalizer.fit(read_image(prepared.root / p) for p in rows.image)
+
 
 def run(args) -> int:
     args = resume_args(args, "ums_rep.finetune")
@@ -165,9 +131,6 @@ def run(args) -> int:
         preset["epochs"] = args.epochs
     folds = args.folds or preset["folds"]
     set_seed(args.seed, args.deterministic)
-    out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}", "ums_rep.finetune", resume=resume)
-    if not resume:
-        save_args(args, out)
     sdef = TASK_SETS[args.tasks]
     from ums_rep.pretrain import load_params
     params = load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
@@ -185,6 +148,9 @@ def run(args) -> int:
     unknown = sorted((set(weights) | set(ratio)) - set(tasks))
     if unknown:
         raise ValueError(f"--weights/--ratio name unknown task(s) {unknown}; tasks of {args.tasks}: {sorted(tasks)}")
+    out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}", "ums_rep.finetune", resume=resume)
+    if not resume:
+        save_args(args, out)
 
     def data(name):
         return prepared_data(name, args.data, size=size, seed=args.seed, phantom_n=preset["n"][name],
@@ -192,110 +158,119 @@ def run(args) -> int:
 
     train_p = data(sdef["train"])
     test_p = data(sdef["test"]) if sdef["test"] != sdef["train"] else train_p
+    cv = cross_validation(args.tasks, train_p.manifest, test_p.manifest, folds, args.seed)  # fails early if too small
 
-    # the shared encoder: given, or pretrained now (its time is reported, not added to the heads')
-    pretrain_seconds, encoder_path = 0.0, args.encoder
+    # the shared encoder: given, or pretrained now
+    encoder_path = args.encoder
     if encoder_path is None:
         from ums_rep import pretrain
         enc_out = out / "encoder"
-        t0 = time.perf_counter()
-        if resume and (enc_out / "results.json").is_file():
-            log.info("the encoder was pretrained before the interruption: %s", enc_out)
-            pretrain_seconds = float(json.loads((enc_out / "results.json").read_text())["total_train_seconds"])
-        else:
+        if not (resume and (enc_out / "results.json").is_file()):
             pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo", preset=args.preset,
                                        epochs=None, params=args.params, seed=args.seed, out=enc_out, data=args.data,
-                                       deterministic=args.deterministic,
+                                       deterministic=args.deterministic, no_progress=args.no_progress,
                                        resume=enc_out if resume and (enc_out / "args.json").is_file() else None)
             if pretrain.run(pargs) != 0:
                 raise RuntimeError("pretraining the encoder failed")
-            pretrain_seconds = time.perf_counter() - t0
         encoder_path = enc_out / "model.keras"
-    backbone = load_model(encoder_path)
-    if tuple(backbone.input.shape[1:3]) != (size, size):
-        raise ValueError(f"{encoder_path}: encoder input {tuple(backbone.input.shape[1:3])} differs from the "
+    pretrained = load_model(encoder_path)
+    if tuple(pretrained.input.shape[1:3]) != (size, size):
+        raise ValueError(f"{encoder_path}: encoder input {tuple(pretrained.input.shape[1:3])} differs from the "
                          f"preset's image size {size}; use the same --preset for pretrain and finetune")
+    source_seconds, source_params = _source_cost(encoder_path, pretrained)
 
     batch = preset["batch"]
     dist = tf.distribute.get_strategy()
-    denoiser_params, denoiser_seconds = 0, 0.0
+    denoiser = None
     if args.strategy == "baseline" and modality == "cxr":
         denoiser = load_model(encoder_path)  # model 1: the separately trained denoiser, frozen
         denoiser.trainable = False
-        enc_results = Path(encoder_path).parent / "results.json"
-        if enc_results.is_file():
-            r = json.loads(enc_results.read_text())
-            denoiser_seconds = float(r.get("total_train_seconds", 0.0))
-            denoiser_params = int(r.get("total_params", 0))
 
     per_fold_probs, fold_records, nonfinite = {t: [] for t in tasks}, [], []
+    quality_on_flow = []  # echo recommendation: each fold's quality model on the flow test images
+    per_fold_metrics = {t: [] for t in tasks}
     seconds = {t: 0.0 for t in tasks}
-    test_rows = {}
-    for fold in range(folds):
+    test_rows = {s.task.name: s.select(cv.test) for s in specs}
+    for name, rows in test_rows.items():
+        if rows.empty:
+            raise ValueError(f"task {name}: no test images in {sdef['test']}")
+    for fold in range(cv.n_runs):
         keras.utils.set_random_seed(args.seed + fold)
-        train_rows, val_rows, pool_test = _split_rows(train_p, args.tasks, fold, test_p)
+        train_rows, val_rows = cv.fold(fold)
+        norm = _fold_normalizer(train_p, train_rows)
+        atomic_write_text(out / f"normalizer_fold{fold}.json", norm.to_json())
+        fold_train, fold_test = replace(train_p, normalizer=norm), replace(test_p, normalizer=norm)
         with dist.scope():
-            if args.strategy == "baseline":
-                models = {}
-                for s in specs:
-                    m, _ = build_shared(fresh_backbone(backbone), modality, [s], head)
-                    net = m[s.task.name]
-                    if modality == "cxr":
-                        inp = keras.Input(net.inputs[0].shape[1:])
-                        net = keras.Model(inp, net(denoiser(inp)), name=s.task.name)
-                    models[s.task.name] = net
-            else:
+            if args.strategy == "baseline":  # fresh random weights, every fold
+                models = {s.task.name: baseline_model(pretrained, modality, s, head, denoiser) for s in specs}
+                enc_layers = []
+            else:  # every fold starts from the same pretrained weights, copied
+                backbone = copy_model(pretrained)
                 models, enc_layers = build_shared(backbone, modality, specs, head)
                 if args.strategy == "independent":
                     for layer in enc_layers:
                         layer.trainable = False
-        trains, vals = {}, {}
-        steps = {}
+        start_digest = weights_digest([w for layer in enc_layers for w in layer.weights]) if enc_layers else None
+        trains, vals, steps, counts = {}, {}, {}, {}
         for s in specs:
             name = s.task.name
             tr, va = s.select(train_rows), s.select(val_rows)
-            test_rows[name] = s.select(pool_test)
-            if tr.empty or va.empty or test_rows[name].empty:
-                raise ValueError(f"task {name}: no training, validation or test images in fold {fold}")
+            if tr.empty or va.empty:
+                raise ValueError(f"task {name}: no training or validation images in fold {fold}")
             kw = dict(label_column=s.label_column if s.task.kind == "classification" else None,
                       classes=s.task.classes or None, mask=s.task.kind == "segmentation")
-            trains[name] = make_dataset(train_p, tr, batch_size=batch, shuffle=True, seed=args.seed + fold,
+            trains[name] = make_dataset(fold_train, tr, batch_size=batch, shuffle=True, seed=args.seed + fold,
                                         repeat=True, drop_remainder=True, **kw)
-            vals[name] = make_dataset(train_p, va, batch_size=batch, **kw)
+            vals[name] = make_dataset(fold_train, va, batch_size=batch, **kw)
             steps[name] = max(1, int(np.ceil(len(tr) / batch)))
+            counts[name] = {"train": int(tr.patient_id.nunique()), "val": int(va.patient_id.nunique()),
+                            "test": int(test_rows[name].patient_id.nunique())}
         config = FitConfig(epochs=preset["epochs"], steps_per_epoch=steps, lr_patience=preset["lr_patience"],
                            stop_patience=preset["stop"], ratio=ratio, progress=not args.no_progress,
                            checkpoint_dir=out / "checkpoints" / f"fold{fold}", resume=resume, on_nonfinite="stop")
+        stopped = []
         if args.strategy == "baseline":
-            fitted = {"history": [], "seconds": {}, "best_epoch": {}}
+            fitted = {"history": [], "seconds": {}}
             for name in tasks:
                 f = fit("joint", {name: models[name]}, {name: tasks[name]}, {name: trains[name]}, {name: vals[name]},
                         replace(config, checkpoint_dir=config.checkpoint_dir / name), dist=dist)
                 fitted["history"] += [{"task": name, **h} for h in f["history"]]
                 fitted["seconds"][name] = f["seconds"][name]
-                if f["stopped"].startswith("non-finite"):
-                    fitted["stopped"] = f"{name}: {f['stopped']}"
+                stopped.append(f"{name}: {f['stopped']}")
         else:
             fitted = fit(args.strategy, models, tasks, trains, vals, config, dist=dist,
                          weighting=FixedWeights(weights) if args.strategy == "joint" else None)
+            why = fitted["stopped"]
+            stopped = [f"{t}: {w}" for t, w in why.items()] if isinstance(why, dict) else [why]
         for t in tasks:
             seconds[t] += fitted["seconds"][t]
-        if str(fitted.get("stopped", "")).startswith("non-finite"):
-            nonfinite.append(f"fold {fold}: {fitted['stopped']}")
+        nonfinite += [f"fold {fold}: {w}" for w in stopped if "non-finite" in w]
         history_csv(out / f"history_fold{fold}.csv", fitted["history"])
         for s in specs:
             name = s.task.name
-            kw = dict(mask=False, label_column=None)
-            ds = make_dataset(test_p, test_rows[name], batch_size=batch, **kw)
-            per_fold_probs[name].append(_predict(models[name], ds))
-        fold_records.append({"fold": fold, "n_train": {t: int(len(s.select(train_rows))) for s, t in zip(specs, tasks)}})
+            ds = make_dataset(fold_test, test_rows[name], batch_size=batch)
+            probs = _predict(models[name], ds)
+            per_fold_probs[name].append(probs)
+            m, table = evaluate(s, probs, test_rows[name], test_p.root)
+            per_fold_metrics[name].append(m)
+            atomic_write_text(out / f"predictions_{name}_fold{fold}.csv", table.to_csv(index=False))
+        if args.tasks == "echo-hetero":
+            quality_on_flow.append(_predict(models["quality"], make_dataset(fold_test, test_rows["flow"],
+                                                                            batch_size=batch)))
+        fold_records.append({
+            "fold": fold, "val_fold": fold, "of": cv.n_parts, "patients": counts,
+            "encoder_start_sha1": start_digest,
+            "encoder_end_sha1": weights_digest([w for layer in enc_layers for w in layer.weights]) if enc_layers else None,
+            "stopped": stopped})
         if fold == 0:
+            atomic_write_text(out / "normalizer.json", norm.to_json())  # travels with the saved model(s)
             if args.strategy == "baseline":
                 for name, m in models.items():
                     save_model(m, out / f"model_{name}.keras")
             else:
                 shared = keras.Model(models[specs[0].task.name].inputs, {n: m.output for n, m in models.items()})
                 save_model(shared, out / "model.keras")
+            _grad_cam(out, specs, models, fold_test, test_rows, per_fold_probs)
 
     task_results = {}
     for s in specs:
@@ -303,31 +278,35 @@ def run(args) -> int:
         probs = np.mean(per_fold_probs[name], axis=0)
         m, table = evaluate(s, probs, test_rows[name], test_p.root)
         atomic_write_text(out / f"predictions_{name}.csv", table.to_csv(index=False))
-        # independent: the head only (encoder frozen); alternating/joint: encoder + head
-        params = trainable_params(models[name].trainable_variables)
-        task_results[name] = {"metrics": m, "train_seconds": seconds[name], "trainable_params": params}
-    if args.strategy == "baseline" and modality == "cxr":
-        task_results["denoiser"] = {"metrics": {}, "train_seconds": denoiser_seconds,
-                                    "trainable_params": denoiser_params}
-    _derived(out, args, specs, models, test_p, test_rows, batch, per_fold_probs)
-    shared_params = None
-    if args.strategy in ("alternating", "joint"):
-        # the encoder is shared: count every trainable weight once
-        all_vars = {id(v): v for m in models.values() for v in m.trainable_variables}
-        shared_params = trainable_params(all_vars.values())
+        mean, std = _mean_std(per_fold_metrics[name])
+        if args.strategy == "baseline":  # one end-to-end model per task (its denoiser counted apart)
+            own = trainable_params(models[name].trainable_variables)
+        else:  # the task's head; the shared encoder is counted once, in the source model
+            own = head_params(models[name], enc_layers)
+        task_results[name] = {"metrics": m, "fold_mean": mean, "fold_std": std, "train_seconds": seconds[name],
+                              "trainable_params": own,
+                              "updated_params": trainable_params(models[name].trainable_variables)}
+    # the source model: the shared encoder's pretraining, or the CXR baseline's separate denoiser
+    source = None
+    if args.strategy != "baseline" or modality == "cxr":
+        source = {"role": "shared encoder" if args.strategy != "baseline" else "separate denoiser",
+                  "path": str(encoder_path), "train_seconds": source_seconds or 0.0,
+                  "trainable_params": source_params, "seconds_known": source_seconds is not None}
+    if args.tasks == "echo-hetero":
+        _recommendation(out, args, test_rows, per_fold_probs, quality_on_flow)
     body = results(f"finetune --strategy {args.strategy} --tasks {args.tasks}",
                    {"strategy": args.strategy, "tasks": args.tasks, "preset": args.preset, **preset,
-                    "folds": folds, "weights": weights, "params": params, "ratio": ratio, "encoder": str(encoder_path),
-                    "pretrain_seconds": pretrain_seconds,
-                    "data": "phantom" if args.data is None else str(args.data), "fold_records": fold_records},
-                   task_results, args.seed)
-    if shared_params is not None:
-        body["total_params"] = shared_params
+                    "folds": cv.n_runs, "fold_partition": cv.n_parts, "test_score": ENSEMBLE,
+                    "weights": weights, "params": params, "ratio": ratio, "encoder": str(encoder_path),
+                    "pretrain_seconds": source_seconds,
+                    "monitor": "each task's own validation loss" if args.strategy in ("independent", "baseline")
+                    else "sum of the tasks' validation losses",
+                    "data": "phantom" if args.data is None else str(args.data),
+                    "prepared": {"train": str(train_p.root), "test": str(test_p.root)},
+                    "fold_records": fold_records},
+                   task_results, args.seed, source=source)
     write_json(out / "results.json", body)
-    log.info("%s on %s: %s", args.strategy, args.tasks,
-             "; ".join(f"{t}: " + ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items() if k in ("accuracy", "iou", "f_score"))
-                       for t, r in task_results.items() if r["metrics"]))
-    log.info("wrote %s", out)
+    _summary(out, args, body)
     if nonfinite:
         log.error("training stopped on a non-finite loss (%s); the outputs are those of the restored weights",
                   "; ".join(nonfinite))
@@ -335,76 +314,62 @@ def run(args) -> int:
     return 0
 
 
-def _derived(out, args, specs, models, test_p, test_rows, batch, probs):
-    """Grad-CAM overlays for the first classification task; the echo recommendation."""
+def _summary(out: Path, args, body: dict) -> None:
+    """A short per-task summary: the test metric beside the majority-class rate."""
+    lines = [f"{args.strategy} on {args.tasks} ({body['config']['folds']} fold(s), test = {ENSEMBLE}):"]
+    for t, r in body["tasks"].items():
+        m = r["metrics"]
+        if "iou" in m:
+            lines.append(f"  {t:<20} IoU {m['iou']:.3f}  Dice-F {m.get('f_score', float('nan')):.3f}")
+        elif "accuracy" in m:
+            lines.append(f"  {t:<20} accuracy {m['accuracy']:.3f} (majority class {m['majority_accuracy']:.3f})"
+                         + (f"  AUC {m['auc']:.3f}" if "auc" in m else ""))
+    counted = f" (with the {body['source']['role']})" if body.get("source") else ""
+    lines.append(f"  cost: {body['total_train_seconds']:.0f} s, {body['total_params']:,} parameters{counted}")
+    lines.append(f"  {out}: results.json, predictions_*.csv, model(s), normalizer.json, gradcam_*.png")
+    log.info("%s", "\n".join(lines))
+
+
+def _grad_cam(out, specs, models, prepared, test_rows, probs):
+    """Grad-CAM overlays for the first classification task (fold 0's model; paper 4.1.3), titled
+    with the true and the predicted class."""
     cls = [s for s in specs if s.task.kind == "classification"]
     if not cls:
         return
     s = cls[0]
     model = models[s.task.name]
     rows = test_rows[s.task.name].head(4)
-    x = np.stack([(read_image(test_p.root / p) - test_p.normalizer.mean) / test_p.normalizer.std for p in rows.image])[..., None]
-    names = {l.name for l in model.layers}
-    conv_layer = next((FEATURES[k] for k in FEATURES if FEATURES[k] in names), None)
-    if conv_layer is not None:  # (a baseline model wrapping a denoiser has no such top-level layer)
-        heat = derive.grad_cam(model, x, conv_layer)
-        raw = np.stack([read_image(test_p.root / p) for p in rows.image])
-        derive.overlay_png(out / f"gradcam_{s.task.name}.png", raw, heat, list(rows[s.label_column].astype(str)))
-    if args.tasks == "echo-hetero":
-        flow = np.mean(probs["flow"], axis=0)
-        quality_model = models["quality"]
-        ds = make_dataset(test_p, test_rows["flow"], batch_size=batch)
-        q = _predict(quality_model, ds)
-        keep = derive.recommend(flow, q, flow=args.recommend_flow)
-        rec = pd.DataFrame({"id": test_rows["flow"]["id"].to_numpy(), "flow_pred": np.array(FLOW_CLASSES)[flow.argmax(1)],
-                            "p_good": q[:, 1], "recommended": keep})
-        atomic_write_text(out / "recommendation.csv", rec.to_csv(index=False))
+    layer = feature_layer(model)
+    if layer is None:  # (a baseline model wrapping a denoiser has no such top-level layer)
+        return
+    raw = np.stack([read_image(prepared.root / p) for p in rows.image])
+    x = prepared.normalizer(raw)[..., None].astype("float32")
+    heat = derive.grad_cam(model, x, layer)
+    p = probs[s.task.name][-1][: len(rows)]
+    classes = s.task.classes
+    titles = [f"true {t} / pred {classes[int(np.argmax(q))]} ({q.max():.2f})"
+              for t, q in zip(rows[s.label_column].astype(str), p)]
+    derive.overlay_png(out / f"gradcam_{s.task.name}.png", raw, heat, titles)
+
+
+def _recommendation(out, args, test_rows, probs, quality_on_flow):
+    """The echo recommendation (paper 4.2.3) from the fold ensembles of both heads."""
+    flow = np.mean(probs["flow"], axis=0)
+    q = np.mean(quality_on_flow, axis=0)
+    keep = derive.recommend(flow, q, flow=args.recommend_flow)
+    rec = pd.DataFrame({"id": test_rows["flow"]["id"].to_numpy(), "flow_pred": np.array(FLOW_CLASSES)[flow.argmax(1)],
+                        "p_good": q[:, 1], "recommended": keep})
+    atomic_write_text(out / "recommendation.csv", rec.to_csv(index=False))
 
 
 # --------------------------------------------------------------------------- compare
 
 def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """Markdown tables per task set: metrics, time and parameters per strategy, McNemar p-values.
-    Folders that are not finetune runs are skipped (logged); see :func:`ums_rep.report.collect`."""
-    from ums_rep.report import collect
-    runs = collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
-    by_set = {}
-    for d, r in runs:
-        by_set.setdefault(r["config"]["tasks"], []).append((d, r))
-    lines = []
-    for set_name, group in by_set.items():
-        order = sorted(group, key=lambda dr: ALL_STRATEGIES.index(dr[1]["config"]["strategy"]))
-        tasks = [t for t in order[0][1]["tasks"] if t != "denoiser"]
-        lines += [f"## {set_name}", "", "| strategy | task | accuracy | F-score | IoU | MCC | train s | trainable params |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for d, r in order:
-            for t in tasks + (["denoiser"] if "denoiser" in r["tasks"] else []):
-                m = r["tasks"][t]["metrics"]
-                cells = [f"{m[k]:.3f}" if k in m else "–" for k in ("accuracy", "f_score", "iou", "mcc")]
-                lines.append(f"| {r['config']['strategy']} | {t} | " + " | ".join(cells)
-                             + f" | {r['tasks'][t]['train_seconds']:.1f} | {r['tasks'][t]['trainable_params']:,} |")
-            lines.append(f"| {r['config']['strategy']} | **total** | | | | | {r['total_train_seconds']:.1f} | {r['total_params']:,} |")
-        lines += ["", "McNemar p-values (per-image correctness on the test set):", "",
-                  "| task | pair | p | discordant (a✓b✗ / a✗b✓) |", "|---|---|---|---|"]
-        for t in tasks:
-            for i in range(len(order)):
-                for j in range(i + 1, len(order)):
-                    (da, ra), (db, rb) = order[i], order[j]
-                    a = pd.read_csv(da / f"predictions_{t}.csv").set_index("id")
-                    b = pd.read_csv(db / f"predictions_{t}.csv").set_index("id")
-                    common = a.index.intersection(b.index)
-                    res = metrics.mcnemar(a.loc[common, "correct"], b.loc[common, "correct"])
-                    lines.append(f"| {t} | {ra['config']['strategy']} vs {rb['config']['strategy']} | "
-                                 f"{res['p_value']:.3g} | {res['table'][0][1]} / {res['table'][1][0]} |")
-        base = [r for _, r in order if r["config"]["strategy"] == "baseline"]
-        shared = [r for _, r in order if r["config"]["strategy"] != "baseline"]
-        if base and shared:
-            best = max(shared, key=lambda r: np.mean([r["tasks"][t]["metrics"].get("accuracy", 0) for t in tasks]))
-            lines += ["", f"Best shared strategy by mean accuracy: **{best['config']['strategy']}** — "
-                          f"time ratio {best['total_train_seconds'] / max(base[0]['total_train_seconds'], 1e-9):.2f}, "
-                          f"parameter ratio {best['total_params'] / max(base[0]['total_params'], 1):.2f} of the baseline."]
-        lines.append("")
-    text = "\n".join(lines)
+    """The report's strategy tables for finished finetune runs (metrics with fold spread, McNemar
+    p-values for every pair, time and parameters beside the paper's) and the claims they
+    support; writes ``compare.md`` in ``out``. Other folders are skipped with a logged reason."""
+    runs = report.collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
+    text = "\n".join(report.strategy_tables(runs) + report.claims(runs))
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out) / "compare.md", text)

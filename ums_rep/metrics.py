@@ -35,6 +35,13 @@ def segmentation(masks_true, masks_pred, threshold: float = 0.5) -> dict:
             "iou_per_image": float(np.mean(per_image))}
 
 
+def dice_per_image(masks_true, masks_pred, threshold: float = 0.5) -> np.ndarray:
+    """Dice (F1) of each image's mask (scikit-learn's f1_score per image; 1 where both are empty)."""
+    t = (np.asarray(masks_true) > 0.5).reshape(len(masks_true), -1)
+    p = (np.asarray(masks_pred) > threshold).reshape(len(masks_pred), -1)
+    return np.array([skm.f1_score(a, b, zero_division=1.0) for a, b in zip(t, p)])
+
+
 def auc(y_true, probabilities, classes=None) -> dict:
     """Hand & Till multi-class AUC (one-vs-one) and one-vs-rest AUC per class."""
     y_true, prob = np.asarray(y_true), np.asarray(probabilities)

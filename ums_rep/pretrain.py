@@ -37,11 +37,11 @@ log = logging.getLogger("ums_rep.pretrain")
 PRESETS = {
     # phantom count per dataset and side, training image side, epochs, plateau patience, early-stop patience
     "tiny": {"phantom_n": {"rsna": 40, "doppler": 300}, "phantom_size": 64, "image": 32, "epochs": 2, "lr_patience": 1, "stop": 2,
-             "batch": 8, "eval_images": 6},
+             "batch": 8, "eval_images": 6, "echo_strides": 2},
     "quick": {"phantom_n": {"rsna": 300, "doppler": 600}, "phantom_size": 128, "image": 64, "epochs": 30, "lr_patience": 3, "stop": 6,
-              "batch": 16, "eval_images": 30},
+              "batch": 16, "eval_images": 30, "echo_strides": 2},
     "paper": {"phantom_n": {"rsna": 2000, "doppler": 2444}, "phantom_size": 256, "image": 256, "epochs": 100, "lr_patience": 5, "stop": 10,
-              "batch": 16, "eval_images": None},
+              "batch": 16, "eval_images": None, "echo_strides": 1},
 }
 DEFAULTS = {
     "cdae": {"filters": list(CDAE_FILTERS), "optimizer": "rmsprop", "learning_rate": 1e-3},
@@ -63,15 +63,17 @@ def load_params(path) -> dict:
     return params
 
 
-def build(backbone: str, image: int, params: dict):
-    """The backbone model and its pretraining task, from defaults overridden by ``params``."""
+def build(backbone: str, image: int, params: dict, echo_strides: int = 1):
+    """The backbone model and its pretraining task, from defaults overridden by ``params``
+    (``echo_strides``: see :func:`ums_rep.backbones.echo_encoder`)."""
     p = {**DEFAULTS[backbone], **{k: v for k, v in params.items() if k in DEFAULTS[backbone]}}
     if backbone == "cdae":
         model = cdae((image, image, 1), filters=tuple(p["filters"]))
         task = Task("denoise", "reconstruction", optimizer=p["optimizer"], learning_rate=p["learning_rate"])
     else:
         model = echo_encoder((image, image, 1), filters=tuple(p["filters"]), kernel_size=int(p["kernel_size"]),
-                             dilation=int(p["dilation"]), dropout=float(p["dropout"]), fc_units=int(p["fc_units"]))
+                             dilation=int(p["dilation"]), dropout=float(p["dropout"]), fc_units=int(p["fc_units"]),
+                             strides=echo_strides)
         task = Task("flow", "classification", classes=FLOW_CLASSES, optimizer=p["optimizer"],
                     learning_rate=p["learning_rate"])
     return model, task, p
@@ -161,7 +163,7 @@ def run(args) -> int:
     data = prepared_data(dataset, args.data, size=preset["image"], seed=args.seed,
                          phantom_n=preset["phantom_n"][dataset], phantom_size=preset["phantom_size"])
     batch = int(params.get("batch_size", preset["batch"]))
-    model, task, used = build(args.backbone, preset["image"], params)
+    model, task, used = build(args.backbone, preset["image"], params, preset["echo_strides"])
     norm = data.normalizer
     if args.backbone == "cdae":
         train_rows, val_rows, test_rows = data.rows("train"), data.rows("val"), data.rows("test")

@@ -20,8 +20,11 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from data_prep.cli import setup_logging
 from data_prep.io import atomic_write_text
+from ums_rep import metrics
 
 log = logging.getLogger("ums_rep.report")
 
@@ -92,6 +95,7 @@ PAPER = {
 }
 SET_TABLES = {"cxr-hetero": ("3", "4"), "cxr-homo": ("5", "6"), "echo-hetero": ("7", "8"), "echo-homo": ("9", "10")}
 STRATEGY_ORDER = ("independent", "alternating", "joint", "baseline")
+STRATEGIES_SHARED = STRATEGY_ORDER[:3]
 FIGURES = ("denoising.png", "gradcam_*.png", "training_curves.png", "saliency_overlays.png", "analyze_*.png")
 
 
@@ -179,49 +183,196 @@ def table2(runs) -> list:
     return lines
 
 
-def strategy_tables(runs) -> list:
+COST_ENTRIES = ("denoiser",)  # task entries of older results.json that are source models, not target tasks
+PRIMARY = {"segmentation": "iou", "classification": "accuracy"}
+
+
+def _finetune_sets(runs) -> dict:
     by_set = {}
     for folder, r in runs:
         if r["command"].startswith("finetune"):
             by_set.setdefault(r["config"]["tasks"], []).append((folder, r))
-    lines = []
-    for set_name, entries in sorted(by_set.items()):
+    for entries in by_set.values():
         entries.sort(key=lambda e: STRATEGY_ORDER.index(e[1]["config"]["strategy"]))
+    return by_set
+
+
+def _primary(metrics_: dict) -> str:
+    return "iou" if "iou" in metrics_ else "accuracy"
+
+
+def _target_tasks(r) -> list:
+    return [t for t in r["tasks"] if t not in COST_ENTRIES]
+
+
+def pairwise_mcnemar(entries) -> list:
+    """McNemar's test on per-image correctness for every pair of strategies and every task:
+    ``{task, a, b, diff (primary metric a − b), p, discordant}``."""
+    out = []
+    for task in _target_tasks(entries[0][1]):
+        for i in range(len(entries)):
+            for j in range(i + 1, len(entries)):
+                (da, ra), (db, rb) = entries[i], entries[j]
+                fa, fb = Path(da) / f"predictions_{task}.csv", Path(db) / f"predictions_{task}.csv"
+                if task not in rb["tasks"] or not fa.is_file() or not fb.is_file():
+                    continue
+                a, b = pd.read_csv(fa).set_index("id"), pd.read_csv(fb).set_index("id")
+                common = a.index.intersection(b.index)
+                res = metrics.mcnemar(a.loc[common, "correct"], b.loc[common, "correct"])
+                key = _primary(ra["tasks"][task]["metrics"])
+                out.append({"task": task, "a": ra["config"]["strategy"], "b": rb["config"]["strategy"],
+                            "diff": ra["tasks"][task]["metrics"].get(key, float("nan"))
+                            - rb["tasks"][task]["metrics"].get(key, float("nan")),
+                            "metric": key, "p": res["p_value"], "discordant": (res["table"][0][1], res["table"][1][0])})
+    return out
+
+
+def _cost(r) -> tuple[float, int, str]:
+    """Total seconds and parameters as Tables 4, 6, 8, 10 count them, and what is counted."""
+    s = r["config"]["strategy"]
+    has_source = bool(r.get("source")) or "denoiser" in r["tasks"]
+    counted = ("separate models + their denoiser" if has_source else "separate models") \
+        if s == "baseline" else ("source model + heads" if has_source else "heads only")
+    return r["total_train_seconds"], r["total_params"], counted
+
+
+def strategy_tables(runs) -> list:
+    """Tables 3/5/7/9 (test metrics of the fold ensemble, per-fold mean ± std, the paper's),
+    McNemar p-values for every strategy pair, and Tables 4/6/8/10 (time and parameters counted
+    as the paper does: the source model on the shared side, the denoiser on the CXR baseline's),
+    with our ratio to the baseline beside the paper's."""
+    lines = []
+    for set_name, entries in sorted(_finetune_sets(runs).items()):
         perf, cost = SET_TABLES.get(set_name, ("?", "?"))
         c = entries[0][1]["config"]
         preset = ", ".join(sorted({str(r["config"].get("preset")) for _, r in entries}))
         lines += [f"### UMS-Rep Table {perf}: {set_name} ({c.get('data')}, preset {preset}, "
-                  f"{c.get('folds')} fold(s), seed {entries[0][1].get('seed')})", "",
-                  "| strategy | task | accuracy | F-score | IoU | MCC | paper acc / F / IoU / MCC |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"{c.get('folds')} fold(s) of {c.get('fold_partition', c.get('folds'))}, "
+                  f"seed {entries[0][1].get('seed')})", "",
+                  "| strategy | task | accuracy | F-score | IoU | MCC | AUC | fold mean ± std | paper acc / F / IoU / MCC |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for folder, r in entries:
             s = r["config"]["strategy"]
-            for task, t in r["tasks"].items():
-                if task == "denoiser":
-                    continue
+            for task in _target_tasks(r):
+                t = r["tasks"][task]
                 m = t["metrics"]
+                key = _primary(m)
+                spread = (f"{key} {t['fold_mean'][key]:.3f} ± {t['fold_std'][key]:.3f}"
+                          if key in t.get("fold_mean", {}) else "")
                 p = PAPER["tasks"].get((s, task))
                 paper = " / ".join(_num(v, 2) for v in p) if p else ""
                 lines.append(f"| {s} | {task} | {_num(m.get('accuracy'))} | {_num(m.get('f_score'))} | "
-                             f"{_num(m.get('iou'))} | {_num(m.get('mcc'))} | {paper} |")
+                             f"{_num(m.get('iou'))} | {_num(m.get('mcc'))} | {_num(m.get('auc'))} | {spread} | {paper} |")
+        lines += ["", f"Test metrics: {c.get('test_score', 'the fold models’ mean probability')}; segmentation "
+                      "images count as correct for McNemar when Dice ≥ 0.9.", "",
+                  f"McNemar's test, {set_name} (every pair of strategies; diff = first − second in the task's "
+                  "metric):", "", "| task | pair | diff | p | discordant (a✓b✗ / a✗b✓) |", "|---|---|---|---|---|"]
+        for row in pairwise_mcnemar(entries):
+            lines.append(f"| {row['task']} | {row['a']} vs {row['b']} | {row['diff']:+.3f} {row['metric']} | "
+                         f"{row['p']:.3g}{' *' if row['p'] < 0.05 else ''} | {row['discordant'][0]} / {row['discordant'][1]} |")
         pc = PAPER["compute"].get(set_name)
-        lines += ["", f"### UMS-Rep Table {cost}: {set_name}, training time and trainable parameters", "",
-                  "| strategy | train s | trainable params | time / baseline | params / baseline |",
-                  "|---|---|---|---|---|"]
+        lines += ["", f"### UMS-Rep Table {cost}: {set_name}, training time and parameters", "",
+                  "| strategy | counted | source model s | fine-tuning s | total s | total params "
+                  "| time / baseline | params / baseline | paper time / params ratio |", "|---|---|---|---|---|---|---|---|---|"]
         base = next((r for _, r in entries if r["config"]["strategy"] == "baseline"), None)
+        paper_ratio = f"{pc['shared'][0] / pc['baseline'][0]:.2f} / {pc['shared'][1] / pc['baseline'][1]:.2f}" if pc else ""
         for folder, r in entries:
+            secs, params, counted = _cost(r)
+            src = r.get("source") or next((r["tasks"][k] for k in COST_ENTRIES if k in r["tasks"]), None)
+            src_s = src["train_seconds"] if src else 0.0
             rt = pt = ""
-            if base:
-                rt = f"{r['total_train_seconds'] / max(base['total_train_seconds'], 1e-9):.2f}"
-                pt = f"{r['total_params'] / max(base['total_params'], 1):.2f}"
-            lines.append(f"| {r['config']['strategy']} | {r['total_train_seconds']:.1f} | {r['total_params']:,} | "
-                         f"{rt} | {pt} |")
+            if base and r is not base:
+                rt = f"{secs / max(base['total_train_seconds'], 1e-9):.2f}"
+                pt = f"{params / max(base['total_params'], 1):.2f}"
+            known = "" if not src or src.get("seconds_known", True) else " (unknown)"
+            lines.append(f"| {r['config']['strategy']} | {counted} | {src_s:.1f}{known} | {secs - src_s:.1f} | "
+                         f"{secs:.1f} | {params:,} | {rt} | {pt} | {paper_ratio if r is not base else ''} |")
         if pc:
-            lines.append(f"| paper (shared / baseline) | {pc['shared'][0]:.1f} / {pc['baseline'][0]:.1f} min | "
-                         f"{pc['shared'][1]:,} / {pc['baseline'][1]:,} | {pc['shared'][0] / pc['baseline'][0]:.2f} | "
-                         f"{pc['shared'][1] / pc['baseline'][1]:.2f} |")
+            lines.append(f"| *paper* | | | | {pc['shared'][0]:.1f} / {pc['baseline'][0]:.1f} min | "
+                         f"{pc['shared'][1]:,} / {pc['baseline'][1]:,} | | | {paper_ratio} |")
         lines.append("")
     return lines
+
+
+def _verdict(diff: float, significant: bool) -> str:
+    if not significant:
+        return "not significant"
+    return "holds" if diff > 0 else "reversed"
+
+
+def claims(runs) -> list:
+    """Each directional claim of both papers with our verdict on the runs at hand — holds,
+    reversed, or not significant — and its evidence (difference, McNemar p, or spread over
+    folds/seeds)."""
+    rows = []
+    sets = _finetune_sets(runs)
+    for set_name, entries in sorted(sets.items()):
+        tests = {(r["task"], r["a"], r["b"]): r for r in pairwise_mcnemar(entries)}
+        by = {r["config"]["strategy"]: r for _, r in entries}
+
+        def pair(task, a, b, claim):
+            row = tests.get((task, a, b)) or tests.get((task, b, a))
+            if row is None:
+                return
+            diff = row["diff"] if row["a"] == a else -row["diff"]
+            rows.append((claim, f"{set_name} {task}", _verdict(diff, row["p"] < 0.05),
+                         f"{a} − {b} = {diff:+.3f} {row['metric']}, McNemar p = {row['p']:.3g}"))
+
+        shared = [s for s in STRATEGIES_SHARED if s in by]
+        for task in _target_tasks(entries[0][1]):
+            if "baseline" in by and shared:
+                key = _primary(by[shared[0]]["tasks"][task]["metrics"])
+                best = max(shared, key=lambda s: by[s]["tasks"][task]["metrics"].get(key, -1))
+                pair(task, best, "baseline", "a shared representation beats separate models (best strategy vs baseline)")
+            hetero = set_name.endswith("hetero")
+            if hetero:
+                for other in ("alternating", "joint"):
+                    pair(task, "independent", other, f"independent beats {other} on heterogeneous tasks")
+            else:
+                pair(task, "joint", "alternating", "joint beats alternating on homogeneous tasks")
+                pair(task, "alternating", "independent", "alternating beats independent on homogeneous tasks")
+        if "baseline" in by:
+            for s in shared:
+                for i, what in ((0, "time"), (1, "parameters")):
+                    ours = _cost(by[s])[i] / max(_cost(by["baseline"])[i], 1e-9)
+                    pc = PAPER["compute"].get(set_name)
+                    paper = f"; paper {pc['shared'][i] / pc['baseline'][i]:.2f}" if pc else ""
+                    rows.append((f"a shared representation saves training {what}", f"{set_name} {s}",
+                                 "holds" if ours < 1 else "reversed", f"{s} / baseline = {ours:.2f}{paper}"))
+    rows += _mt_unet_claims(runs)
+    if not rows:
+        return []
+    lines = ["## Claims", "", "Each directional claim of the papers, judged on these runs (significance: McNemar "
+             "p < 0.05 for UMS-Rep; for MT-UNet a difference larger than the spread (std) over seeds).", "",
+             "| claim | where | verdict | evidence |", "|---|---|---|---|"]
+    lines += [f"| {c} | {w} | {v} | {e} |" for c, w, v, e in rows]
+    return lines + [""]
+
+
+def _mt_unet_claims(runs) -> list:
+    models = {}
+    for folder, r in runs:
+        if r["command"].startswith("mt_unet.train"):
+            for e in r["tasks"].values():
+                models[e["label"]] = e
+    rows = []
+
+    def compare(a, b, key, claim, lower_better=False):
+        if a not in models or b not in models or key not in models[a]["metrics"] or key not in models[b]["metrics"]:
+            return
+        ma, mb = models[a], models[b]
+        diff = ma["metrics"][key] - mb["metrics"][key]
+        diff = -diff if lower_better else diff
+        spread = max(ma.get("std", {}).get(key, 0.0), mb.get("std", {}).get(key, 0.0))
+        rows.append((claim, f"{a} vs {b}", _verdict(diff, abs(diff) > spread),
+                     f"{key} {ma['metrics'][key]:.3f} vs {mb['metrics'][key]:.3f} (std ≤ {spread:.3f})"))
+
+    for other in ("MT-UNet (MTL1)", "MT-UNet (MTL2)"):
+        compare("MT-UNet (MTL3)", other, "accuracy", "MTL3 is the best weighting (classification)")
+        compare("MT-UNet (MTL3)", other, "kld", "MTL3 is the best weighting (saliency)", lower_better=True)
+    compare("MT-UNet (MTL3)", "UNetC", "accuracy", "multi-task training helps classification")
+    compare("MT-UNet (MTL3)", "UNetS", "kld", "multi-task training helps saliency", lower_better=True)
+    return rows
 
 
 def mt_unet_tables(runs) -> list:
@@ -319,7 +470,7 @@ def build(run_dirs, out, bench=None, mix_presets: bool = False) -> str:
         raise ValueError(f"{out}: cannot create the report folder ({e.strerror or e})") from e
     bench_body = json.loads(Path(bench).read_text()) if bench else None
     lines = header(runs) + ["## UMS-Rep", ""] + table2(runs) + strategy_tables(runs) + scan_tables(runs) \
-        + bench_tables(bench_body) + ["## MT-UNet", ""] + mt_unet_tables(runs) + figures(runs, out)
+        + bench_tables(bench_body) + ["## MT-UNet", ""] + mt_unet_tables(runs) + claims(runs) + figures(runs, out)
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "report.html", to_html(text, out))

@@ -151,12 +151,19 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def results(command: str, config: dict, tasks: dict, seed: int, **extra) -> dict:
-    """A results.json body: per-task metrics, train seconds and trainable parameters; totals."""
-    return {"command": command, "config": config, "tasks": tasks,
-            "total_train_seconds": float(sum(t.get("train_seconds", 0.0) for t in tasks.values())),
-            "total_params": int(sum(t.get("trainable_params", 0) for t in tasks.values())),
+def results(command: str, config: dict, tasks: dict, seed: int, source: dict | None = None, **extra) -> dict:
+    """A results.json body: per-task metrics, train seconds and trainable parameters; totals.
+    ``source`` (UMS-Rep: the shared encoder's pretraining, or the CXR baseline's separate
+    denoiser; ``{"role", "train_seconds", "trainable_params"}``) is counted in the totals, as
+    the paper's Tables 4, 6, 8 and 10 count it."""
+    parts = list(tasks.values()) + ([source] if source else [])
+    body = {"command": command, "config": config, "tasks": tasks,
+            "total_train_seconds": float(sum(t.get("train_seconds", 0.0) for t in parts)),
+            "total_params": int(sum(t.get("trainable_params", 0) for t in parts)),
             "seed": seed, "versions": versions(), **extra}
+    if source:
+        body["source"] = source
+    return body
 
 
 def save_model(model: keras.Model, path) -> None:

@@ -42,10 +42,11 @@ from data_prep.io import atomic_write_bytes, atomic_write_text
 from data_prep.noise import random_training_noise
 from data_prep.pipeline import make_dataset
 from ums_rep.backbones import FLOW_CLASSES
+from ums_rep import pretrain
 from ums_rep.heads import classification_head
 from ums_rep.runs import load_model, prepared_data, results, run_dir, save_args, set_seed, write_json
 from ums_rep.strategies import make_optimizer
-from ums_rep.tasks import TASK_SETS
+from ums_rep.tasks import TASK_SETS, cross_validation
 
 log = logging.getLogger("ums_rep.scan")
 
@@ -111,12 +112,12 @@ def scan_data(model: str, args, preset: dict):
         return z(noisy_t), z(clean_t), z(noisy_v), z(clean_v), {"dataset": "rsna", "phantom": p.info.get("phantom"),
                                                                  "prepared": p.info["prepared"]}
     # head: features of the frozen shared encoder for one classification task
-    from ums_rep.finetune import _split_rows
     set_name, spec = CLASSIFICATION_TASKS[args.task]
     sdef = TASK_SETS[set_name]
     p = data(sdef["train"])
     test_p = data(sdef["test"]) if sdef["test"] != sdef["train"] else p
-    train_rows, val_rows, _ = _split_rows(p, set_name, 0, test_p)
+    # the hold-out fold of finetune --folds 1: the same images train and validate
+    train_rows, val_rows = cross_validation(set_name, p.manifest, test_p.manifest, 1, args.seed).fold(0)
     kw = dict(label_column=spec.label_column, classes=spec.task.classes)
     xt, yt = _arrays(p, spec.select(train_rows), **kw)
     xv, yv = _arrays(p, spec.select(val_rows), **kw)
@@ -149,14 +150,14 @@ def _encoder(args, modality: str) -> keras.Model:
 
 # --------------------------------------------------------------------------- models
 
-def model_fn(model: str, image: int, epochs: int):
+def model_fn(model: str, image: int, epochs: int, echo_strides: int = 1):
     """The Talos round function ``(x, y, x_val, y_val, params) -> (history, model)``."""
     from ums_rep.pretrain import build
 
     def round_fn(x_train, y_train, x_val, y_val, params):
         p = dict(params)
         if model == "echo":
-            net, task, _ = build("echo", image, p)
+            net, task, _ = build("echo", image, p, echo_strides)
             loss, metrics = "categorical_crossentropy", ["accuracy"]
             opt = make_optimizer(p["optimizer"], task.learning_rate)  # the rate pretrain will use
         elif model == "cdae":
@@ -274,7 +275,8 @@ def run(args) -> int:
     # file runs as __main__, so a scan started by the CLI resumes from the CLI or from Python
     from ums_rep.scan import model_fn
     t0 = time.perf_counter()
-    scan = talos.Scan(xt, yt, space, model_fn(args.model, preset["image"], preset["epochs"]),
+    scan = talos.Scan(xt, yt, space, model_fn(args.model, preset["image"], preset["epochs"],
+                                                 pretrain.PRESETS[preset["pretrain"]]["echo_strides"]),
                       experiment_name=str(talos_dir), x_val=xv, y_val=yv, seed=args.seed,
                       round_limit=args.round_limit, fraction_limit=args.fraction_limit, time_limit=time_limit,
                       reduction_metric=metric, minimize_loss=direction == "min",

@@ -20,12 +20,21 @@ Where every task labels the *same* images (MT-UNet: one chest X-ray, its gaze ma
 in the joint step: one forward pass per batch feeds every task's loss, and the training and
 validation data are single datasets whose targets hold every task's target.
 
+Learning-rate schedules (Section 4.1.1: reduce on plateau, early stopping). Every optimizer keeps
+its own learning rate: a plateau cut multiplies each optimizer's rate by the factor, so an SGD
+head at 1e-2 and an Adam head at 1e-3 go to 1e-3 and 1e-4. In ``independent`` mode each task
+also has its own plateau / early-stopping / best-epoch rule on its own validation loss (a task
+that stops no longer trains while the others go on, and gets its best epoch back); ``joint``
+and ``alternating`` keep one rule on the unweighted sum of the tasks' validation losses.
+
 Per-example losses are averaged over the *global* batch (``tf.nn.compute_average_loss``) and
 gradients summed across replicas, so a step on two devices equals the step on one. Training
 datasets must repeat and drop remainders; validation datasets are finite.
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 import time
@@ -37,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from data_prep.io import atomic_write_bytes, atomic_write_text
 from ums_rep.schedule import PlateauSchedule
 from ums_rep.weighting import FixedWeights
 
@@ -67,12 +77,14 @@ class FitConfig:
     progress: bool = True
 
 
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
 def make_optimizer(name: str, learning_rate: float):
-    table = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
-    key = name.lower()
-    if key not in table:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(table)}")
-    return table[key](learning_rate=learning_rate)
+    """A Keras optimizer by name (``keras.optimizers.get``) at ``learning_rate``."""
+    if name.lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
+    return keras.optimizers.get({"class_name": name.lower(), "config": {"learning_rate": float(learning_rate)}})
 
 
 def _unique(variables):
@@ -188,16 +200,37 @@ class Engine:
             out[t] = total / max(count, 1)
         return out
 
-    def set_lr(self, lr: float) -> None:
-        for opt in self.optimizers.values():
-            opt.learning_rate.assign(lr)
+
+class _Rule:
+    """One plateau / early-stopping / best-epoch rule over some tasks, their optimizers and their
+    weights. The schedule tracks the first optimizer's rate; the others keep their ratio to it."""
+
+    def __init__(self, tasks, optimizers: dict, models: dict, config: FitConfig, extra_vars=()):
+        self.tasks, self.optimizers = list(tasks), optimizers
+        self.lr0 = {k: float(o.learning_rate.numpy()) for k, o in optimizers.items()}
+        first = next(iter(self.lr0.values()))
+        self.schedule = PlateauSchedule(lr=first, patience=config.lr_patience, factor=config.lr_factor,
+                                        min_lr=config.min_lr, reset_to_best=config.reset_to_best,
+                                        stop_patience=config.stop_patience)
+        self.holder = _WeightsHolder({t: models[t] for t in self.tasks}, extra_vars)
+        self.holder.save_best()
+        self.stopped = False
+
+    def apply_lr(self) -> None:
+        scale = self.schedule.lr / next(iter(self.lr0.values()))
+        for k, opt in self.optimizers.items():
+            opt.learning_rate.assign(self.lr0[k] * scale)
+
+    def lrs(self) -> dict:
+        return {k: float(o.learning_rate.numpy()) for k, o in self.optimizers.items()}
 
 
 def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         config: FitConfig, *, optimizers: dict | None = None, weighting=None, dist=None,
         on_epoch_end=None, joint_model=None) -> dict:
     """Train ``models`` (``{task: keras.Model}``, sharing layers) and return
-    ``{"history": [...], "seconds": {task: s}, "best_epoch": e, "stopped": reason}``.
+    ``{"history": [...], "seconds": {task: s}, "best_epoch": e, "stopped": reason, "schedule": state}``
+    (``independent``: ``best_epoch``, ``stopped`` and ``schedule`` are dicts keyed by task).
 
     ``optimizers`` maps ``"joint"`` (joint) or each task to an optimizer (default: each task's
     own, built from ``Task.optimizer``/``Task.learning_rate``). ``on_epoch_end(epoch, record)``
@@ -221,38 +254,51 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         iters = {"joint": iter(dist.experimental_distribute_dataset(train_data))}
     else:
         iters = {t: iter(dist.experimental_distribute_dataset(train_data[t])) for t in names}
-    lr0 = float(next(iter(optimizers.values())).learning_rate.numpy())
-    schedule = PlateauSchedule(lr=lr0, patience=config.lr_patience, factor=config.lr_factor,
-                               min_lr=config.min_lr, reset_to_best=config.reset_to_best,
-                               stop_patience=config.stop_patience)
     weighting_vars = list(getattr(engine.weighting, "trainable_variables", []))
-    weights_holder = _WeightsHolder(models, weighting_vars)  # σ are reset with the weights
-    weights_holder.save_best()
-    history, seconds, stopped = [], {t: 0.0 for t in names}, "epochs"
+    per_task = strategy_name == "independent"
+    if per_task:  # each task its own rule, optimizer and best epoch
+        rules = {t: _Rule([t], {t: optimizers[t]}, models, config) for t in names}
+    else:  # σ are reset with the weights
+        rules = {"all": _Rule(names, optimizers, models, config, weighting_vars)}
+    history, seconds, stopped = [], {t: 0.0 for t in names}, {g: "epochs" for g in rules}
     store = None
+
+    def result():
+        if config.restore_best:
+            for rule in rules.values():
+                rule.holder.restore_best()
+        out = {g: (r.schedule.best_epoch + 1, stopped[g], r.schedule.state()) for g, r in rules.items()}
+        if per_task:
+            return {"history": history, "seconds": seconds, "best_epoch": {g: o[0] for g, o in out.items()},
+                    "stopped": {g: o[1] for g, o in out.items()}, "schedule": {g: o[2] for g, o in out.items()}}
+        best, why, state = out["all"]
+        return {"history": history, "seconds": seconds, "best_epoch": best, "stopped": why, "schedule": state}
+
     if config.checkpoint_dir is not None:
         store = _Store(config.checkpoint_dir, models, optimizers, weighting_vars, iters)
         if config.resume and store.state is not None:
-            state = store.restore(weights_holder)
+            state = store.restore(rules)
             history, seconds, stopped = state["history"], state["seconds"], state["stopped"]
-            schedule.load_state(state["schedule"])
+            for g, rule in rules.items():
+                rule.schedule.load_state(state["schedules"][g])
+                rule.stopped = state["rules_stopped"][g]
+                rule.apply_lr()
             log.info("resumed from %s after epoch %d", config.checkpoint_dir, state["epoch"])
             if state["finished"]:
-                if config.restore_best:
-                    weights_holder.restore_best()
-                return {"history": history, "seconds": seconds, "best_epoch": schedule.best_epoch + 1,
-                        "stopped": stopped, "schedule": schedule.state()}
+                return result()
     first_epoch = len(history)
     for epoch in range(first_epoch, config.epochs):
         t0 = time.perf_counter()
+        active = [t for t in names if not rules[t if per_task else "all"].stopped]
         if strategy_name == "joint":
             order = ["joint"] * max(steps.values())
         else:
-            order = alternating_schedule(names, config.ratio if strategy_name == "alternating" else {}, steps)
+            order = alternating_schedule(active, config.ratio if strategy_name == "alternating" else {}, steps)
         sums = {t: 0.0 for t in names}
         counts = {t: 0 for t in names}
         bar = tqdm(order, desc=f"{strategy_name} epoch {epoch + 1}/{config.epochs}", unit="batch",
                    disable=not config.progress, leave=False)
+        nonfinite = None
         for key in bar:
             ts = time.perf_counter()
             if key == "joint" and joint_model is not None:
@@ -263,13 +309,15 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
                 losses = engine.step_fn(key)(next(iters[key]))
             bad = {t: float(v) for t, v in losses.items() if not math.isfinite(float(v))}
             if bad:
-                weights_holder.restore_best()
-                message = (f"non-finite {', '.join(f'{t} loss ({v})' for t, v in bad.items())} at epoch "
-                           f"{epoch + 1}; the best weights so far (epoch {schedule.best_epoch + 1}) have been restored")
+                for rule in rules.values():
+                    rule.holder.restore_best()
+                best = {g: r.schedule.best_epoch + 1 for g, r in rules.items()}
+                nonfinite = (f"non-finite {', '.join(f'{t} loss ({v})' for t, v in bad.items())} at epoch "
+                             f"{epoch + 1}; the best weights so far (epoch {best['all'] if 'all' in best else best}) "
+                             "have been restored")
                 if config.on_nonfinite == "raise":
-                    raise NonFiniteLossError(message)
-                log.error("%s", message)
-                stopped = message
+                    raise NonFiniteLossError(nonfinite)
+                log.error("%s", nonfinite)
                 break
             for t, v in losses.items():
                 sums[t] += float(v)
@@ -280,54 +328,66 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
                     seconds[t] += elapsed / len(names)
             else:
                 seconds[key] += elapsed
-        if stopped.startswith("non-finite"):
+        if nonfinite is not None:
+            stopped = {g: nonfinite for g in rules}
             break
         val = engine.evaluate(val_data)
-        total_val = float(sum(val.values()))  # the monitored value: unweighted sum of task losses
-        action = schedule.update(epoch, total_val)
-        record = {"epoch": epoch + 1, "lr": float(next(iter(optimizers.values())).learning_rate.numpy()),
-                  "seconds": time.perf_counter() - t0, "val_total": total_val,
-                  **{f"train_{t}": sums[t] / max(counts[t], 1) for t in names},
+        total_val = float(sum(val.values()))  # the shared rule's value: unweighted sum of task losses
+        record = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "val_total": total_val,
+                  **{f"train_{t}": sums[t] / max(counts[t], 1) for t in names if counts[t]},
                   **{f"val_{t}": v for t, v in val.items()}}
+        any_cut = any_reset = False
+        for g, rule in rules.items():
+            if rule.stopped:
+                continue
+            value = val[g] if per_task else total_val
+            action = rule.schedule.update(epoch, value)
+            if action["improved"]:
+                rule.holder.save_best()
+            if action["reset"]:
+                rule.holder.restore_best()
+            if action["cut"]:
+                rule.apply_lr()
+            any_cut |= action["cut"]
+            any_reset |= action["reset"]
+            if action["stop"]:
+                rule.stopped = True
+                stopped[g] = "non-finite validation loss" if not math.isfinite(value) else "early stopping"
+        lrs = {k: v for rule in rules.values() for k, v in rule.lrs().items()}
+        record["lr"] = next(iter(lrs.values()))
+        if len(lrs) > 1:
+            record.update({f"lr_{k}": v for k, v in lrs.items()})
         if hasattr(engine.weighting, "values"):
             record.update(engine.weighting.values())
-        if action["improved"]:
-            weights_holder.save_best()
-        if action["reset"]:
-            weights_holder.restore_best()
-        if action["cut"]:
-            engine.set_lr(action["lr"])
-        record["lr_cut"], record["reset"] = action["cut"], action["reset"]
+        record["lr_cut"], record["reset"] = any_cut, any_reset
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
-                                                       if k.startswith(("train_", "val_")) or k == "lr"))
-        if action["stop"]:
-            stopped = "non-finite validation loss" if not math.isfinite(total_val) else "early stopping"
+                                                       if k.startswith(("train_", "val_", "lr"))
+                                                       and not isinstance(v, bool)))
+        done = all(r.stopped for r in rules.values())
         if store is not None:
-            store.save(epoch + 1, action["improved"], {
-                "history": history, "seconds": seconds, "stopped": stopped, "schedule": schedule.state(),
-                "finished": action["stop"] or epoch + 1 == config.epochs})
+            store.save(epoch + 1, rules, {
+                "history": history, "seconds": seconds, "stopped": stopped,
+                "schedules": {g: r.schedule.state() for g, r in rules.items()},
+                "rules_stopped": {g: r.stopped for g, r in rules.items()},
+                "finished": done or epoch + 1 == config.epochs})
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
-        if action["stop"]:
+        if done:
             break
-    if config.restore_best:
-        weights_holder.restore_best()
-    return {"history": history, "seconds": seconds, "best_epoch": schedule.best_epoch + 1,
-            "stopped": stopped, "schedule": schedule.state()}
+    return result()
 
 
 class _Store:
     """Per-epoch checkpoint (weights, optimizer state, σ, the training iterators' positions and
-    hence the shuffle order), a checkpoint of the best epoch, and ``state.json`` (history,
-    scheduler, timings) naming both: everything a run needs to continue after a crash.
+    hence the shuffle order), each rule's best weights (``best_<rule>.npz``), and ``state.json``
+    (history, schedules, timings): everything a run needs to continue after a crash.
 
-    ``state.json`` is written atomically *after* the checkpoints it names, so a crash at any
-    moment leaves a consistent earlier state (TF's CheckpointManager keeps the previous
-    checkpoint until the next is complete)."""
+    ``state.json`` is written atomically *after* the files it names, so a crash at any moment
+    leaves a consistent earlier state (TF's CheckpointManager keeps the previous checkpoint until
+    the next is complete; best weights are written under a new name, then named in the state)."""
 
     def __init__(self, folder, models, optimizers, weighting_vars, iters):
-        import json
         self.folder = Path(folder)
         weights = {f"model_{t}": m for t, m in models.items()}
         if weighting_vars:
@@ -339,29 +399,36 @@ class _Store:
         self.last = tf.train.Checkpoint(epoch=self.epoch_var, **weights, rng=rng,
                                         **{f"optimizer_{k}": o for k, o in optimizers.items()},
                                         **{f"iterator_{k}": it for k, it in iters.items()})
-        self.best = tf.train.Checkpoint(**weights)
         self.last_manager = tf.train.CheckpointManager(self.last, str(self.folder), max_to_keep=2)
-        self.best_manager = tf.train.CheckpointManager(self.best, str(self.folder / "best"), max_to_keep=2)
         path = self.folder / "state.json"
         self.state = json.loads(path.read_text()) if path.is_file() else None
-        self.best_epoch = self.state["best_checkpoint"] if self.state else None
+        self.best_files = dict(self.state["best_files"]) if self.state else {}
 
-    def save(self, epoch: int, improved: bool, state: dict) -> None:
-        from data_prep.io import atomic_write_text
-        import json
-        if improved:
-            self.best_epoch = epoch
-            self.best_manager.save(checkpoint_number=epoch)
+    def save(self, epoch: int, rules: dict, state: dict) -> None:
+        stale = []
+        for g, rule in rules.items():
+            if rule.schedule.best_epoch == epoch - 1 or g not in self.best_files:  # a new best (or the first)
+                name = f"best_{g}_{epoch}.npz"
+                buf = io.BytesIO()
+                np.savez(buf, *rule.holder.best)
+                atomic_write_bytes(self.folder / name, buf.getvalue())
+                if g in self.best_files:
+                    stale.append(self.best_files[g])
+                self.best_files[g] = name
         self.epoch_var.assign(epoch)
         self.last_manager.save(checkpoint_number=epoch)
         atomic_write_text(self.folder / "state.json", json.dumps(
-            {"epoch": epoch, "best_checkpoint": self.best_epoch, **state}, default=float))
+            {"epoch": epoch, "best_files": self.best_files, **state}, default=float))
+        for old in stale:  # superseded, now that the state names the new files
+            (self.folder / old).unlink(missing_ok=True)
 
-    def restore(self, weights_holder) -> dict:
-        """Load the best epoch into ``weights_holder``, then the last epoch into the models."""
-        if self.state["best_checkpoint"] is not None:
-            self.best.restore(str(self.folder / "best" / f"ckpt-{self.state['best_checkpoint']}")).expect_partial()
-            weights_holder.save_best()
+    def restore(self, rules: dict) -> dict:
+        """Load each rule's best weights, then the last epoch into the models."""
+        for g, rule in rules.items():
+            name = self.state["best_files"].get(g)
+            if name is not None:
+                with np.load(self.folder / name) as saved:
+                    rule.holder.best = [saved[f"arr_{i}"] for i in range(len(saved.files))]
         self.last.restore(str(self.folder / f"ckpt-{self.state['epoch']}")).assert_existing_objects_matched()
         return self.state
 
@@ -371,7 +438,7 @@ def _is_rng(variable) -> bool:
 
 
 class _WeightsHolder:
-    """In-memory copy of the best weights of every model (shared layers copied once); random
+    """In-memory copy of the best weights of some models (shared layers copied once); random
     generator states are left alone, so a reset does not replay the same dropout masks."""
 
     def __init__(self, models: dict, extra=()):

@@ -1,14 +1,25 @@
-"""Tasks and the paper's four task sets (UMS-Rep Section 4; SPEC "Target tasks").
+"""Tasks, the paper's four task sets and their cross-validation folds (UMS-Rep Section 4).
 
 A :class:`Task` is a name, what it predicts (its kind → loss and target), its classes and its
 optimizer; a :class:`Spec` adds the data: which manifest rows the task uses and which column
 holds its label. Classification heads use SGD and segmentation heads Adam, as in the paper
-(Section 4.2)."""
+(Section 4.2).
+
+Each task set names where its cross-validation *pool* and its *test* images come from
+(Sections 4.1.2 and 4.2): all of Shenzhen with Montgomery as external test (cxr-hetero); the
+Kermany training set with its published test split (cxr-homo); the 20% Doppler pool left after
+building the encoder, with the 10% test split (echo sets). :func:`cross_validation` partitions
+the pool into k patient-level, class-stratified folds computed on the pool itself, so the folds
+are distinct whatever carved the pool out of the dataset.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
+import pandas as pd
+
+from data_prep.splits import assign_folds, check_no_leakage
 from ums_rep import losses
 from ums_rep.backbones import FLOW_CLASSES
 
@@ -25,7 +36,6 @@ class Task:
     classes: tuple = ()
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.kind not in KIND_LOSS:
@@ -61,17 +71,65 @@ def _seg(name):
                 lambda df: df[df["mask"].notna() & (df["mask"].astype(str) != "")])
 
 
+# pool: which rows of the training dataset are cross-validated ("all", "non-test" = every split
+# but the prepared test split, "val" = the prepared 20% part); test: the dataset scored after
+# training, and with test_split its rows of that split only.
 TASK_SETS = {
-    "cxr-hetero": {"modality": "cxr", "train": "shenzhen", "test": "montgomery",
+    "cxr-hetero": {"modality": "cxr", "train": "shenzhen", "test": "montgomery", "pool": "all", "test_split": None,
                    "tasks": [_seg("lung_seg"), _cls("abnormal", ("normal", "tb"))]},
-    "cxr-homo": {"modality": "cxr", "train": "kermany", "test": "kermany",
+    "cxr-homo": {"modality": "cxr", "train": "kermany", "test": "kermany", "pool": "non-test", "test_split": "test",
                  "tasks": [_cls("bacterial_vs_normal", ("normal", "bacterial")),
                            _cls("viral_vs_normal", ("normal", "viral")),
                            _cls("bacterial_vs_viral", ("bacterial", "viral"))]},
-    "echo-hetero": {"modality": "echo", "train": "doppler", "test": "doppler",
+    "echo-hetero": {"modality": "echo", "train": "doppler", "test": "doppler", "pool": "val", "test_split": "test",
                     "tasks": [_seg("envelope_seg"), _cls("flow", FLOW_CLASSES),
                               _cls("quality", ("low", "good"), column="quality")]},
-    "echo-homo": {"modality": "echo", "train": "doppler", "test": "doppler",
+    "echo-homo": {"modality": "echo", "train": "doppler", "test": "doppler", "pool": "val", "test_split": "test",
                   "tasks": [_cls("mv_vs_ma", ("MV", "MA")), _cls("mv_vs_tr", ("MV", "TR")),
                             _cls("ma_vs_tr", ("MA", "TR"))]},
 }
+
+
+HOLDOUT_PARTS = 5  # --folds 1: one fold of a 5-fold partition validates (a single 80/20 hold-out)
+
+
+@dataclass
+class CrossValidation:
+    """The pool of one task set with its ``cv_fold`` column, the test rows, and the folds to run."""
+
+    pool: pd.DataFrame
+    test: pd.DataFrame
+    n_parts: int  # folds the pool is partitioned into
+    n_runs: int  # folds trained: all of them, or one for a hold-out
+
+    def fold(self, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Training and validation rows of fold ``k``: fold k validates, the others train."""
+        if not 0 <= k < self.n_runs:
+            raise ValueError(f"fold {k} outside 0..{self.n_runs - 1}")
+        return self.pool[self.pool.cv_fold != k], self.pool[self.pool.cv_fold == k]
+
+
+def cross_validation(set_name: str, train_manifest: pd.DataFrame, test_manifest: pd.DataFrame, folds: int,
+                     seed: int = 0, stratify: str = "label") -> CrossValidation:
+    """k-fold cross-validation of a task set (``folds`` ≥ 2: all k folds run; 1: one hold-out fold
+    of :data:`HOLDOUT_PARTS`). Patients never straddle folds; classes are stratified. A pool with
+    fewer patients of a class than folds is refused, naming the dataset, class and counts."""
+    sdef = TASK_SETS[set_name]
+    df = train_manifest
+    pool = {"all": df, "non-test": df[df.split != "test"], "val": df[df.split == "val"]}[sdef["pool"]]
+    test = test_manifest if sdef["test_split"] is None else test_manifest[test_manifest.split == sdef["test_split"]]
+    if folds < 1:
+        raise ValueError(f"--folds must be at least 1, got {folds}")
+    parts = HOLDOUT_PARTS if folds == 1 else folds
+    where = f"{sdef['train']} ({set_name} cross-validation pool)"
+    if pool.empty or test.empty:
+        raise ValueError(f"{where}: no {'pool' if pool.empty else 'test'} images")
+    patients = pool.groupby(pool[stratify].astype(str))["patient_id"].nunique()
+    short = patients[patients < parts]
+    if len(short):
+        raise ValueError(f"{where}: too few patients for {parts} folds — "
+                         + ", ".join(f"class {c!r} has {n}" for c, n in short.items())
+                         + f" (patients per class: {({str(c): int(n) for c, n in patients.items()})})")
+    pool = pool.assign(cv_fold=assign_folds(pool, parts, stratify, seed).to_numpy())
+    check_no_leakage(pool, "cv_fold", where)
+    return CrossValidation(pool, test, parts, 1 if folds == 1 else parts)

@@ -287,8 +287,9 @@ def _plan(layout: str, n: int, seed: int) -> list:
                               "pneumonia_kind": str(rng.choice(["bacterial", "viral"], p=[0.7, 0.3])),
                               "session": int(rng.integers(1, 4))})
                 i += 1
-    elif layout == "doppler":  # ~24 strips per patient, flow mix and quality subset as the paper's
-        n_patients = min(max(10, round(n / 24)), n)  # enough patients for a 70/20/10 split
+    elif layout == "doppler":  # ~4 strips per exam, flow mix and quality subset as the paper's
+        # (enough patients that the 20% fine-tuning pool holds a patient-level 10-fold CV)
+        n_patients = min(max(10, round(n / 4)), n)
         patients = [f"P{k + 1:04d}" for k in range(n_patients)]
         owner = rng.permutation(np.concatenate([np.arange(n_patients), rng.integers(0, n_patients, n - n_patients)]))
         for i in range(n):  # every patient has at least one strip

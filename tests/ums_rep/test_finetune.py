@@ -12,7 +12,8 @@ import tensorflow as tf
 import keras
 from ums_rep.backbones import cdae
 from ums_rep.derive import grad_cam, recommend
-from ums_rep.finetune import build_shared, main
+from ums_rep.finetune import main
+from ums_rep.models import build_shared
 from ums_rep.tasks import TASK_SETS
 from ums_rep.strategies import FitConfig, fit
 from ums_rep.weighting import FixedWeights
@@ -81,7 +82,7 @@ MIRRORED = textwrap.dedent('''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from ums_rep.backbones import echo_encoder
-    from ums_rep.finetune import build_shared
+    from ums_rep.models import build_shared
     from ums_rep.tasks import TASK_SETS
     from ums_rep.strategies import FitConfig, fit
     rng = np.random.default_rng(0)
@@ -97,7 +98,7 @@ MIRRORED = textwrap.dedent('''
             keras.utils.set_random_seed(0)
             specs = TASK_SETS["echo-homo"]["tasks"]
             with dist.scope():
-                models, enc = build_shared(echo_encoder((32, 32, 1)), "echo", specs)
+                models, enc = build_shared(echo_encoder((32, 32, 1), strides=2), "echo", specs)
                 if strategy_name == "independent":
                     for layer in enc:
                         layer.trainable = False
@@ -120,7 +121,8 @@ def test_every_strategy_gives_the_same_result_on_two_devices():
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     for name in ("independent", "alternating", "joint"):
-        np.testing.assert_allclose(out[f"{name}1"], out[f"{name}2"], rtol=1e-4, err_msg=name)
+        # (atol: sums of |bias| of order 1e-5 differ in float32 round-off when gradients are summed)
+        np.testing.assert_allclose(out[f"{name}1"], out[f"{name}2"], rtol=1e-4, atol=1e-7, err_msg=name)
 
 
 def test_grad_cam_is_normalised_and_follows_the_evidence():
@@ -172,7 +174,7 @@ def tiny_runs(tmp_path_factory):
 
 def test_finetune_cli_writes_results(tiny_runs):
     r = json.loads((tiny_runs / "independent" / "results.json").read_text())
-    assert set(r["tasks"]) == {"envelope_seg", "flow", "quality"}
+    assert set(r["tasks"]) == {"envelope_seg", "flow", "quality"} and r["source"]["role"] == "shared encoder"
     assert {"iou", "f_score", "accuracy"} <= set(r["tasks"]["envelope_seg"]["metrics"])
     assert {"accuracy", "f_score", "mcc"} <= set(r["tasks"]["flow"]["metrics"])
     for t in r["tasks"]:
@@ -188,14 +190,19 @@ def test_baseline_builds_one_model_per_task(tiny_runs):
     assert files == ["model_envelope_seg.keras", "model_flow.keras", "model_quality.keras"]
     base = json.loads((tiny_runs / "baseline" / "results.json").read_text())
     ind = json.loads((tiny_runs / "independent" / "results.json").read_text())
-    assert base["total_params"] > 2 * ind["total_params"]  # separate encoders vs frozen shared one
+    # three separate encoders against one shared source model plus three heads
+    assert base["total_params"] > ind["total_params"] > ind["source"]["trainable_params"]
 
 
 def test_compare_table_has_mcnemar(tiny_runs, capsys):
     assert main(["--compare", str(tiny_runs / "independent"), str(tiny_runs / "baseline"),
                  "--out", str(tiny_runs / "cmp")]) == 0
     text = (tiny_runs / "cmp" / "compare.md").read_text()
-    assert "## echo-hetero" in text and "independent vs baseline" in text and "parameter ratio" in text
+    assert "Table 7: echo-hetero" in text and "| flow | independent vs baseline |" in text
+    assert "params / baseline" in text and "source model + heads" in text and "separate models" in text
+    assert "| a shared representation saves training parameters | echo-hetero independent |" in text
+    ind = json.loads((tiny_runs / "independent" / "results.json").read_text())
+    assert "accuracy " + f"{ind['tasks']['flow']['fold_mean']['accuracy']:.3f} ± " in text  # per-fold spread
 
 
 def test_bad_weights_name_the_tasks(tmp_path, caplog):
