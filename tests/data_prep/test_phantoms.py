@@ -6,12 +6,17 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from scipy import ndimage
+
+from data_prep.datasets import load
+from data_prep.io import read_mask
 from data_prep.phantoms.__main__ import main
 from data_prep.phantoms.cxr import FINDINGS, render_cxr
 from data_prep.phantoms.doppler import render_doppler
 from data_prep.egd import Display
 from data_prep.phantoms.gaze import simulate_fixations
 from data_prep.phantoms.layouts import LAYOUTS, TRUTH, generate
+from data_prep.transforms import resize_mask
 
 SHAPE = (128, 128)
 
@@ -24,9 +29,59 @@ def _measured_ctr(ph):
 
 
 def test_lung_area_fraction_is_plausible():
+    # published PA lung masks cover 0.31/0.36/0.43 (quartiles) of a 256² image; the old bound
+    # max < 0.40 encoded the former phantoms' too-small lungs
     fractions = [render_cxr(s, SHAPE, FINDINGS[s % 5]).lungs.mean() for s in range(25)]
-    assert min(fractions) > 0.10 and max(fractions) < 0.40, fractions
+    assert min(fractions) > 0.20 and max(fractions) < 0.50, fractions
     assert np.std(fractions) > 0.01  # lung size varies between patients
+
+
+@pytest.mark.parametrize("layout", ["shenzhen", "montgomery"])
+def test_lung_masks_match_published_statistics(layout, tmp_path):
+    """Masks read through the loaders and resized to 256² as ``prepare`` does: area fraction
+    quartiles in the band of real PA lung masks (0.31/0.36/0.43 for the 517 v7labs masks),
+    and one region per lung — no specks — whichever connectivity a reader counts with."""
+    root = generate(layout, tmp_path / layout, n=200, seed=0, size=256, progress=False)
+    manifest = load(layout, root)
+    masks = [resize_mask(read_mask(paths), (256, 256)) for paths in manifest.mask_paths if len(paths)]
+    assert len(masks) >= 150
+    fractions = np.array([m.mean() for m in masks])
+    q25, q50, q75 = np.quantile(fractions, [0.25, 0.5, 0.75])
+    assert q25 >= 0.25 and 0.30 <= q50 <= 0.40 and q75 <= 0.45, (q25, q50, q75)
+    four = np.array([ndimage.label(m)[1] for m in masks])
+    eight = np.array([ndimage.label(m, np.ones((3, 3)))[1] for m in masks])
+    assert np.mean(four == 2) >= 0.95 and np.mean(eight == 2) >= 0.95, (np.bincount(four), np.bincount(eight))
+
+
+def _lung_geometry(ph):
+    """Per lung: (lowest row, lowest row of the lateral third, of the medial third, of the
+    middle), and the image's top and bottom lung rows."""
+    out = []
+    for m, lateral_is_left in ((ph.lung_right, True), (ph.lung_left, False)):
+        cols = np.nonzero(m.any(axis=0))[0]
+        thirds = np.array_split(cols if lateral_is_left else cols[::-1], 3)
+        bottom = [np.nonzero(m[:, c].any(axis=1))[0].max() for c in thirds]
+        out.append(bottom)
+    return out
+
+
+def test_costophrenic_angles_domes_and_abdomen():
+    """The lowest point of each lung is its lateral costophrenic angle, the domes rise medially
+    (the right one a little higher), and below the lungs lies a modest strip of upper abdomen."""
+    cp_lowest, right_higher, strips, widths = [], [], [], []
+    for s in range(40):
+        ph = render_cxr(s, (256, 256), "normal")
+        (r_lat, r_mid, r_med), (l_lat, l_mid, l_med) = _lung_geometry(ph)
+        cp_lowest += [r_lat > r_mid, l_lat > l_mid]
+        right_higher.append(r_mid < l_mid)
+        rows = np.nonzero(ph.lungs.any(axis=1))[0]
+        strips.append(1 - (rows.max() + 1) / 256)
+        cols = np.nonzero(ph.lungs.any(axis=0))[0]
+        widths.append((cols.max() - cols.min() + 1) / 256)
+    assert np.mean(cp_lowest) >= 0.9
+    assert np.mean(right_higher) >= 0.7
+    assert 0.1 <= np.median(strips) <= 0.25 and min(strips) > 0.03, strips
+    assert 0.75 <= np.median(widths) <= 0.95, widths  # lung fields span most of the film's width
 
 
 def test_both_lungs_present_and_separate():
@@ -44,6 +99,11 @@ def test_cardiothoracic_ratio_separates_normal_from_enlarged_heart():
     assert np.median(normal) < 0.5 < np.median(enlarged)
     auc = roc_auc_score([0] * 20 + [1] * 20, normal + enlarged)
     assert auc > 0.9, auc
+    # adult PA films: normal CTR about 0.44 ± 0.04 and always below 0.5, cardiomegaly above it
+    drawn = [render_cxr(s, SHAPE, "normal").ctr for s in range(60)]
+    assert max(drawn) < 0.5 and 0.41 < np.median(drawn) < 0.47 and np.std(drawn) > 0.02
+    assert min(render_cxr(s, SHAPE, "enlarged_heart").ctr for s in range(20)) > 0.5
+    assert max(abs(a - b) for a, b in zip(normal, drawn)) < 0.03  # the mask measures what was drawn
 
 
 @pytest.mark.parametrize("finding", ["tb", "bacterial", "viral"])
