@@ -162,6 +162,7 @@ def run(args) -> int:
     if not args.resume:
         save_args(args, out)
     prepared = egd_data(args.data, args.preset, preset["shape"], args.seed)
+    atomic_write_text(out / "normalizer.json", prepared.normalizer.to_json())  # for ums_rep.predict
     dist = tf.distribute.get_strategy()
     per_seed = []
     for k in range(n_seeds):

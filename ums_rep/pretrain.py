@@ -9,7 +9,8 @@
 * ``echo`` — the dilated encoder on Doppler flow types (UMS-Rep 4.2) with the patient-level
   train split (70%); CCE, Adam; scored on the test split.
 
-Writes ``model.keras``, ``history.csv``, ``results.json`` (and ``denoising.png``) under ``--out``.
+Writes ``model.keras``, ``normalizer.json`` (the statistics its inputs were normalised with),
+``history.csv``, ``results.json`` (and ``denoising.png``) under ``--out``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.cli import add_training_options, base_parser, setup_logging
-from data_prep.io import read_image
+from data_prep.io import atomic_write_text, read_image
 from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_noise
 from data_prep.pipeline import make_dataset
 from ums_rep import metrics
@@ -165,6 +166,7 @@ def run(args) -> int:
     batch = int(params.get("batch_size", preset["batch"]))
     model, task, used = build(args.backbone, preset["image"], params, preset["echo_strides"])
     norm = data.normalizer
+    atomic_write_text(out / "normalizer.json", norm.to_json())  # the run folder holds its preprocessing
     if args.backbone == "cdae":
         train_rows, val_rows, test_rows = data.rows("train"), data.rows("val"), data.rows("test")
         kw = dict(normalize=False, map_fn=_noise_map(norm))
