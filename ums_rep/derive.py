@@ -17,7 +17,8 @@ import keras
 def grad_cam(model: keras.Model, images, layer_name: str, class_index=None) -> np.ndarray:
     """Heatmaps (N, H, W) in [0, 1] for a classification model's winning (or given) class."""
     layer = model.get_layer(layer_name)
-    probe = keras.Model(model.inputs, [layer.output, model.output])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # called with one tensor, no warning
+    probe = keras.Model(inputs, [layer.output, model.output])
     x = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape() as tape:
         feats, probs = probe(x, training=False)
