@@ -1,0 +1,493 @@
+"""Run a trained model of the package on one's own images (``python -m ums_rep.predict``).
+
+:meth:`Predictor.from_run` reads a run folder of any command that trains a model and applies
+that run's own preprocessing, stored in the folder:
+
+* ``ums_rep.finetune`` — ``model.keras`` (one output per task of the run's task set) or, for
+  ``--strategy baseline``, ``model_<task>.keras``; square bicubic resize to the model's input
+  side; ``normalizer.json`` (fold 0's training images, the fold whose model was saved);
+* ``ums_rep.pretrain`` — ``model.keras``, the CDAE (a denoiser) or the echo encoder (a
+  flow-type classifier over ``FLOW_CLASSES``); as above, ``normalizer.json`` holding the
+  prepared data's training-split statistics;
+* ``mt_unet.train`` — ``seed<k>/model.keras`` (the first seed's, unless a seed folder or model
+  file is given); letter-box (aspect kept, zero padding) to the model's input H×W;
+  ``normalizer.json`` (the prepared eye-gaze data's training split).
+
+As ``data_prep.prepare`` does for the training images, an image is read as gray in [0, 1]
+(:func:`data_prep.io.read_image`: DICOM, PNG, JPEG, TIFF, BMP), resized or letter-boxed, rounded
+to 8 bits (the prepared images are 8-bit PNGs) and normalised as ``(x - mean) / std``.
+
+What comes out, per image (:class:`Prediction`): class probabilities per classification head
+and, where the model has the encoder's feature layer at top level, a Grad-CAM heatmap of the
+predicted class (:func:`ums_rep.derive.grad_cam`); a binary mask per segmentation head; a
+saliency map (MT-UNet); the denoised image (CDAE). Maps are brought back to the image's
+original size (for a letter-box, the padding is cropped first). :func:`predict_files` writes
+them as PNGs with ``predictions.csv``.
+
+Runs made before their command wrote ``normalizer.json`` (pretrain, MT-UNet) fall back, with a
+warning, to the ``stats.json`` of the prepared data their ``results.json`` names, if it is
+still in the cache.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import keras
+from data_prep.io import ImageReadError, atomic_write_bytes, read_image
+from data_prep.transforms import Letterbox, MeanNormalizer, resize
+from ums_rep.runs import ModelFileError, RunFolderError, load_model
+
+log = logging.getLogger("ums_rep.inference")
+
+COMMANDS = ("ums_rep.finetune", "ums_rep.pretrain", "mt_unet.train")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+MT_UNET_FEATURES = "unet.bottleneck.relu2"  # MT-UNet's deepest features (every variant's head sees them)
+
+
+# --------------------------------------------------------------------------- geometry
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an image becomes a model input: ``resize`` (square, aspect not kept, as UMS-Rep's
+    prepared data) or ``letterbox`` (MT-UNet), to ``shape`` = (H, W)."""
+
+    method: str
+    shape: tuple
+
+    def forward(self, image: np.ndarray):
+        """``(model-size image, Letterbox or None)``, rounded to 8 bits as the prepared PNGs."""
+        if self.method == "letterbox":
+            lb = Letterbox.fit(image.shape, self.shape)
+            small = lb.apply(image)
+        else:
+            lb, small = None, resize(image, self.shape)
+        return (np.round(np.clip(small, 0, 1) * 255) / 255).astype(np.float32), lb
+
+    def back(self, arr: np.ndarray, original: tuple, lb, interpolation: str = "bilinear") -> np.ndarray:
+        """A model-size map at the original image size (a letter-box's padding cropped first)."""
+        arr = np.asarray(arr, np.float32)
+        if lb is not None:
+            nh, nw = lb.inner_shape
+            arr = arr[lb.top:lb.top + nh, lb.left:lb.left + nw]
+        interp = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}[interpolation]
+        return cv2.resize(arr, (int(original[1]), int(original[0])), interpolation=interp)
+
+    def describe(self) -> str:
+        return f"{self.method} to {self.shape[0]}x{self.shape[1]}"
+
+
+# --------------------------------------------------------------------------- heads
+
+@dataclass
+class Head:
+    """One task a model predicts: ``key`` is its key in a dict-output model (None: the model's
+    only output); ``cam`` the single-output model and feature layer Grad-CAM uses, if any."""
+
+    task: object  # ums_rep.tasks.Task
+    model: keras.Model
+    key: str | None = None
+    cam: tuple | None = None
+    file: Path | None = None
+
+
+@dataclass
+class Prediction:
+    """One image's outputs, maps at its original size ``shape``."""
+
+    shape: tuple
+    probs: dict = field(default_factory=dict)  # task -> (C,) probabilities
+    masks: dict = field(default_factory=dict)  # task -> (H, W) uint8 in {0, 1}
+    saliency: dict = field(default_factory=dict)  # task -> (H, W) float32, maximum 1
+    gradcam: dict = field(default_factory=dict)  # task -> (H, W) float32 in [0, 1]
+    denoised: dict = field(default_factory=dict)  # task -> (H, W) float32 in [0, 1]
+
+
+def _feature_layer(model: keras.Model) -> str | None:
+    from ums_rep.models import feature_layer
+    name = feature_layer(model)
+    if name is None and any(layer.name == MT_UNET_FEATURES for layer in model.layers):
+        name = MT_UNET_FEATURES
+    return name
+
+
+def _cam(model: keras.Model, key: str | None):
+    """``(single-output classifier, feature layer)`` for Grad-CAM, or None where the feature
+    layer is not at the model's top level (e.g. the CXR baseline wraps a nested denoiser)."""
+    if key is not None:
+        try:
+            model = keras.Model(model.inputs[0], model.get_layer(f"{key}.out").output)
+        except ValueError:
+            return None
+    layer = _feature_layer(model)
+    return (model, layer) if layer else None
+
+
+# --------------------------------------------------------------------------- the run folder
+
+def _read_json(path: Path) -> dict:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunFolderError(f"{path}: cannot read ({e})") from None
+    if not isinstance(body, dict):
+        raise RunFolderError(f"{path}: not a JSON object")
+    return body
+
+
+def run_command(folder: Path) -> str | None:
+    """The command that made ``folder``: args.json's ``command``, else results.json's."""
+    if (folder / "args.json").is_file():
+        cmd = _read_json(folder / "args.json").get("command")
+        if cmd:
+            return cmd
+    if (folder / "results.json").is_file():
+        cmd = str(_read_json(folder / "results.json").get("command", ""))
+        for full in COMMANDS:
+            if cmd.startswith(full) or cmd.startswith(full.split(".")[-1] + " "):
+                return full
+    return None
+
+
+def _locate(path: Path):
+    """``(run folder, model file or None)`` for ``--model`` given as a run folder, an MT-UNet
+    seed folder, or a model file inside one."""
+    model_file = None
+    if not path.exists():
+        raise RunFolderError(f"{path}: no such run folder or model file")
+    if path.is_file():
+        model_file, path = path, path.parent
+    for folder in (path, path.parent):
+        if run_command(folder):
+            return folder, model_file, path
+    what = f"{model_file}: a model file outside a run folder" if model_file else f"{path}: not a run folder"
+    raise RunFolderError(f"{what} (no args.json or results.json naming one of {', '.join(COMMANDS)})")
+
+
+def _normalizer(run: Path) -> MeanNormalizer:
+    path = run / "normalizer.json"
+    if path.is_file():
+        try:
+            return MeanNormalizer.from_json(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RunFolderError(f"{path}: not a normaliser ({type(e).__name__}: {e})") from None
+    prepared = None
+    if (run / "results.json").is_file():
+        prepared = _read_json(run / "results.json").get("config", {}).get("prepared")
+    stats = Path(prepared) / "stats.json" if isinstance(prepared, str) else None
+    if stats is None or not stats.is_file():
+        raise RunFolderError(f"{path}: not found, and the prepared data the run used is not in the cache either; "
+                             "the run folder lacks its normaliser")
+    log.warning("%s: not found (a run made before its command wrote it); using %s", path, stats)
+    return MeanNormalizer.from_json(stats.read_text())
+
+
+def _input_shape(model: keras.Model, path: Path) -> tuple:
+    shape = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else ()
+    if len(shape) != 3 or shape[-1] != 1 or None in shape:
+        raise ModelFileError(f"{path}: expected one gray image input (H, W, 1), got {shape or len(model.inputs)}")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_output(head: Head, path: Path) -> None:
+    out = head.model.output[head.key] if head.key is not None else head.model.output
+    if isinstance(out, (dict, list, tuple)):
+        raise ModelFileError(f"{path}: several outputs; expected one for task {head.task.name}")
+    t = head.task
+    last = out.shape[-1]
+    ok = (last == len(t.classes) and len(out.shape) == 2) if t.kind == "classification" \
+        else (len(out.shape) == 4 and last == 1)
+    if not ok:
+        what = f"{len(t.classes)} class probabilities" if t.kind == "classification" else "an (H, W, 1) map"
+        raise ModelFileError(f"{path}: output {head.key or 'of the model'} has shape {tuple(out.shape)}, "
+                             f"not {what} for task {t.name}")
+
+
+def _finetune_heads(run: Path, model_file: Path | None) -> list:
+    from ums_rep.tasks import TASK_SETS
+    set_name = _read_json(run / "args.json").get("tasks") if (run / "args.json").is_file() else None
+    if set_name is None and (run / "results.json").is_file():
+        set_name = _read_json(run / "results.json").get("config", {}).get("tasks")
+    if set_name not in TASK_SETS:
+        raise RunFolderError(f"{run}: unknown task set {set_name!r} in args.json (expected one of {sorted(TASK_SETS)})")
+    tasks = {s.task.name: s.task for s in TASK_SETS[set_name]["tasks"]}
+    files = [model_file] if model_file else ([run / "model.keras"] if (run / "model.keras").exists()
+                                             else sorted(run.glob("model_*.keras")))
+    if not files:
+        raise RunFolderError(f"{run}: no model.keras or model_<task>.keras (an unfinished run?)")
+    heads = []
+    for f in files:
+        model = load_model(f)
+        if isinstance(model.output, dict):
+            unknown = sorted(set(model.output) - set(tasks))
+            if unknown:
+                raise ModelFileError(f"{f}: outputs {unknown} are not tasks of {set_name} ({sorted(tasks)})")
+            heads += [Head(tasks[k], model, k, file=f) for k in model.output]
+        else:
+            name = f.stem[len("model_"):] if f.stem.startswith("model_") else None
+            if name not in tasks:
+                raise ModelFileError(f"{f}: one output, and the file name names no task of {set_name} "
+                                     f"(expected model_<task>.keras, tasks {sorted(tasks)})")
+            heads.append(Head(tasks[name], model, file=f))
+    return heads
+
+
+def _pretrain_heads(run: Path, model_file: Path | None) -> list:
+    from ums_rep.backbones import FLOW_CLASSES
+    from ums_rep.tasks import Task
+    backbone = _read_json(run / "args.json").get("backbone") if (run / "args.json").is_file() else None
+    f = model_file or run / "model.keras"
+    model = load_model(f, expect="encoder")
+    if backbone is None:  # an old run: tell the CDAE (an image out) from the echo encoder (classes out)
+        backbone = "cdae" if len(model.output.shape) == 4 else "echo"
+    task = Task("denoise", "reconstruction") if backbone == "cdae" else \
+        Task("flow", "classification", classes=FLOW_CLASSES)
+    return [Head(task, model, file=f)]
+
+
+def _mt_unet_heads(run: Path, model_file: Path | None, given: Path) -> list:
+    from mt_unet.model import TASKS
+    if model_file is None:
+        if (given / "model.keras").exists():
+            model_file = given / "model.keras"
+        else:
+            seeds = sorted(run.glob("seed*/model.keras"), key=lambda p: (len(p.parent.name), p.parent.name))
+            if not seeds:
+                raise RunFolderError(f"{run}: no seed*/model.keras (an unfinished run?)")
+            model_file = seeds[0]
+            if len(seeds) > 1:
+                log.info("%s: %d seeds' models; using %s (give --model %s for another)", run, len(seeds),
+                         model_file.parent.name, run / "seed<k>")
+    model = load_model(model_file, expect="mt_unet")
+    return [Head(TASKS[k], model, k, file=model_file) for k in model.output if k in TASKS]
+
+
+# --------------------------------------------------------------------------- the predictor
+
+class Predictor:
+    """A trained model with its run's preprocessing; :meth:`predict` maps gray images in [0, 1]
+    to :class:`Prediction`s."""
+
+    def __init__(self, heads: list, normalizer: MeanNormalizer, geometry: Geometry, *, run: Path | None = None,
+                 command: str | None = None, model_files=(), gradcam: bool = True):
+        self.heads, self.normalizer, self.geometry = heads, normalizer, geometry
+        self.run, self.command, self.model_files = run, command, [Path(f) for f in model_files]
+        for h in heads:
+            if gradcam and h.task.kind == "classification" and h.cam is None:
+                h.cam = _cam(h.model, h.key)
+                if h.cam is None:
+                    log.info("%s: no Grad-CAM (the model has no encoder feature layer at its top level)", h.task.name)
+
+    @classmethod
+    def from_run(cls, path, *, gradcam: bool = True) -> "Predictor":
+        """The model(s) and preprocessing of a run folder (or a model file inside one, or an
+        MT-UNet seed folder). Raises :class:`RunFolderError` or :class:`ModelFileError` with a
+        one-line message."""
+        path = Path(path)
+        try:
+            run, model_file, given = _locate(path)
+        except RunFolderError:
+            if path.is_file():
+                load_model(path)  # a file that is no model is reported as such
+            raise
+        command = run_command(run)
+        if command == "ums_rep.finetune":
+            heads = _finetune_heads(run, model_file)
+        elif command == "ums_rep.pretrain":
+            heads = _pretrain_heads(run, model_file)
+        elif command == "mt_unet.train":
+            heads = _mt_unet_heads(run, model_file, given)
+        else:
+            raise RunFolderError(f"{run}: a run folder of {command}; predict runs the models that "
+                                 f"{', '.join(COMMANDS)} save")
+        if not heads:
+            raise ModelFileError(f"{model_file or run}: predicts none of the run's tasks")
+        shapes = {_input_shape(h.model, h.file) for h in heads}
+        if len(shapes) != 1:
+            raise RunFolderError(f"{run}: its models take different input sizes {sorted(shapes)}")
+        for h in heads:
+            _check_output(h, h.file)
+        files = list(dict.fromkeys(h.file for h in heads))
+        geometry = Geometry("letterbox" if command == "mt_unet.train" else "resize", shapes.pop())
+        norm = _normalizer(run)
+        pred = cls(heads, norm, geometry, run=run, command=command, model_files=files, gradcam=gradcam)
+        log.info("%s (%s): %s; input %s, normalised (x - %.4f) / %.4f", run, command,
+                 ", ".join(f"{h.task.name} ({h.task.kind})" for h in heads), geometry.describe(), norm.mean, norm.std)
+        return pred
+
+    @property
+    def tasks(self) -> list:
+        return [h.task for h in self.heads]
+
+    def preprocess(self, image: np.ndarray):
+        """``(model input (H, W, 1) float32, Letterbox or None)`` for a gray image in [0, 1]."""
+        small, lb = self.geometry.forward(np.asarray(image, np.float32))
+        return self.normalizer(small)[..., None].astype(np.float32), lb
+
+    def predict(self, images) -> list:
+        """One :class:`Prediction` per gray image (2-D, values in [0, 1], any size)."""
+        return [self._one(np.asarray(img, np.float32)) for img in images]
+
+    def _one(self, image: np.ndarray) -> Prediction:
+        x, lb = self.preprocess(image)
+        x = x[None]
+        pred = Prediction(tuple(image.shape))
+        cache = {}
+        for h in self.heads:
+            if id(h.model) not in cache:  # (a model saved with a list of one input is called with one)
+                cache[id(h.model)] = h.model([x] if isinstance(h.model.input, list) else x, training=False)
+            out = cache[id(h.model)]
+            out = np.asarray(out[h.key] if h.key is not None else out)[0]
+            kind, name = h.task.kind, h.task.name
+            if kind == "classification":
+                pred.probs[name] = out.astype(np.float64)
+                if h.cam is not None:
+                    from ums_rep.derive import grad_cam
+                    heat = grad_cam(h.cam[0], x, h.cam[1])[0]
+                    pred.gradcam[name] = np.clip(self.geometry.back(heat, image.shape, lb), 0, 1)
+            elif kind == "segmentation":
+                prob = self.geometry.back(out[..., 0], image.shape, lb)
+                pred.masks[name] = (prob > 0.5).astype(np.uint8)
+            elif kind == "saliency":
+                sal = self.geometry.back(out[..., 0], image.shape, lb)
+                pred.saliency[name] = (sal / sal.max() if sal.max() > 0 else sal).astype(np.float32)
+            elif kind == "reconstruction":
+                clean = out[..., 0] * self.normalizer.std + self.normalizer.mean
+                pred.denoised[name] = np.clip(self.geometry.back(clean, image.shape, lb, "bicubic"), 0, 1)
+        return pred
+
+
+# --------------------------------------------------------------------------- files
+
+def image_files(args) -> list:
+    """The image paths: files as given, and every image file (by suffix, or a DICOM header)
+    directly inside a folder, sorted. A folder without any raises ``ValueError``."""
+    paths = []
+    for a in map(Path, args):
+        if a.is_dir():
+            found = sorted(p for p in a.iterdir() if p.is_file() and not p.name.startswith(".")
+                           and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and _dicom_magic(p))))
+            if not found:
+                raise ValueError(f"{a}: no image files (PNG, JPEG, TIFF, BMP, DICOM) in this folder")
+            paths += found
+        else:
+            paths.append(a)
+    return paths
+
+
+def _dicom_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _png(path: Path, arr: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def _gray8(image: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """A heatmap in [0, 1] (jet) over the gray image, BGR uint8."""
+    gray = cv2.cvtColor(_gray8(image), cv2.COLOR_GRAY2BGR)
+    colour = cv2.applyColorMap(_gray8(heat), cv2.COLORMAP_JET)
+    return cv2.addWeighted(colour, alpha, gray, 1 - alpha, 0)
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndarray:
+    """The mask tinted red over the gray image, outlined; BGR uint8."""
+    gray = cv2.cvtColor(_gray8(image), cv2.COLOR_GRAY2BGR)
+    red = np.zeros_like(gray)
+    red[..., 2] = 255
+    out = np.where(mask[..., None] > 0, cv2.addWeighted(red, alpha, gray, 1 - alpha, 0), gray)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, (0, 0, 255), max(1, round(min(mask.shape) / 300)))
+    return out
+
+
+def _name(stem: str, task: str, kind: str) -> str:
+    return f"{stem}_{kind}.png" if task == kind else f"{stem}_{task}_{kind}.png"
+
+
+def write_prediction(out: Path, stem: str, image: np.ndarray, pred: Prediction) -> list:
+    """The PNGs of one image's prediction under ``out``; returns their names."""
+    files = []
+
+    def put(task, kind, arr):
+        name = _name(stem, task, kind)
+        _png(out / name, arr)
+        files.append(name)
+
+    for task, mask in pred.masks.items():
+        put(task, "mask", mask * 255)
+        put(task, "overlay", mask_overlay(image, mask))
+    for task, sal in pred.saliency.items():
+        put(task, "saliency", _gray8(sal))
+        put(task, "overlay", heat_overlay(image, sal))
+    for task, heat in pred.gradcam.items():
+        put(task, "gradcam", heat_overlay(image, heat))
+    for task, img in pred.denoised.items():
+        name = f"{stem}_denoised.png"
+        _png(out / name, _gray8(img))
+        files.append(name)
+    return files
+
+
+def _row(path: Path, stem: str, pred: Prediction, tasks: dict) -> dict:
+    row = {"file": str(path), "output": stem, "height": pred.shape[0], "width": pred.shape[1]}
+    for name, p in pred.probs.items():
+        classes = tasks[name].classes
+        row.update({f"{name}_p_{c}": float(v) for c, v in zip(classes, p)})
+        row[f"{name}_pred"] = classes[int(np.argmax(p))]
+    for name, m in pred.masks.items():
+        row[f"{name}_fraction"] = float(m.mean())
+    return row
+
+
+def predict_files(predictor: Predictor, paths, out) -> tuple:
+    """Predict every image of ``paths``, writing the PNGs and ``predictions.csv`` under ``out``.
+    An image that cannot be read is logged (one line) and skipped. Returns ``(table,
+    failures)``: the predictions.csv rows (a DataFrame) and ``[(path, message)]``."""
+    import pandas as pd
+
+    from data_prep.io import atomic_write_text
+    out = Path(out)
+    tasks = {t.name: t for t in predictor.tasks}
+    rows, failures, used = [], [], set()
+    for path in map(Path, paths):
+        try:
+            image = read_image(path)
+        except ImageReadError as e:
+            log.error("%s", e)
+            failures.append((str(path), str(e)))
+            continue
+        stem = path.stem
+        if stem in used:
+            stem = f"{path.stem}_{path.suffix.lstrip('.').lower() or 'noext'}"
+            n = 2
+            while stem in used:
+                stem, n = f"{path.stem}_{n}", n + 1
+        used.add(stem)
+        pred = predictor.predict([image])[0]
+        files = write_prediction(out, stem, image, pred)
+        row = _row(path, stem, pred, tasks)
+        rows.append(row)
+        summary = ", ".join(f"{k} {row[f'{k}_pred']} ({max(p):.2f})" for k, p in pred.probs.items())
+        log.info("%s (%dx%d): %s", path, *pred.shape, "; ".join(x for x in (summary, ", ".join(files)) if x))
+    table = pd.DataFrame(rows)
+    if rows:
+        atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
+    return table, failures

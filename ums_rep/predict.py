@@ -1,0 +1,81 @@
+"""``python -m ums_rep.predict --model RUN_DIR IMAGE_OR_DIR... [--out DIR]``: run a trained model
+on one's own images (DICOM, PNG, JPEG, TIFF, BMP; a folder means every image file in it).
+
+``RUN_DIR`` is a run folder of ``ums_rep.finetune``, ``ums_rep.pretrain`` or ``mt_unet.train``
+(or a model file or MT-UNet seed folder inside one); each image gets that run's own
+preprocessing (see :mod:`ums_rep.inference`). Writes under ``--out`` (default
+``runs/predict-<timestamp>/``):
+
+* ``predictions.csv`` — per image: ``file``, ``output`` (the name its PNGs start with), the
+  original ``height`` and ``width``, ``<task>_p_<class>`` and ``<task>_pred`` per
+  classification head, ``<task>_fraction`` (mask area) per segmentation head;
+* ``<stem>_<task>_mask.png`` (0/255) and ``<stem>_<task>_overlay.png`` per segmentation head;
+  ``<stem>_<task>_gradcam.png`` per classification head (Grad-CAM of the predicted class over
+  the image); ``<stem>_saliency.png`` and ``<stem>_saliency_overlay.png`` (MT-UNet);
+  ``<stem>_denoised.png`` (the CDAE) — all at the image's original size;
+* ``args.json`` and ``predict.json`` (the run, model files and preprocessing used, failures).
+
+A bad run folder or model file stops the command with one line and exit code 1; an image that
+cannot be read is reported in one line and skipped, and the exit code is then 1. ``--out`` may
+be a new folder or an earlier ``ums_rep.predict`` output (files of the same name are replaced),
+never another command's run folder.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from data_prep.cli import base_parser, setup_logging
+
+log = logging.getLogger("ums_rep.predict")
+
+
+def main(argv=None) -> int:
+    parser = base_parser("python -m ums_rep.predict", "Run a trained model (a finetune, pretrain or mt_unet.train "
+                         "run folder) on your own images.", data=False, preset=False)
+    parser.add_argument("--model", type=Path, required=True, metavar="RUN_DIR",
+                        help="run folder of ums_rep.finetune, ums_rep.pretrain or mt_unet.train (or a .keras file "
+                             "or MT-UNet seed<k> folder inside one)")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
+                        help="DICOM/PNG/JPEG/TIFF/BMP files, or folders: every image file directly inside")
+    parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heatmaps")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:  # RunFolderError, ModelFileError, ImageReadError are ValueErrors
+        log.error("%s", e)
+        return 1
+
+
+def run(args) -> int:
+    from ums_rep.inference import Predictor, image_files, predict_files
+    from ums_rep.runs import run_dir, save_args, write_json
+
+    paths = image_files(args.images)
+    predictor = Predictor.from_run(args.model, gradcam=not args.no_gradcam)
+    out = _out_dir(args.out, run_dir)
+    args.command = "ums_rep.predict"
+    save_args(args, out)
+    table, failures = predict_files(predictor, paths, out)
+    write_json(out / "predict.json", {
+        "run": str(predictor.run), "run_command": predictor.command, "model_files": predictor.model_files,
+        "tasks": {t.name: {"kind": t.kind, "classes": list(t.classes)} for t in predictor.tasks},
+        "preprocessing": {"geometry": predictor.geometry.method, "shape": list(predictor.geometry.shape),
+                          "interpolation": "bicubic (area when a letter-box shrinks)", "quantised": "8-bit",
+                          "normalizer": {"mean": predictor.normalizer.mean, "std": predictor.normalizer.std}},
+        "images": len(table), "failures": [{"file": f, "error": e} for f, e in failures]})
+    log.info("wrote %s: %d image(s) predicted%s", out, len(table),
+             f", {len(failures)} could not be read" if failures else "")
+    return 1 if failures else 0
+
+
+def _out_dir(out, run_dir) -> Path:
+    """``--out``: new, or an earlier predict output (reused); another command's folder is refused."""
+    from ums_rep.inference import run_command
+    own = out is not None and Path(out).is_dir() and run_command(Path(out)) == "ums_rep.predict"
+    return run_dir(out, "predict", "ums_rep.predict", resume=own)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
