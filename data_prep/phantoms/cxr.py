@@ -194,8 +194,8 @@ def _lung_outline(side: int, wf: float, hf: float, dome: float, cp: float, rng) 
     lateral[:, 0] *= wf
     cp_pt = np.array([[-0.968 * wf, cp]])
     drop = cp - dome
-    dia = np.array([(-0.905 * wf, cp - 0.55 * drop), (-0.76 * wf, dome + 0.20 * drop), (-0.47 * wf, dome),
-                    (-0.22 * wf, dome + 0.05), (-0.04, dome + 0.12)])
+    dia = np.array([(-0.905 * wf, cp - 0.5 * drop), (-0.76 * wf, dome + 0.26 * drop), (-0.58 * wf, dome + 0.05 * drop),
+                    (-0.39 * wf, dome), (-0.2 * wf, dome + 0.03), (-0.04, dome + 0.1)])
     dia[1:, 1] += rng.normal(0, 0.01, len(dia) - 1)
     medial = np.array([(-0.04, dome + 0.12), (-0.04, 0.0), (-0.04, -0.5), (-0.09, -0.82), (-0.19, -0.95),
                        (-0.30, -0.99), (-0.40, -1.0)])
@@ -275,7 +275,7 @@ def render_cxr(seed, shape=(256, 256), finding: str = "normal", severity: float 
     # ---- lungs, diaphragm, heart, mediastinum
     wf = ra.uniform(0.95, 1.04)
     hf = ra.uniform(0.92, 1.06) * (0.93 if pediatric else 1.0)
-    dome_r = -1.0 + (1.33 + ra.normal(0, 0.035)) * hf
+    dome_r = -1.0 + (1.3 + ra.normal(0, 0.035)) * hf
     dome_l = dome_r + ra.uniform(0.04, 0.10)  # the right hemidiaphragm sits higher
     cp = -1.0 + 1.62 * hf
     lungs_uv = [_lung_outline(-1, wf, hf, dome_r, cp, ra), _lung_outline(1, wf, hf, dome_l, cp + 0.02, ra)]
@@ -337,7 +337,7 @@ def render_cxr(seed, shape=(256, 256), finding: str = "normal", severity: float 
     recess_air = frame.blur((recess & ~lung_any.astype(bool)).astype(np.float32), 0.03)
     heart_soft, medi_soft = frame.blur(heart, 0.012), frame.blur(medi, 0.012)
     air = air * (1 - 0.65 * heart_soft) * (1 - 0.8 * medi_soft) + 0.12 * recess_air * (1 - heart_soft)
-    att -= 0.46 * air * (1 + 0.04 * frame.noise(ra, 12))
+    att -= 0.42 * air * (1 + 0.04 * frame.noise(ra, 12))
     att += 0.05 * frame.depth(heart, 0.15)  # the heart is rounder (deeper) than the mediastinum
     trachea_w = ra.uniform(0.04, 0.055)
     carina = (0.01, -0.40 + ra.normal(0, 0.03))
@@ -351,18 +351,21 @@ def render_cxr(seed, shape=(256, 256), finding: str = "normal", severity: float 
     att -= ra.uniform(0.1, 0.22) * frame.blur(bubble & (v > dome_l + 0.07), 0.015)
 
     # ---- bones
-    att += 0.13 * frame.blur(_bones(frame, ra, wf, hf), 0.006) * np.maximum(torso + arms, neck_tissue)
+    # below the domes scatter from the liver and spleen washes the ribs out
+    washed = 0.45 + 0.55 * _sigmoid((np.where(u < 0, dome_r, dome_l) + 0.12 - v) / 0.05)
+    att += 0.11 * frame.blur(_bones(frame, ra, wf, hf), 0.006) * np.maximum(torso + arms, neck_tissue) * washed
 
     # ---- pulmonary vessels branching and tapering from the hila; hilar arteries
-    vessels = np.zeros(shape, np.float32)
+    vessels, hilar = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     for s, (hu, hv) in zip((-1, 1), hila):
         fan = np.deg2rad(-75 + 155 * (np.arange(7) + ra.uniform(0, 1, 7)) / 7)  # upper lobe up, lower down
         _vessel_tree(frame, vessels, (hu, hv), s, fan, ra, 0.04, depth=4, length=(0.12, 0.2))
-        vessels += 1.2 * frame.ellipse((hu, hv), (0.07, 0.14), s * 0.3)  # hilar arteries
+        hilar += frame.ellipse((hu, hv), (0.07, 0.14), s * 0.3)  # hilar arteries
     d_hilum = np.minimum(*(np.hypot(u - hu, v - hv) for hu, hv in hila))
     fade = np.exp(-(d_hilum / 0.7) ** 2)  # markings fade towards the periphery
-    att += 0.09 * frame.blur(vessels, 0.009) * np.clip(air * 1.6, 0, 1) * fade
-    att += (0.015 * frame.noise(ra, 40) + 0.01 * frame.noise(ra, 90)) * lung_soft  # parenchymal mottle
+    vessels = frame.blur(vessels, 0.009) + 0.8 * frame.blur(hilar, 0.03)
+    att += 0.08 * vessels * np.clip(air * 1.6, 0, 1) * fade
+    att += (0.012 * frame.noise(ra, 40) + 0.006 * frame.noise(ra, 90)) * lung_soft  # parenchymal mottle
 
     # ---- finding
     anat = _Anatomy(lung_poly, lung_soft, (dome_r, dome_l), cp, hila)
@@ -415,9 +418,9 @@ def _bones(frame, rng, wf, hf) -> np.ndarray:
     vv = v0[:, None]
     drop = 1.0 + 0.25 * np.clip(k - 7, 0, None)[:, None]  # the lower ribs slope more steeply
     p = np.stack([np.c_[np.full(12, 0.07), np.array([0.28, 0.55, 0.82, 0.97, 1.0]) * xl],
-                  vv + np.array([0.0, -0.04, -0.01, 0.07, 0.18, 0.27]) * drop], -1)
+                  vv + np.array([0.0, -0.03, 0.03, 0.12, 0.24, 0.34]) * drop], -1)
     a = np.stack([np.maximum(np.array([1.0, 0.94, 0.76, 0.42]) * xl, 0.2),
-                  vv + np.array([0.27, 0.38, 0.52, 0.66]) + np.c_[0 * k, 0 * k, 0 * k, 0.012 * k]], -1)
+                  vv + np.array([0.34, 0.45, 0.58, 0.70]) + np.c_[0 * k, 0 * k, 0 * k, 0.012 * k]], -1)
     post_lines, ant_lines = _smooth_open(p, 36), _smooth_open(a[:9], 24)  # lower anterior ribs: below the domes
     for side in (-1, 1):
         mirror = np.array([side, 1.0])
@@ -443,7 +446,7 @@ def _bones(frame, rng, wf, hf) -> np.ndarray:
         bones += 0.7 * frame.ellipse((hu, hv), (0.17, 0.18)) - 0.1 * frame.ellipse((hu, hv), (0.14, 0.15))
         frame.stroke(limb, np.array([(side * 1.05, -1.10), (hu, hv - 0.17), (hu + side * 0.12, hv - 0.15)]),
                      0.06, 1.0)
-    bones += 0.6 * post - 0.12 * core + 0.22 * ant + 0.6 * clav - 0.12 * clav_core + 0.55 * limb
+    bones += 0.6 * post - 0.18 * core + 0.22 * ant + 0.6 * clav - 0.12 * clav_core + 0.55 * limb
     return np.clip(bones, 0.0, None)
 
 
@@ -486,7 +489,10 @@ def _acquire(frame, att, rng, shape, att_anatomy) -> np.ndarray:
     squeeze, broad = rng.uniform(0.2, 0.5), frame.blur(img0, 0.4)
     img, img0 = (x + amount * (x - low) - squeeze * broad for x in (img, img0))
     lo, hi = np.percentile(img0[::2, ::2], [0.5, 99.8])
-    img = 0.02 + 0.95 * (img - lo) / max(hi - lo, 1e-3)
+    img = np.clip((img - lo) / max(hi - lo, 1e-3), 0, 1)
+    # display: sites differ in black level and mid-tone brightness (some films show grey lungs)
+    black = rng.uniform(0.0, 0.3)
+    img = black + (0.97 - black) * img ** rng.uniform(0.7, 1.15)
     img *= 1.0 + 0.04 * rng.uniform(-1, 1) * (frame.v / 1.5)  # heel effect
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), rng.uniform(0.25, 0.6) * min(h, w) / 256)
     img = img + rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.002, 0.008)  # electronic noise
