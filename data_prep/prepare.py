@@ -22,8 +22,6 @@ import logging
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -32,7 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from data_prep import datasets
-from data_prep.cli import base_parser, setup_logging
+from data_prep.cli import base_parser, setup_logging, worker_pool
 from data_prep.io import ImageReadError, atomic_write_bytes, atomic_write_text, read_image, read_mask
 from data_prep.splits import SPLIT_PRESETS, assign_folds, check_no_leakage, split_patients
 from data_prep.transforms import MTUNET_SHAPE, UMS_SIZE, Letterbox, MeanNormalizer, resize, resize_mask
@@ -156,7 +154,7 @@ def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, fo
     if workers == 1 or len(jobs) < 32:
         results = [_process(j) for j in tqdm(jobs, **bar)]
     else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(workers) as pool:
             results = list(tqdm(pool.map(_process, jobs, chunksize=4), **bar))
     seconds = time.perf_counter() - start
     problems = [p for r in results for p in r["problems"]]

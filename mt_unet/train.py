@@ -106,7 +106,8 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     val = dataset(prepared, rows["val"], batch, task_names)
     config = FitConfig(epochs=preset["epochs"], steps_per_epoch={"joint": max(1, len(rows["train"]) // batch)},
                        checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
-                       resume=bool(args.resume), on_nonfinite="stop", **fit_config_kwargs(preset["patience"]))
+                       resume=bool(args.resume), on_nonfinite="stop", **fit_config_kwargs(preset["patience"]),
+                       label=f"{label(args.model, args.variant, args.scheme)} seed {seed}")
     log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s", label(args.model, args.variant, args.scheme),
              seed, net.count_params(), *(len(rows[s]) for s in ("train", "val", "test")), "x".join(map(str, shape[:2])))
     fitted = fit("joint", {"model": net}, tasks, train, val, config, optimizers={"joint": optimizer},

@@ -180,7 +180,7 @@ def run(args) -> int:
     config = FitConfig(epochs=preset["epochs"], steps_per_epoch={task.name: max(1, len(train_rows) // batch)},
                        lr_patience=preset["lr_patience"], stop_patience=preset["stop"], lr_factor=0.1,
                        checkpoint_dir=out / "checkpoints", resume=resume, on_nonfinite="stop",
-                       progress=not getattr(args, "no_progress", False))
+                       progress=not getattr(args, "no_progress", False), label=f"{args.backbone} pretraining")
     log.info("pretraining %s on %d/%d/%d images (%s), %d parameters", args.backbone, len(train_rows),
              len(val_rows), len(test_rows), "phantom" if data.info.get("phantom") else "real", model.count_params())
     start = time.perf_counter()

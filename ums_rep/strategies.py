@@ -75,6 +75,7 @@ class FitConfig:
     jit_compile: bool = False  # XLA-compile each replica's step
     on_nonfinite: str = "raise"  # or "stop": restore the best weights and return what there is
     progress: bool = True
+    label: str | None = None  # what the progress bar says it trains (default: the strategy's name)
 
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -296,7 +297,7 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
             order = alternating_schedule(active, config.ratio if strategy_name == "alternating" else {}, steps)
         sums = {t: 0.0 for t in names}
         counts = {t: 0 for t in names}
-        bar = tqdm(order, desc=f"{strategy_name} epoch {epoch + 1}/{config.epochs}", unit="batch",
+        bar = tqdm(order, desc=f"{config.label or strategy_name} epoch {epoch + 1}/{config.epochs}", unit="batch",
                    disable=not config.progress, leave=False)
         nonfinite = None
         for key in bar:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -20,6 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from data_prep.io import atomic_directory
+from data_prep.cli import worker_pool
 from data_prep.phantoms.cxr import render_cxr
 from data_prep.phantoms.doppler import render_doppler
 from data_prep.egd import Display
@@ -371,7 +370,7 @@ def generate(layout: str, out, n: int = 100, seed: int = 0, size: int = 256, wor
         if workers == 1:
             results = [_run_item(j) for j in tqdm(jobs, **bar)]
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            with worker_pool(workers) as pool:
                 results = list(tqdm(pool.map(_run_item, jobs, chunksize=8), **bar))
         rows = [r for layout_rows, _ in results for r in layout_rows]
         _write_tables(layout, tmp, rows)
