@@ -1,4 +1,5 @@
-"""Contact sheet of the phantoms: one sample per class, with masks and gaze overlaid."""
+"""Contact sheet of the phantoms: a real PA radiograph beside phantom patients, one sample per
+class with masks and gaze overlaid, and the Doppler strips."""
 from __future__ import annotations
 
 import io
@@ -17,13 +18,45 @@ def _contour(ax, mask, color):
         ax.contour(mask, levels=[0.5], colors=[color], linewidths=0.8)
 
 
-def contact_sheet(out, seed: int = 0, size: int = 256) -> Path:
-    """Draw a 4×5 grid: CXR findings, gaze readings, Doppler flows, Doppler defects."""
+def real_radiograph(path=None):
+    """``(image, name)`` of a real chest radiograph: ``path``, or pydicom-data's ``RG1_UNCR.dcm``
+    (a PA computed radiograph) when that package is installed; ``(None, None)`` otherwise."""
+    from data_prep.io import read_image
+    if path is None:
+        try:
+            from pydicom.data import get_testdata_file
+            path = get_testdata_file("RG1_UNCR.dcm")
+        except (ImportError, ValueError, OSError):
+            path = None
+        if path is None:
+            return None, None
+    return read_image(path), Path(path).name
+
+
+def contact_sheet(out, seed: int = 0, size: int = 256, real=None) -> Path:
+    """Draw a 5×5 grid: a real radiograph (``real``, default pydicom-data's RG1_UNCR.dcm when
+    installed) beside four phantom patients, CXR findings, gaze readings, Doppler flows, Doppler
+    defects."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(4, 5, figsize=(15, 13))
+    from data_prep.transforms import resize
+
+    fig, grid = plt.subplots(5, 5, figsize=(15, 16.5))
+    image, name = real_radiograph(real)
+    if image is not None:
+        grid[0, 0].imshow(resize(image, (size, size)), cmap="gray", vmin=0, vmax=1)
+        grid[0, 0].set_title(f"REAL: {name}\n{image.shape[1]}×{image.shape[0]} resized to {size}²")
+    else:
+        grid[0, 0].set_axis_off()
+    patients = [("adult", (size, size), False), ("adult, Montgomery shape", (int(size * 1.2), size), False),
+                ("adult", (size, size), False), ("child, Kermany shape", (size, int(size * 1.3)), True)]
+    for k, (ax, (what, shape, pediatric)) in enumerate(zip(grid[0, 1:], patients)):
+        ph = render_cxr(np.random.SeedSequence([seed, 1000 + k]), shape, "normal", pediatric=pediatric)
+        ax.imshow(ph.image, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"phantom, normal {what}\nlungs {ph.lungs.mean():.2f} of the image, CTR {ph.ctr:.2f}")
+    axes = grid[1:]
     ss = np.random.SeedSequence(seed)
     seeds = iter(ss.spawn(20))
     for ax, finding in zip(axes[0], ["normal", "tb", "bacterial", "viral", "enlarged_heart"]):
@@ -69,12 +102,12 @@ def contact_sheet(out, seed: int = 0, size: int = 256) -> Path:
                 break
         ax.imshow(ph.image, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"MV quality: {defect}")
-    for ax in axes.ravel():
+    for ax in grid.ravel():
         ax.set_xticks([]), ax.set_yticks([])
         ax.title.set_fontsize(9)
-    fig.suptitle(f"Phantom datasets (seed {seed}): lungs green, findings red, gaze yellow "
-                 "(circle area ∝ fixation duration)", fontsize=12)
-    fig.tight_layout()
+    fig.suptitle(f"Phantom datasets (seed {seed}): top row a real radiograph beside phantoms; below, lungs "
+                 "green, findings red, gaze yellow (circle area ∝ fixation duration)", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     out = Path(out)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=72)

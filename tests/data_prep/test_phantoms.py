@@ -1,11 +1,15 @@
 """Phantom datasets: measurable realism, the published layouts, determinism and the CLI."""
 import hashlib
+import shutil
+
+import cv2
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from pydicom.data import get_testdata_file
 from scipy import ndimage
 
 from data_prep.datasets import load
@@ -16,6 +20,7 @@ from data_prep.phantoms.doppler import render_doppler
 from data_prep.egd import Display
 from data_prep.phantoms.gaze import simulate_fixations
 from data_prep.phantoms.layouts import LAYOUTS, TRUTH, generate
+from data_prep.phantoms.realism import spectral_slope
 from data_prep.transforms import resize_mask
 
 SHAPE = (128, 128)
@@ -281,6 +286,47 @@ def test_cli_writes_layout_and_sheet(tmp_path):
     assert len(list((tmp_path / "mg" / "CXR_png").glob("*.png"))) == 4
     assert main(["sheet", "--out", str(tmp_path / "sheet.png"), "--size", "64"]) == 0
     assert (tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spectral_slope_recovers_a_power_law():
+    """The realism statistic: β of P(f) ∝ f^-β, on noise synthesised with a known β."""
+    n = 256
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(n) * n, np.fft.fftfreq(n) * n, indexing="ij"))
+    f[0, 0] = 1.0
+    rng = np.random.default_rng(0)
+    for beta in (2.0, 3.0):
+        spectrum = (rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))) * f ** (-beta / 2)
+        img = np.real(np.fft.ifft2(spectrum))
+        assert spectral_slope((img - img.min()) / np.ptp(img)) == pytest.approx(beta, abs=0.25)
+
+
+def _table(text):
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")]
+    return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows}
+
+
+def test_realism_compares_phantoms_with_a_folder_of_real_images(tmp_path):
+    real, masks, out = tmp_path / "real", tmp_path / "masks", tmp_path / "out"
+    real.mkdir()
+    masks.mkdir()
+    shutil.copy(get_testdata_file("RG1_UNCR.dcm"), real / "RG1_UNCR.dcm")  # a real PA film, no mask
+    for s in range(2):  # two films with lung masks named as Shenzhen names them
+        ph = render_cxr(500 + s, (300, 280))
+        cv2.imwrite(str(real / f"film{s}.png"), np.round(ph.image * 255).astype(np.uint8))
+        cv2.imwrite(str(masks / f"film{s}_mask.png"), ph.lungs * 255)
+    assert main(["realism", "--real", str(real), "--masks", str(masks), "--n", "6", "--out", str(out)]) == 0
+    table = _table((out / "realism.md").read_text())
+    assert table["statistic"] == ["phantoms", "real", "published PA masks"]
+    assert table["images"][:2] == ["6", "3"] and table["masks"][:2] == ["6", "2"]
+    assert table["exactly two components"] == ["1.000", "1.000", "0.990"]
+    assert 0.25 < float(table["lung area q50"][1]) < 0.45
+    assert 2.0 < float(table["spectral slope β (mean)"][1]) < 4.5
+    assert float(table["histogram JS divergence (bits)"][0]) > 0
+    assert (out / "realism.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["realism", "--real", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["realism", "--out", str(tmp_path / "o3")])
+    assert e.value.code == 2
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
