@@ -26,8 +26,8 @@ PY="${PYTHON:-python}"
 START=$(date +%s)
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/reproduce.log"; }
 
-# step NAME COMMAND...: run a training command into $OUT/NAME unless it finished before;
-# a folder left by an interrupted run is resumed
+# step NAME COMMAND...: run a training command or scan into $OUT/NAME unless it finished before;
+# a folder left by an interrupted run is resumed (--resume RUN_DIR, with the run's own arguments)
 step() {
   local name="$1"; shift
   local dir="$OUT/$name"
@@ -56,13 +56,7 @@ done
 # Talos: the echo encoder's search space
 # quick: 4 of the 162 combinations, to keep the whole quick run under an hour on 2 CPU cores
 rounds=4; [[ $PRESET == tiny ]] && rounds=2; [[ $PRESET == paper ]] && rounds=162
-if [[ -f "$OUT/scan-echo/results.json" ]]; then log "skip scan-echo (finished)"
-else
-  resume=(); [[ -d "$OUT/scan-echo/talos" ]] && resume=(--resume)
-  log "run scan-echo"
-  "$PY" -m ums_rep.scan --model echo --preset "$PRESET" --round-limit "$rounds" --out "$OUT/scan-echo" \
-    --no-progress "${resume[@]}" "${DATA[@]}"
-fi
+step scan-echo ums_rep.scan --model echo --preset "$PRESET" --round-limit "$rounds" "${DATA[@]}"
 # MT-UNet: MTL1/2/3, the B/T ablations, single-task UNets and the baselines
 configs=("mtunet full mtl1" "mtunet full mtl2" "mtunet full mtl3" "mtunet bottleneck mtl3" "mtunet top mtl3"
          "unets full mtl3" "unetc full mtl3" "resnet50 full mtl3" "simplenet full mtl3")

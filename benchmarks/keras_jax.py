@@ -174,16 +174,22 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.keras_jax", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    from data_prep.cli import describe
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.keras_jax", description=describe(__doc__))
     add_common_options(parser)
-    parser.add_argument("--steps", type=int, default=None, help="training steps per timed block")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="training steps per timed block (default 20; 2 with --quick)")
     parser.add_argument("--batches", choices=("issue", "large", "both"), default="both",
                         help="the issue's batch sizes, larger ones that fill a GPU, or both")
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES),
                         help="Keras dtype policies to time")
     parser.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     repeats = args.repeats or (2 if args.quick else 5)
     steps = args.steps or (2 if args.quick else 20)

@@ -71,10 +71,12 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """The options both harnesses (this one and :mod:`benchmarks.keras_jax`) take."""
     parser.add_argument("--quick", action="store_true", help="small shapes: seconds, for tests and smoke runs")
-    parser.add_argument("--out", type=Path, default=None, help="write the report JSON here")
-    parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
-    parser.add_argument("--repeats", type=int, default=None, help="timed blocks per figure (median)")
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="write the report JSON here")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="FILE.md", help="write the tables here")
+    parser.add_argument("--repeats", type=int, default=None, metavar="N",
+                        help="timed blocks per figure, the median reported (default 5; 2 with --quick)")
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES),
+                        help="the models to time (default: all)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
 
 
@@ -383,16 +385,23 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    from data_prep.cli import describe
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=describe(__doc__))
     add_common_options(parser)
-    parser.add_argument("--saving-preset", default=None, help="finetune preset for the compute saving "
+    parser.add_argument("--saving-preset", default=None, metavar="PRESET", help="finetune preset for the compute saving "
                         "(default tiny with --quick, else quick); 'none' skips it")
-    parser.add_argument("--saving-epochs", type=int, default=None)
-    parser.add_argument("--saving-sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--saving-epochs", type=int, default=None, metavar="N",
+                        help="epochs of every compute-saving run (default 5; 2 with --quick)")
+    parser.add_argument("--saving-sets", nargs="+", choices=SETS, default=list(SETS),
+                        help="task sets whose compute saving is measured (default: all four)")
     parser.add_argument("--saving-strategies", nargs="+", choices=SHARED_STRATEGIES, default=list(SHARED_STRATEGIES),
                         help="shared strategies the best is chosen from (each is one more training run per set)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     repeats = args.repeats or (2 if args.quick else 5)
     steps = 2 if args.quick else 5

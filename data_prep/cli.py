@@ -1,19 +1,84 @@
 """Conventions shared by every command-line entry point (DESIGN.md, "Conventions").
 
-Every command takes ``--data``, ``--out``, ``--seed`` and ``--preset``, logs through
-:mod:`logging` (never bare ``print``), and writes under ``runs/<command>-<timestamp>/`` unless
-``--out`` says otherwise.
+Every command takes ``--data ROOT`` (one subfolder per dataset; default: phantoms), ``--out``,
+``--seed`` and ``--preset {tiny,quick,paper}`` where they apply, training commands ``--resume
+RUN_DIR``; it logs through :mod:`logging` (never bare ``print``) and writes under
+``runs/<command>-<timestamp>/`` unless ``--out`` says otherwise.
+
+``--help`` answers without importing TensorFlow: each command module builds its parser from
+light modules only and calls :func:`parse_early` before its heavy imports — the package's one
+deferred import of TensorFlow, for a fast ``--help`` and fast usage errors.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import logging
+import os
+import re
 import sys
+import tempfile
+import textwrap
 import time
 from pathlib import Path
 
-PRESETS = ("quick", "paper")
+PRESETS = ("tiny", "quick", "paper")
+
+
+def describe(doc: str) -> str:
+    """A command's ``--help`` description: the first paragraph of its module docstring, whole,
+    without the usage line it opens with and without reST markup."""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    text = re.sub(r"^``[^`]*``:\s*", "", text)
+    text = re.sub(r":\w+:`([^`]*)`", r"\1", text).replace("``", "")
+    return text[:1].upper() + text[1:]
+
+
+def parse_early(module_name: str, build_parser, *, tensorflow: bool = True) -> None:
+    """Parse the command line now if the command module runs as a script (``python -m``), then
+    (``tensorflow``) load TensorFlow with :func:`import_tensorflow`.
+
+    Called by a command module after defining ``build_parser`` and before its heavy imports, so
+    ``--help`` and usage errors answer in well under two seconds; ``main()`` then parses again
+    (a cheap second parse). Imported as a library, the module is unaffected."""
+    if module_name == "__main__":
+        build_parser().parse_args()
+        if tensorflow:
+            import_tensorflow()
+
+
+_GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ")
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow with its start-up lines printed once. TensorFlow 2.21 loads two native
+    libraries that each print the start-up banner ("oneDNN custom operations are on", before its
+    log level applies), so stderr is held while it loads and repeated lines are dropped."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to hold
+        import tensorflow  # noqa: F401
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            seen, lines = set(), []
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                key = _GLOG_PREFIX.sub("", line)
+                if key not in seen:
+                    seen.add(key)
+                    lines.append(line)
+            sys.stderr.write("".join(lines))
+            sys.stderr.flush()
 
 
 @contextlib.contextmanager
@@ -61,21 +126,28 @@ def setup_logging(verbose: bool = False) -> None:
         tf_logger.addFilter(_DropRetracing())
 
 
-def base_parser(prog: str, description: str, *, data: bool = True, preset: bool = True,
-                default_seed: int = 0, presets=PRESETS) -> argparse.ArgumentParser:
+def base_parser(prog: str, description: str, *, data: bool = True, preset: bool = True, seed: bool = True,
+                default_seed: int = 0, presets=PRESETS, epilog: str | None = None,
+                out_default: str = "runs/<command>-<timestamp>/") -> argparse.ArgumentParser:
     """An ``ArgumentParser`` carrying the options every command shares."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    if epilog:  # an epilog is laid out by hand (a table), so the description is wrapped here
+        parser = argparse.ArgumentParser(prog=prog, description=textwrap.fill(description, 88), epilog=epilog,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    else:
+        parser = argparse.ArgumentParser(prog=prog, description=description)
     if data:
-        parser.add_argument("--data", type=Path, default=None,
+        parser.add_argument("--data", type=Path, default=None, metavar="ROOT",
                             help="root folder holding one subfolder per dataset (rsna, shenzhen, "
                                  "montgomery, kermany, egd, doppler) in its published layout; "
                                  "default: generate phantom datasets")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: runs/<command>-<timestamp>/)")
-    parser.add_argument("--seed", type=int, default=default_seed, help="random seed")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help=f"output folder (default: {out_default})")
+    if seed:
+        parser.add_argument("--seed", type=int, default=default_seed,
+                            help=f"random seed (default {default_seed})")
     if preset:
         parser.add_argument("--preset", choices=tuple(presets), default="quick",
-                            help="quick: minutes on 2 CPU cores; paper: the paper's sizes and epochs"
+                            help="quick (default): minutes on 2 CPU cores; paper: the paper's sizes and epochs"
                                  + ("; tiny: seconds, for tests and notebooks" if "tiny" in presets else ""))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -87,8 +159,16 @@ def add_training_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last completed epoch, with its arguments")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logging only)")
     return parser
+
+
+def shape_arg(text: str) -> tuple:
+    """``--shape HxW`` → ``(H, W)``."""
+    m = re.fullmatch(r"(\d+)[xX×](\d+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 640x416")
+    return int(m.group(1)), int(m.group(2))
 
 
 def default_out_dir(command: str, root: Path = Path("runs")) -> Path:

@@ -7,19 +7,34 @@ heart / CHF, Y3 pneumonia). :func:`evaluate` is what ``mt_unet.train`` calls on 
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from data_prep.cli import base_parser, parse_early, setup_logging
 
-from data_prep.cli import base_parser, setup_logging
-from data_prep.egd import CLASSES
-from data_prep.io import atomic_write_text
-from data_prep.pipeline import make_dataset
-from mt_unet.model import DISEASE, SALIENCY
-from ums_rep import metrics
-from ums_rep.runs import load_model, run_dir, write_json
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("python -m mt_unet.evaluate", "Score a saved MT-UNet-family model on the eye-gaze "
+                         "data (MT-UNet Section 5, Tables 1-3).")
+    parser.add_argument("model", type=Path, help="a .keras file written by mt_unet.train")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test",
+                        help="the split of the prepared eye-gaze data to score (default test)")
+    parser.add_argument("--batch", type=int, default=8, metavar="N", help="batch size (default 8)")
+    return parser
+
+
+parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from data_prep.egd import CLASSES  # noqa: E402
+from data_prep.io import atomic_write_text  # noqa: E402
+from data_prep.pipeline import make_dataset  # noqa: E402
+from mt_unet.model import DISEASE, SALIENCY  # noqa: E402
+from ums_rep import metrics  # noqa: E402
+from ums_rep.runs import load_model, run_dir, write_json  # noqa: E402
 
 log = logging.getLogger("mt_unet.evaluate")
 
@@ -73,13 +88,8 @@ def evaluate(model, prepared, rows, batch: int = 8):
 
 
 def main(argv=None) -> int:
-    from mt_unet.train import PRESETS, egd_data
-    parser = base_parser("python -m mt_unet.evaluate", "Score a saved MT-UNet-family model on the eye-gaze "
-                         "data.", presets=PRESETS)
-    parser.add_argument("model", type=Path, help="a .keras file written by mt_unet.train")
-    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
-    parser.add_argument("--batch", type=int, default=8)
-    args = parser.parse_args(argv)
+    from mt_unet.train import egd_data
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
         model = load_model(args.model, expect="mt_unet")

@@ -19,31 +19,13 @@ the same split; ``results.json`` holds every metric per seed and its median and 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
 from pathlib import Path
 
-import keras
-import numpy as np
-import pandas as pd
-import tensorflow as tf
-
-from data_prep.cli import add_training_options, base_parser, setup_logging
-from data_prep.egd import CLASSES
-from data_prep.io import atomic_write_text
-from data_prep.prepare import _shape_arg
-from mt_unet import figures
-from mt_unet.evaluate import dataset, evaluate
-from mt_unet.model import DISEASE, SALIENCY, TASKS, VARIANTS, build, models
-from mt_unet.schedule import fit_config_kwargs
-from ums_rep.report import collect
-from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args, save_model,
-                          set_seed, trainable_params, write_json)
-from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
-from ums_rep.weighting import FixedWeights, mtl
-
-log = logging.getLogger("mt_unet.train")
+from data_prep.cli import add_training_options, base_parser, parse_early, setup_logging, shape_arg
 
 PRESETS = {
     "tiny": {"shape": (64, 48), "base": 4, "epochs": 2, "batch": 4, "patience": 1, "lr": 1e-3, "seeds": 1,
@@ -54,6 +36,58 @@ PRESETS = {
               "n": 1083, "phantom_size": 640},
 }
 SCHEMES = ("mtl1", "mtl2", "mtl3")
+VARIANTS = ("full", "bottleneck", "top")  # mt_unet.model.VARIANTS
+MODELS = ("mtunet", "unets", "unetc", "resnet50", "inceptionresnetv2", "efficientnetv2s", "simplenet", "msinet",
+          "vggssm")  # mt_unet.model.models()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("python -m mt_unet.train", "Train MT-UNet (or a model it is compared with) on the "
+                         "eye-gaze data (MT-UNet Sections 3-5, Tables 1-3), or compare finished runs.",
+                         presets=PRESETS)
+    parser.add_argument("--scheme", choices=SCHEMES, default="mtl3",
+                        help="uncertainty weighting, MT-UNet only: mtl1 Eq. (1), mtl2 Eq. (4), mtl3 Eq. (5) "
+                             "(default)")
+    parser.add_argument("--variant", choices=VARIANTS, default="full",
+                        help="classification features: full (MT-UNet), bottleneck (MT-UNetB), top (MT-UNetT)")
+    parser.add_argument("--model", choices=MODELS, default="mtunet",
+                        help="mtunet (default); unets/unetc: the single-task UNets; the others: the classifiers "
+                             "and saliency models of Tables 1-2")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N", help="independent trainings (default per preset)")
+    parser.add_argument("--shape", type=shape_arg, default=None, metavar="HxW", help="input HxW (paper 640x416; code 640x512)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="override the preset's epochs")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default per preset)")
+    parser.add_argument("--patience", type=int, default=None, metavar="P",
+                        help="RLRP patience P, MT-UNet Appendix B (default per preset)")
+    parser.add_argument("--batch", type=int, default=None, metavar="N", help="batch size (default per preset)")
+    add_training_options(parser)
+    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="compare finished runs instead of training (other folders are skipped)")
+    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
+    return parser
+
+
+parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data_prep.egd import CLASSES  # noqa: E402
+from data_prep.io import atomic_write_text  # noqa: E402
+from mt_unet import figures  # noqa: E402
+from mt_unet.evaluate import dataset, evaluate  # noqa: E402
+from mt_unet.model import DISEASE, SALIENCY, TASKS, build  # noqa: E402
+from mt_unet.schedule import fit_config_kwargs  # noqa: E402
+from ums_rep.report import collect  # noqa: E402
+from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args,  # noqa: E402
+                          save_model, set_seed, trainable_params, write_json)
+from ums_rep.strategies import FitConfig, NonFiniteLossError, fit  # noqa: E402
+from ums_rep.weighting import FixedWeights, mtl  # noqa: E402
+
+log = logging.getLogger("mt_unet.train")
+
 METRIC_ORDER = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in CLASSES))
 LOWER_IS_BETTER = {"kld"}
 
@@ -228,23 +262,7 @@ def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
 
 
 def main(argv=None) -> int:
-    parser = base_parser("python -m mt_unet.train", "Train MT-UNet (or a model it is compared with) on the "
-                         "eye-gaze data, or compare finished runs.", presets=PRESETS)
-    parser.add_argument("--scheme", choices=SCHEMES, default="mtl3", help="uncertainty weighting (MT-UNet only)")
-    parser.add_argument("--variant", choices=VARIANTS, default="full",
-                        help="classification features: full (MT-UNet), bottleneck (MT-UNetB), top (MT-UNetT)")
-    parser.add_argument("--model", choices=sorted(models()), default="mtunet")
-    parser.add_argument("--seeds", type=int, default=None, help="independent trainings (default per preset)")
-    parser.add_argument("--shape", type=_shape_arg, default=None, help="input HxW (paper 640x416; code 640x512)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    parser.add_argument("--patience", type=int, default=None, help="RLRP patience P")
-    parser.add_argument("--batch", type=int, default=None)
-    add_training_options(parser)
-    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
-                        help="compare finished runs instead of training (other folders are skipped)")
-    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
         if args.compare:

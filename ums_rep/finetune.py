@@ -31,29 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import tensorflow as tf
-
-import keras
-from data_prep.cli import add_training_options, base_parser, setup_logging
-from data_prep.io import atomic_write_text, read_image
-from data_prep.pipeline import make_dataset
-from data_prep.transforms import MeanNormalizer
-from ums_rep import derive, metrics, report
-from ums_rep.backbones import FLOW_CLASSES
-from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model, feature_layer, head_params,
-                            weights_digest)
-from ums_rep.runs import (history_csv, load_model, prepared_data, results, resume_args, run_dir, save_args,
-                          save_model, set_seed, trainable_params, write_json)
-from ums_rep.strategies import STRATEGIES, FitConfig, fit
-from ums_rep.tasks import TASK_SETS, Spec, cross_validation
-from ums_rep.weighting import FixedWeights
-
-log = logging.getLogger("ums_rep.finetune")
+from data_prep.cli import add_training_options, base_parser, parse_early, setup_logging
+from ums_rep.tasks import FLOW_CLASSES, TASK_SETS
 
 PRESETS = {
     "tiny": {"image": 32, "epochs": 2, "batch": 8, "lr_patience": 1, "stop": 2, "folds": 1,
@@ -63,9 +46,74 @@ PRESETS = {
     "paper": {"image": 256, "epochs": 100, "batch": 16, "lr_patience": 5, "stop": 10, "folds": 10,
               "n": {"shenzhen": 662, "montgomery": 138, "kermany": 5856, "doppler": 2444}, "phantom_size": 256},
 }
+ALL_STRATEGIES = ("independent", "alternating", "joint", "baseline")  # ums_rep.strategies.STRATEGIES + the baseline
+
+POOLS = {"all": "all of {train}", "non-test": "the {train} training set (its test split held out)",
+         "val": "the 20% {train} part left after building the encoder"}
 
 
-ALL_STRATEGIES = STRATEGIES + ("baseline",)
+def _task_sets_help() -> str:
+    """The ``--help`` epilog: each task set of :data:`ums_rep.tasks.TASK_SETS`, its tasks and data."""
+    lines = ["task sets (--tasks): one head per task on the shared encoder, trained together;",
+             "the pool is cross-validated (--folds K: K patient-level folds, paper 10-fold; --folds 1:",
+             "one hold-out fold of five) and the test images are scored by the fold ensemble", ""]
+    for name, sdef in TASK_SETS.items():
+        tasks = ", ".join(s.task.name + (f" ({'/'.join(s.task.classes)})" if s.task.classes else " (segmentation)")
+                          for s in sdef["tasks"])
+        pool = POOLS[sdef["pool"]].format(train=sdef["train"].capitalize())
+        test = sdef["test"].capitalize()
+        test = f"all of {test} (external)" if sdef["test_split"] is None else f"the {test} {sdef['test_split']} split"
+        lines += textwrap.wrap(tasks, 88, initial_indent=f"  {name:<12} ", subsequent_indent=" " * 15)
+        lines += textwrap.wrap(f"pool: {pool}; test: {test}", 88, initial_indent=" " * 15, subsequent_indent=" " * 17)
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("python -m ums_rep.finetune", "Fine-tune UMS-Rep heads on a shared encoder with a strategy "
+                         "(UMS-Rep Sections 4.1.2 and 4.2, Tables 3-10), or compare finished runs.", presets=PRESETS,
+                         epilog=_task_sets_help())
+    parser.add_argument("--strategy", choices=ALL_STRATEGIES, default="joint",
+                        help="independent: encoder frozen, each head trained on its own task; alternating: n_i batches of each "
+                             "task in turn; joint (default): one weighted sum of the losses; baseline: one "
+                             "separate model per task from random weights")
+    parser.add_argument("--tasks", choices=sorted(TASK_SETS), default="cxr-hetero",
+                        help="the task set (listed below; default cxr-hetero)")
+    parser.add_argument("--encoder", type=Path, default=None, metavar="MODEL", help="pretrained encoder .keras (default: pretrain one)")
+    parser.add_argument("--params", type=Path, default=None, metavar="JSON", help="hyper-parameters JSON (a Talos best.json): encoder keys "
+                        "for pretraining, head_units/head_dropout/head_optimizer/head_learning_rate for the heads")
+    parser.add_argument("--folds", type=int, default=None, metavar="K", help="cross-validation folds (default per preset)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="override the preset's epochs")
+    parser.add_argument("--weights", default=None, metavar="JSON", help='joint loss weights, JSON: {"lung_seg": 1, "abnormal": 0.5}')
+    parser.add_argument("--ratio", default=None, metavar="JSON", help='alternating batch ratio, JSON: {"lung_seg": 2, "abnormal": 1}')
+    parser.add_argument("--recommend-flow", default="TR", choices=FLOW_CLASSES,
+                        help="echo-hetero: the flow type whose good-quality images are recommended (default TR)")
+    add_training_options(parser)
+    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="compare finished runs instead of training (other folders are skipped)")
+    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
+    return parser
+
+
+parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras  # noqa: E402
+from data_prep.io import atomic_write_text, read_image  # noqa: E402
+from data_prep.pipeline import make_dataset  # noqa: E402
+from data_prep.transforms import MeanNormalizer  # noqa: E402
+from ums_rep import derive, metrics, report  # noqa: E402
+from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model, feature_layer,  # noqa: E402
+                            head_params, weights_digest)
+from ums_rep.runs import (history_csv, load_model, prepared_data, results, resume_args, run_dir,  # noqa: E402
+                          save_args, save_model, set_seed, trainable_params, write_json)
+from ums_rep.strategies import FitConfig, fit  # noqa: E402
+from ums_rep.tasks import Spec, cross_validation  # noqa: E402
+from ums_rep.weighting import FixedWeights  # noqa: E402
+
+log = logging.getLogger("ums_rep.finetune")
 ENSEMBLE = "mean of the fold models' test probabilities (soft vote)"
 
 
@@ -377,23 +425,7 @@ def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
 
 
 def main(argv=None) -> int:
-    parser = base_parser("python -m ums_rep.finetune", "Fine-tune UMS-Rep heads with a strategy, or compare runs.",
-                         presets=PRESETS)
-    parser.add_argument("--strategy", choices=ALL_STRATEGIES, default="joint")
-    parser.add_argument("--tasks", choices=sorted(TASK_SETS), default="cxr-hetero")
-    parser.add_argument("--encoder", type=Path, default=None, help="pretrained encoder .keras (default: pretrain one)")
-    parser.add_argument("--params", type=Path, default=None, help="hyper-parameters JSON (a Talos best.json): encoder keys "
-                        "for pretraining, head_units/head_dropout/head_optimizer/head_learning_rate for the heads")
-    parser.add_argument("--folds", type=int, default=None, help="cross-validation folds (default per preset)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--weights", default=None, help='joint loss weights, JSON: {"lung_seg": 1, "abnormal": 0.5}')
-    parser.add_argument("--ratio", default=None, help='alternating batch ratio, JSON: {"lung_seg": 2, "abnormal": 1}')
-    parser.add_argument("--recommend-flow", default="TR", choices=FLOW_CLASSES)
-    add_training_options(parser)
-    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
-                        help="compare finished runs instead of training (other folders are skipped)")
-    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
         if args.compare:

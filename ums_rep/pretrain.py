@@ -14,26 +14,13 @@ Writes ``model.keras``, ``normalizer.json`` (the statistics its inputs were norm
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import time
 from pathlib import Path
 
-import numpy as np
-import tensorflow as tf
-
-from data_prep.cli import add_training_options, base_parser, setup_logging
-from data_prep.io import atomic_write_text, read_image
-from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_noise
-from data_prep.pipeline import make_dataset
-from ums_rep import metrics
-from ums_rep.backbones import CDAE_FILTERS, ECHO_FILTERS, FLOW_CLASSES, cdae, echo_encoder
-from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args, save_model,
-                          set_seed, trainable_params, write_json)
-from ums_rep.strategies import FitConfig, fit
-from ums_rep.tasks import Task
-
-log = logging.getLogger("ums_rep.pretrain")
+from data_prep.cli import add_training_options, base_parser, parse_early, setup_logging
 
 PRESETS = {
     # phantom count per dataset and side, training image side, epochs, plateau patience, early-stop patience
@@ -44,6 +31,39 @@ PRESETS = {
     "paper": {"phantom_n": {"rsna": 2000, "doppler": 2444}, "phantom_size": 256, "image": 256, "epochs": 100, "lr_patience": 5, "stop": 10,
               "batch": 16, "eval_images": None, "echo_strides": 1},
 }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("python -m ums_rep.pretrain", "Pretrain the shared CXR denoising autoencoder "
+                         "(UMS-Rep Section 4.1.1, Table 2) or the dilated echo encoder (Section 4.2.1).",
+                         presets=PRESETS)
+    parser.add_argument("--backbone", choices=("cdae", "echo"), default="cdae",
+                        help="cdae (default): the denoising autoencoder on RSNA chest X-rays; echo: the dilated "
+                             "encoder on Doppler flow types")
+    parser.add_argument("--params", type=Path, default=None, metavar="JSON",
+                        help="hyper-parameters JSON (a Talos best.json from ums_rep.scan)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="override the preset's epochs")
+    add_training_options(parser)
+    return parser
+
+
+parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data_prep.io import atomic_write_text, read_image  # noqa: E402
+from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_noise  # noqa: E402
+from data_prep.pipeline import make_dataset  # noqa: E402
+from ums_rep import metrics  # noqa: E402
+from ums_rep.backbones import CDAE_FILTERS, ECHO_FILTERS, FLOW_CLASSES, cdae, echo_encoder  # noqa: E402
+from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args,  # noqa: E402
+                          save_model, set_seed, trainable_params, write_json)
+from ums_rep.strategies import FitConfig, fit  # noqa: E402
+from ums_rep.tasks import Task  # noqa: E402
+
+log = logging.getLogger("ums_rep.pretrain")
+
 DEFAULTS = {
     "cdae": {"filters": list(CDAE_FILTERS), "optimizer": "rmsprop", "learning_rate": 1e-3},
     "echo": {"filters": list(ECHO_FILTERS), "optimizer": "adam", "learning_rate": 1e-3, "kernel_size": 3,
@@ -134,13 +154,7 @@ def _figure(path, clean, examples) -> None:
 
 
 def main(argv=None) -> int:
-    parser = base_parser("python -m ums_rep.pretrain", "Pretrain the shared CXR denoising autoencoder "
-                         "or the dilated echo encoder.", presets=PRESETS)
-    parser.add_argument("--backbone", choices=("cdae", "echo"), default="cdae")
-    parser.add_argument("--params", type=Path, default=None, help="hyper-parameters JSON (Talos best.json)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    add_training_options(parser)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
         return run(args)

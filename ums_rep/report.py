@@ -13,6 +13,7 @@ versions and hardware the runs recorded. :data:`PAPER` is the one home of the pa
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import logging
@@ -20,11 +21,30 @@ import os
 import re
 from pathlib import Path
 
-import pandas as pd
+from data_prep.cli import PRESETS as PRESET_NAMES, base_parser, default_out_dir, parse_early, setup_logging
 
-from data_prep.cli import setup_logging
-from data_prep.io import atomic_write_text
-from ums_rep import metrics
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("python -m ums_rep.report", "Every reproduced table beside the papers' numbers, with the "
+                         "figures: report.md and one self-contained report.html.", data=False, preset=False,
+                         seed=False)
+    parser.add_argument("--runs", nargs="+", type=Path, required=True, metavar="DIR",
+                        help="run folders, or folders holding them (searched recursively)")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                        help="report only the runs of this preset (default: every run found; runs of "
+                             "different presets are refused unless --mix-presets)")
+    parser.add_argument("--bench", type=Path, default=None, metavar="JSON",
+                        help="a benchmarks.run JSON for the compute saving")
+    parser.add_argument("--mix-presets", action="store_true", help="allow runs of different presets in one report")
+    return parser
+
+
+parse_early(__name__, build_parser, tensorflow=False)  # python -m: --help answers before pandas and sklearn load
+
+import pandas as pd  # noqa: E402
+
+from data_prep.io import atomic_write_text  # noqa: E402
+from ums_rep import metrics  # noqa: E402
 
 log = logging.getLogger("ums_rep.report")
 
@@ -133,11 +153,13 @@ def _classify(f: Path, kinds) -> tuple[str | None, dict | str]:
     return kind, body
 
 
-def collect(run_dirs, kinds=REPORTED, *, recursive: bool = True, mix_presets: bool = False) -> list:
+def collect(run_dirs, kinds=REPORTED, *, recursive: bool = True, mix_presets: bool = False,
+            preset: str | None = None) -> list:
     """``(folder, results)`` of the runs of ``kinds`` (see :data:`KINDS`) among ``run_dirs``:
     every results.json under each (nested encoders included) if ``recursive``, else each
-    folder's own. Anything else is skipped with one logged line saying why; runs of different
-    presets raise ``ValueError`` unless ``mix_presets``, and so does finding no run at all.
+    folder's own; with ``preset``, only the runs of that preset. Anything else is skipped with
+    one logged line saying why; runs of different presets raise ``ValueError`` unless
+    ``mix_presets``, and so does finding no run at all.
     The one home of reading run folders: ``report``, ``finetune --compare`` and
     ``mt_unet.train --compare`` all use it."""
     found = []
@@ -152,10 +174,13 @@ def collect(run_dirs, kinds=REPORTED, *, recursive: bool = True, mix_presets: bo
             kind, body = _classify(f, kinds)
             if kind is None:
                 log.warning("skipped %s: %s", f.parent, body)
+            elif preset is not None and body["config"].get("preset") != preset:
+                log.info("skipped %s: preset %s, not %s", f.parent, body["config"].get("preset"), preset)
             else:
                 found.append((f.parent, body))
     if not found:
-        raise ValueError(f"no {' or '.join(kinds)} run among {[str(d) for d in run_dirs]}")
+        raise ValueError(f"no {' or '.join(kinds)} run{f' of preset {preset}' if preset else ''} among "
+                         f"{[str(d) for d in run_dirs]}")
     presets = {}
     for folder, body in found:
         presets.setdefault(str(body["config"].get("preset")), folder)
@@ -460,10 +485,10 @@ def header(runs) -> list:
             "measured; they do not reproduce the papers' absolute numbers.", ""]
 
 
-def build(run_dirs, out, bench=None, mix_presets: bool = False) -> str:
+def build(run_dirs, out, bench=None, mix_presets: bool = False, preset: str | None = None) -> str:
     """Write ``report.md`` and ``report.html`` in ``out``; return the Markdown."""
     out = Path(out)
-    runs = collect(run_dirs, mix_presets=mix_presets)
+    runs = collect(run_dirs, mix_presets=mix_presets, preset=preset)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -498,17 +523,10 @@ def to_html(text: str, base: Path) -> str:
 
 
 def main(argv=None) -> int:
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m ums_rep.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (searched recursively)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--bench", type=Path, default=None, help="a benchmarks.run JSON for the compute saving")
-    parser.add_argument("--mix-presets", action="store_true", help="allow runs of different presets in one report")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        build(args.runs, args.out, args.bench, args.mix_presets)
+        build(args.runs, args.out or default_out_dir("report"), args.bench, args.mix_presets, args.preset)
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1

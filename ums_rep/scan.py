@@ -21,8 +21,9 @@ Outputs in ``--out``: ``scan.csv`` (Talos' table: one row per round, parameters 
 ``best.json`` (the winner in the keys ``pretrain``/``finetune --params`` read), one
 ``analyze_<param>.png`` per hyper-parameter (Talos ``Analyze.plot_box``: validation metric per
 value), ``results.json``, and ``talos/`` (Talos' own experiment record and checkpoint).
-``--resume`` continues the interrupted experiment in ``--out/talos`` without repeating finished
-rounds (Talos 2 commits each finished round; a round cut short is run again).
+``--resume RUN_DIR`` continues the interrupted scan in ``RUN_DIR`` with the arguments it was
+started with (``RUN_DIR/args.json``), without repeating finished rounds (Talos 2 commits each
+finished round in ``RUN_DIR/talos``; a round cut short is run again).
 """
 from __future__ import annotations
 
@@ -33,22 +34,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import keras
-import numpy as np
-import pandas as pd
-
-from data_prep.cli import base_parser, setup_logging
-from data_prep.io import atomic_write_bytes, atomic_write_text
-from data_prep.noise import random_training_noise
-from data_prep.pipeline import make_dataset
-from ums_rep.backbones import FLOW_CLASSES
-from ums_rep import pretrain
-from ums_rep.heads import classification_head
-from ums_rep.runs import load_model, prepared_data, results, run_dir, save_args, set_seed, write_json
-from ums_rep.strategies import make_optimizer
-from ums_rep.tasks import TASK_SETS, cross_validation
-
-log = logging.getLogger("ums_rep.scan")
+from data_prep.cli import base_parser, parse_early, setup_logging
+from ums_rep.tasks import TASK_SETS
 
 SPACES = {
     "echo": {"kernel_size": [3, 5, 7], "dilation": [2, 3], "dropout": [0.1, 0.3, 0.5],
@@ -66,6 +53,47 @@ PRESETS = {  # phantom counts: phantom_counts(), those of pretrain and finetune
 }
 CLASSIFICATION_TASKS = {s.task.name: (set_name, s) for set_name, d in TASK_SETS.items() for s in d["tasks"]
                         if s.task.kind == "classification"}
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("python -m ums_rep.scan", "Talos hyper-parameter scan for a shared encoder or a "
+                         "classification head (UMS-Rep Sections 4 and 4.2.1).", presets=PRESETS)
+    parser.add_argument("--model", choices=sorted(SPACES), default="echo",
+                        help="echo (default): the dilated echo encoder, the paper's space; cdae: the denoising "
+                             "autoencoder; head: a classification head on the frozen shared encoder")
+    parser.add_argument("--task", default="flow", metavar="TASK", help="classification task for --model head "
+                        f"({', '.join(sorted(CLASSIFICATION_TASKS))}; default flow)")
+    parser.add_argument("--encoder", type=Path, default=None, metavar="MODEL", help="shared encoder .keras for --model head "
+                        "(default: pretrain one)")
+    parser.add_argument("--fraction-limit", type=float, default=None, metavar="F", help="scan this fraction of the grid")
+    parser.add_argument("--round-limit", type=int, default=None, metavar="N", help="at most this many rounds")
+    parser.add_argument("--time-limit", default=None, metavar="HH:MM", help="stop starting rounds after this long")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs per round (default per preset)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue the interrupted scan in RUN_DIR with its arguments, without repeating the "
+                             "rounds it finished")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logging only)")
+    return parser
+
+
+parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from data_prep.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from data_prep.noise import random_training_noise  # noqa: E402
+from data_prep.pipeline import make_dataset  # noqa: E402
+from ums_rep.backbones import FLOW_CLASSES  # noqa: E402
+from ums_rep import pretrain  # noqa: E402
+from ums_rep.heads import classification_head  # noqa: E402
+from ums_rep.runs import (load_model, prepared_data, results, resume_args, run_dir, save_args, set_seed,  # noqa: E402
+                          write_json)
+from ums_rep.strategies import make_optimizer  # noqa: E402
+from ums_rep.tasks import cross_validation  # noqa: E402
+
+log = logging.getLogger("ums_rep.scan")
+
 
 
 # --------------------------------------------------------------------------- data
@@ -236,14 +264,18 @@ def _time_limit(text: str | None) -> str | None:
     return (datetime.now() + timedelta(hours=hours, minutes=minutes)).strftime("%Y-%m-%d %H:%M")
 
 
-def _latest_experiment(talos_dir: Path) -> Path:
+def _latest_experiment(talos_dir: Path) -> Path | None:
+    """The Talos experiment to continue; None if the scan stopped before Talos started one."""
     runs = sorted(p for p in talos_dir.glob("*/") if (p / "metadata.json").is_file())
     if not runs:
-        raise FileNotFoundError(f"{talos_dir}: no Talos experiment to resume")
+        log.warning("%s: no Talos experiment to resume; the scan starts from its first round", talos_dir)
+        return None
     return runs[-1]
 
 
 def run(args) -> int:
+    args = resume_args(args, "ums_rep.scan")  # --resume RUN_DIR: the scan's own arguments
+    resume = bool(getattr(args, "resume", None))
     import talos
     if args.model not in SPACES:
         raise ValueError(f"unknown model {args.model!r}; expected one of {sorted(SPACES)}")
@@ -255,13 +287,12 @@ def run(args) -> int:
     preset = {**PRESETS[args.preset], "n": phantom_counts(args.preset)}
     if args.epochs:
         preset["epochs"] = args.epochs
-    out = run_dir(args.out, f"scan-{args.model}", "ums_rep.scan", resume=args.resume)
+    out = run_dir(args.out, f"scan-{args.model}", "ums_rep.scan", resume=resume)
     args.out = out
-    if not args.resume:
-        args.command = "ums_rep.scan"
+    if not resume:
         save_args(args, out)
     talos_dir = out / "talos"
-    resume_dir = _latest_experiment(talos_dir) if args.resume else None
+    resume_dir = _latest_experiment(talos_dir) if resume else None
     set_seed(args.seed)
     xt, yt, xv, yv, info = scan_data(args.model, args, preset)
     space = SPACES[args.model]
@@ -306,23 +337,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = base_parser("python -m ums_rep.scan", "Talos hyper-parameter scan for a shared encoder or a "
-                         "classification head.", presets=PRESETS)
-    parser.add_argument("--model", choices=sorted(SPACES), default="echo")
-    parser.add_argument("--task", default="flow", help="classification task for --model head "
-                        f"({', '.join(sorted(CLASSIFICATION_TASKS))})")
-    parser.add_argument("--encoder", type=Path, default=None, help="shared encoder .keras for --model head "
-                        "(default: pretrain one)")
-    parser.add_argument("--fraction-limit", type=float, default=None, help="scan this fraction of the grid")
-    parser.add_argument("--round-limit", type=int, default=None, help="at most this many rounds")
-    parser.add_argument("--time-limit", default=None, metavar="HH:MM", help="stop starting rounds after this long")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per round (default per preset)")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted scan in --out")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out, the folder of the scan to continue")
     try:
         return run(args)
     except (ValueError, FileNotFoundError) as e:

@@ -15,13 +15,14 @@ are distinct whatever carved the pool out of the dataset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-from data_prep.splits import assign_folds, check_no_leakage
-from ums_rep import losses
-from ums_rep.backbones import FLOW_CLASSES
+# This module is data: it imports neither TensorFlow nor pandas/scikit-learn at load time, so the
+# commands' --help can list the task sets (the losses and the fold assignment load when used).
+FLOW_CLASSES = ("MV", "MA", "TR")  # Doppler flow types (data_prep.doppler.CLASSES, ums_rep.backbones)
 
 KIND_LOSS = {"classification": "cce", "segmentation": "bce_dice", "reconstruction": "mse", "saliency": "kld"}
 KIND_TARGET = {"classification": "label", "segmentation": "mask", "reconstruction": "clean", "saliency": "saliency"}
@@ -49,6 +50,7 @@ class Task:
 
     @property
     def loss(self):
+        from ums_rep import losses
         return losses.get(KIND_LOSS[self.kind])
 
 
@@ -114,6 +116,7 @@ def cross_validation(set_name: str, train_manifest: pd.DataFrame, test_manifest:
     """k-fold cross-validation of a task set (``folds`` ≥ 2: all k folds run; 1: one hold-out fold
     of :data:`HOLDOUT_PARTS`). Patients never straddle folds; classes are stratified. A pool with
     fewer patients of a class than folds is refused, naming the dataset, class and counts."""
+    from data_prep.splits import assign_folds, check_no_leakage
     sdef = TASK_SETS[set_name]
     df = train_manifest
     pool = {"all": df, "non-test": df[df.split != "test"], "val": df[df.split == "val"]}[sdef["pool"]]

@@ -8,20 +8,22 @@ folder of real images (:mod:`data_prep.phantoms.realism`): a Markdown table and 
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from pathlib import Path
 
-from data_prep.cli import base_parser, default_out_dir, setup_logging
-from data_prep.phantoms.layouts import LAYOUTS, generate
+from data_prep.cli import base_parser, default_out_dir, parse_early, setup_logging
 
-log = logging.getLogger("data_prep.phantoms")
+LAYOUTS = ("rsna", "shenzhen", "montgomery", "kermany", "egd", "doppler")  # data_prep.phantoms.layouts.LAYOUTS
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m data_prep.phantoms", "Write phantom datasets in the real datasets' "
                          "file layouts, or draw the contact sheet.", data=False, preset=False)
-    parser.add_argument("layout", choices=LAYOUTS + ("all", "sheet", "realism"))
+    parser.add_argument("layout", choices=LAYOUTS + ("all", "sheet", "realism"),
+                        help="one layout; all: every layout into DIR/<layout> (the --data ROOT convention); "
+                             "sheet: the contact sheet PNG; realism: phantoms vs a folder of real images")
     parser.add_argument("--n", type=int, default=None,
                         help="images per layout (default 200); realism: phantoms to compare (default 100)")
     parser.add_argument("--real", type=Path, default=None, metavar="PATH",
@@ -29,9 +31,20 @@ def main(argv=None) -> int:
                              "(default: pydicom-data's RG1_UNCR.dcm when installed)")
     parser.add_argument("--masks", type=Path, default=None, metavar="DIR",
                         help="realism: folder of the real images' lung masks (X.png or X_mask.png for image X)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--size", type=int, default=256, metavar="PX", help="image side in pixels (default 256)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    return parser
+
+
+parse_early(__name__, build_parser, tensorflow=False)  # python -m: --help answers before the generators load
+
+from data_prep.phantoms.layouts import generate  # noqa: E402
+
+log = logging.getLogger("data_prep.phantoms")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
 
     if args.layout == "sheet":
@@ -43,7 +56,7 @@ def main(argv=None) -> int:
     if args.layout == "realism":
         from data_prep.phantoms.realism import run
         if args.real is None:
-            parser.error("realism needs --real DIR, a folder of real images")
+            build_parser().error("realism needs --real DIR, a folder of real images")
         out = args.out or default_out_dir("phantoms-realism")
         try:
             text = run(args.real, out, mask_dir=args.masks, n=args.n or 100, seed=args.seed)
