@@ -54,6 +54,7 @@ PRESETS = {  # phantom counts: phantom_counts(), those of pretrain and finetune
 CLASSIFICATION_TASKS = {s.task.name: (set_name, s) for set_name, d in TASK_SETS.items() for s in d["tasks"]
                         if s.task.kind == "classification"}
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m ums_rep.scan", "Talos hyper-parameter scan for a shared encoder or a "
                          "classification head (UMS-Rep Sections 4 and 4.2.1).", presets=PRESETS)
@@ -93,7 +94,6 @@ from ums_rep.strategies import make_optimizer  # noqa: E402
 from ums_rep.tasks import cross_validation  # noqa: E402
 
 log = logging.getLogger("ums_rep.scan")
-
 
 
 # --------------------------------------------------------------------------- data
@@ -274,9 +274,9 @@ def _latest_experiment(talos_dir: Path) -> Path | None:
 
 
 def run(args) -> int:
+    import talos
     args = resume_args(args, "ums_rep.scan")  # --resume RUN_DIR: the scan's own arguments
     resume = bool(getattr(args, "resume", None))
-    import talos
     if args.model not in SPACES:
         raise ValueError(f"unknown model {args.model!r}; expected one of {sorted(SPACES)}")
     if args.model == "head" and args.task not in CLASSIFICATION_TASKS:

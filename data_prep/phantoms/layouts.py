@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from data_prep.io import atomic_directory
 from data_prep.cli import worker_pool
+from data_prep.io import atomic_directory
 from data_prep.phantoms.cxr import render_cxr
 from data_prep.phantoms.doppler import render_doppler
 from data_prep.egd import Display
