@@ -1,4 +1,4 @@
-"""Conventions shared by every command-line entry point (DESIGN.md, "Conventions").
+"""Conventions shared by every command-line entry point.
 
 Every command takes ``--data ROOT`` (one subfolder per dataset; default: phantoms), ``--out``,
 ``--seed`` and ``--preset {tiny,quick,paper}`` where they apply, training commands ``--resume

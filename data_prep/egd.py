@@ -1,4 +1,4 @@
-"""Chest X-ray eye-gaze dataset (EGD, PhysioNet; MT-UNet's data; SPEC.md, "Real data").
+"""Chest X-ray eye-gaze dataset (EGD, PhysioNet; MT-UNet's data, MT-UNet Section 4).
 
 Layout: ``master_sheet.csv`` (dicom_id, path, patient_id, one-hot ``Normal``/``CHF``/
 ``pneumonia``, ``image_*_pad``), ``fixations.csv`` and ``eye_gaze.csv`` (``DICOM_ID``, time —

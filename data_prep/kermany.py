@@ -1,4 +1,4 @@
-"""Kermany pediatric pneumonia chest X-rays (SPEC.md, "Real data").
+"""Kermany pediatric pneumonia chest X-rays (UMS-Rep Section 3.1.1, Table 1).
 
 Layout ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/`` with ``personN_bacteria_K.jpeg``,
 ``personN_virus_K.jpeg`` and normals ``IM-XXXX-YYYY.jpeg`` / ``NORMAL2-IM-XXXX-YYYY.jpeg``

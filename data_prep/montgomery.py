@@ -1,4 +1,4 @@
-"""Montgomery County TB chest X-rays (SPEC.md, "Real data"): ``CXR_png/MCUCXR_0001_0.png`` (last
+"""Montgomery County TB chest X-rays (UMS-Rep Section 3.1.1): ``CXR_png/MCUCXR_0001_0.png`` (last
 digit: 0 normal, 1 TB) with ``ManualMask/leftMask/`` and ``ManualMask/rightMask/`` holding masks
 under the image's own file name; the lung mask is their union (``data_prep.io.read_mask``). The
 combined lung-segmentation archive's ``masks/`` folder (no ``_mask`` suffix) is accepted too.

@@ -1,4 +1,4 @@
-"""RSNA Pneumonia Detection Challenge (stage 2): the CDAE's unlabelled source (SPEC.md, "Real data").
+"""RSNA Pneumonia Detection Challenge (stage 2): the CDAE's unlabelled source (UMS-Rep Section 4.1.1).
 
 Layout: ``stage_2_train_labels.csv`` (patientId, x, y, width, height, Target; one row per box,
 empty box fields when Target = 0), ``stage_2_detailed_class_info.csv`` (patientId, class),

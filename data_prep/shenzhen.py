@@ -1,4 +1,4 @@
-"""Shenzhen TB chest X-rays (SPEC.md, "Real data"): ``CXR_png/CHNCXR_0001_0.png`` — the last digit
+"""Shenzhen TB chest X-rays (UMS-Rep Section 3.1.1): ``CXR_png/CHNCXR_0001_0.png`` — the last digit
 is the label (0 normal, 1 TB) — with lung masks from the separate release in ``mask/`` named
 ``CHNCXR_0001_0_mask.png`` (566 of 662 images). The combined lung-segmentation archive names the
 folder ``masks/``; both are accepted. Each image is its own patient.

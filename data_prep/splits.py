@@ -1,4 +1,4 @@
-"""Patient-level splits (SPEC.md, "Data preparation"): train/val/test by fraction and k-fold
+"""Patient-level splits (UMS-Rep Sections 4.1.1 and 4.2; MT-UNet Appendix B): train/val/test by fraction and k-fold
 assignment, class-stratified where labels exist; no patient is ever in two parts.
 
 Both are built on scikit-learn's ``StratifiedGroupKFold`` (groups = patients): a 70/20/10 split

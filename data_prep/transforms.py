@@ -1,4 +1,4 @@
-"""Image transforms shared by every dataset (SPEC.md, "Data preparation"; MT-UNet "Data").
+"""Image transforms shared by every dataset (UMS-Rep Sections 3.1.1-3.1.2; MT-UNet Section 4).
 
 * :func:`resize` — bicubic resize (OpenCV), 256×256 for UMS-Rep;
 * :func:`letterbox` — keep the aspect ratio, resize to fit and zero-pad centred, 640×416 (H×W)

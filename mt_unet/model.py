@@ -1,4 +1,4 @@
-"""MT-UNet and its single-task and ablation relatives (MT-UNet Section 3; SPEC "MT-UNet").
+"""MT-UNet and its single-task and ablation relatives (MT-UNet Section 3.1, Figure 1).
 
 One standard UNet: per level two 3×3 conv + BN + ReLU, 2×2 max-pooling down; up, ×2 upsampling
 + 3×3 conv + BN + ReLU, concatenation with the skip, two conv blocks (the authors' code; filters

@@ -1,5 +1,5 @@
-"""The shared builder check (DESIGN.md "Conventions"): output names and shapes, a config round
-trip, .keras save/load with equal outputs, and one train step that changes the weights."""
+"""The shared builder check: output names and shapes, a config round trip, .keras save/load
+with equal outputs, and one train step that changes the weights."""
 import numpy as np
 import tensorflow as tf
 

@@ -1,8 +1,8 @@
 """Issue 17, items 6 and 8: every command answers ``--help`` without loading TensorFlow, with help
 text for every option and a complete description; one option convention across the commands;
 no INFO flood from checkpoint saves; progress bars named by what they train; pool workers that
-do not re-run the command. (``--help`` timings are measured by hand and reported, never
-asserted.)"""
+do not re-run the command; the package cites the papers, not files its users do not have.
+(``--help`` timings are measured by hand and reported, never asserted.)"""
 import json
 import logging
 import os
@@ -177,6 +177,14 @@ def test_setup_logging_drops_retracing_warnings(caplog):
     tf_log.warning("5 out of the last 5 calls to <function f> triggered tf.function retracing. Tracing is expensive")
     tf_log.warning("something else")
     assert [r.getMessage() for r in caplog.records if r.name == "tensorflow"] == ["something else"]
+
+
+def test_the_package_cites_the_papers_not_files_users_lack():
+    cite = re.compile(r"SPEC\.md|DESIGN\.md|\.\./shared|\bSPEC\b|\bDESIGN\b")
+    found = [f"{p.relative_to(ROOT)}:{i}" for pkg in ("data_prep", "ums_rep", "mt_unet", "benchmarks")
+             for p in sorted((ROOT / pkg).rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if cite.search(line)]
+    assert not found, found
 
 
 def test_constants_the_parsers_repeat_match_their_sources():

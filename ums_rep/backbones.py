@@ -8,7 +8,7 @@
   with ReLU, dilation in layers 4–6, then GAP → FC → Dropout → FC(3) softmax on flow type.
 
 Layer names are ``<model>.<block>.<layer>``; the features heads attach to are named in
-``FEATURES`` (Keras 3 forbids ``/`` in layer names, so DESIGN.md's ``cdae/enc2/conv`` is
+``FEATURES`` (Keras 3 forbids ``/`` in layer names, so a path like ``cdae/enc2/conv`` is
 written ``cdae.enc2.conv``).
 
 Parameter counts. The paper reports 800,067 (CDAE) and 460,115 (echo encoder with its flow

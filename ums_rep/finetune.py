@@ -8,7 +8,7 @@ model per task from random initialisation with the same architecture; for the ch
 its inputs first pass through a separately trained denoiser (the pretrained CDAE, frozen,
 whose training time and parameters are counted in the baseline's totals, as in Table 4).
 
-Task sets (SPEC "Target tasks"):
+Task sets (Sections 4.1.2 and 4.2; ``--help`` lists them from :data:`ums_rep.tasks.TASK_SETS`):
 
 =============  =====================================================  ============================
 set            tasks                                                  data

@@ -1,5 +1,6 @@
 """What every training command shares: presets, prepared data, the run folder, results.json
-(DESIGN.md "Contracts"), and safe model saving/loading."""
+(``command``, ``config``, per-task ``metrics``/``train_seconds``/``trainable_params``, totals,
+seed, versions), and safe model saving/loading."""
 from __future__ import annotations
 
 import hashlib

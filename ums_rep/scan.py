@@ -1,6 +1,5 @@
 """``python -m ums_rep.scan --model {echo,cdae,head}``: Talos hyper-parameter scans for the shared
-encoders and the classification head (UMS-Rep Section 4.1.1; SPEC "Shared source for Doppler
-echo").
+encoders and the classification head (UMS-Rep Sections 4 and 4.2.1).
 
 Search spaces (:data:`SPACES`):
 

@@ -1,6 +1,6 @@
-"""Fine-tuning strategies as custom training loops (UMS-Rep Section 2.3; SPEC "Fine-tuning
-strategies"), run under the active ``tf.distribute`` strategy so one code path serves one CPU,
-one GPU or several devices.
+"""Fine-tuning strategies as custom training loops (UMS-Rep Sections 2.3 and 3.2.3), run under
+the active ``tf.distribute`` strategy so one code path serves one CPU, one GPU or several
+devices.
 
 All strategies share one engine, :func:`fit`, and differ only in which variables each update
 touches and in the order of task batches:
@@ -133,7 +133,9 @@ class Engine:
                                                + list(getattr(self.weighting, "trainable_variables", [])))}
         else:
             self.variables = {t: list(m.trainable_variables) for t, m in models.items()}
-        with self.dist.scope():  # slots must exist before the first tf.function step (DESIGN pitfall)
+        # slots must exist before the first tf.function step: under MirroredStrategy, Adam's or
+        # RMSprop's first step otherwise fails on a "cond/Placeholder" feed (SGD has no slots)
+        with self.dist.scope():
             for key, opt in optimizers.items():
                 opt.build(self.variables[key])
         self._steps = {}

@@ -1,4 +1,5 @@
-"""Write phantom datasets in the published file layouts of the real datasets (SPEC.md, "Real data").
+"""Write phantom datasets in the published file layouts of the real datasets (UMS-Rep Section
+3.1, Table 1; MT-UNet Section 4).
 
 ``generate(layout, out, n, seed, size)`` writes a complete dataset folder atomically (built in a
 temporary sibling, renamed into place), in parallel over the machine's cores, deterministically
