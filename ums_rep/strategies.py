@@ -209,13 +209,14 @@ class _Rule:
     weights. The schedule tracks the first optimizer's rate; the others keep their ratio to it."""
 
     def __init__(self, tasks, optimizers: dict, models: dict, config: FitConfig, extra_vars=()):
+        """``models``: the models whose weights this rule saves and restores."""
         self.tasks, self.optimizers = list(tasks), optimizers
         self.lr0 = {k: float(o.learning_rate.numpy()) for k, o in optimizers.items()}
         first = next(iter(self.lr0.values()))
         self.schedule = PlateauSchedule(lr=first, patience=config.lr_patience, factor=config.lr_factor,
                                         min_lr=config.min_lr, reset_to_best=config.reset_to_best,
                                         stop_patience=config.stop_patience)
-        self.holder = _WeightsHolder({t: models[t] for t in self.tasks}, extra_vars)
+        self.holder = _WeightsHolder(models, extra_vars)
         self.holder.save_best()
         self.stopped = False
 
@@ -260,7 +261,7 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
     weighting_vars = list(getattr(engine.weighting, "trainable_variables", []))
     per_task = strategy_name == "independent"
     if per_task:  # each task its own rule, optimizer and best epoch
-        rules = {t: _Rule([t], {t: optimizers[t]}, models, config) for t in names}
+        rules = {t: _Rule([t], {t: optimizers[t]}, {t: models[t]}, config) for t in names}
     else:  # σ are reset with the weights
         rules = {"all": _Rule(names, optimizers, models, config, weighting_vars)}
     history, seconds, stopped = [], {t: 0.0 for t in names}, {g: "epochs" for g in rules}
@@ -339,6 +340,10 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         record = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "val_total": total_val,
                   **{f"train_{t}": sums[t] / max(counts[t], 1) for t in names if counts[t]},
                   **{f"val_{t}": v for t, v in val.items()}}
+        lrs = {k: v for rule in rules.values() for k, v in rule.lrs().items()}  # the rates this epoch trained with
+        record["lr"] = next(iter(lrs.values()))
+        if len(lrs) > 1:
+            record.update({f"lr_{k}": v for k, v in lrs.items()})
         any_cut = any_reset = False
         for g, rule in rules.items():
             if rule.stopped:
@@ -356,10 +361,6 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
             if action["stop"]:
                 rule.stopped = True
                 stopped[g] = "non-finite validation loss" if not math.isfinite(value) else "early stopping"
-        lrs = {k: v for rule in rules.values() for k, v in rule.lrs().items()}
-        record["lr"] = next(iter(lrs.values()))
-        if len(lrs) > 1:
-            record.update({f"lr_{k}": v for k, v in lrs.items()})
         if hasattr(engine.weighting, "values"):
             record.update(engine.weighting.values())
         record["lr_cut"], record["reset"] = any_cut, any_reset
