@@ -32,9 +32,9 @@ def phantom(name: str, n: int = 200, seed: int = 0, size: int = 256) -> Path:
     """The phantom dataset folder for these arguments, generated on first use and cached.
     Concurrent callers take turns on a lock file beside it: one generates (the folder appears
     whole, renamed into place), the others wait and reuse it."""
-    from data_prep.phantoms.layouts import generate
+    from data_prep.phantoms.layouts import GENERATOR_VERSION, generate
     get(name)
-    target = cache_dir() / "phantoms" / f"{name}-n{n}-s{seed}-px{size}"
+    target = cache_dir() / "phantoms" / f"{name}-v{GENERATOR_VERSION}-n{n}-s{seed}-px{size}"
 
     def complete():
         return target.is_dir() and any(target.iterdir())

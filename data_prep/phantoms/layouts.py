@@ -27,6 +27,9 @@ from data_prep.phantoms.gaze import raw_samples, regions_of, simulate_fixations
 
 log = logging.getLogger(__name__)
 
+# Bumped whenever the generators draw different images for the same arguments: it is part of the
+# cache key (data_prep.datasets.phantom), so an upgraded package never reuses stale phantoms.
+GENERATOR_VERSION = 2
 LAYOUTS = ("rsna", "shenzhen", "montgomery", "kermany", "egd", "doppler")
 TRUTH = Path("_phantom") / "truth.csv"
 RSNA_CLASSES = ("Lung Opacity", "No Lung Opacity / Not Normal", "Normal")
