@@ -46,11 +46,14 @@ step() {
 # UMS-Rep: the two shared encoders, then every task set with every strategy and the baseline
 step pretrain-cdae ums_rep.pretrain --backbone cdae --preset "$PRESET" "${DATA[@]}"
 step pretrain-echo ums_rep.pretrain --backbone echo --preset "$PRESET" "${DATA[@]}"
+# folds: the paper's 10 (paper preset); 3 for quick and 2 for tiny, so every strategy table has a
+# per-fold spread (the finetune command's quick default is one hold-out fold, to be fast)
+folds=10; [[ $PRESET == quick ]] && folds=3; [[ $PRESET == tiny ]] && folds=2
 for set in cxr-hetero cxr-homo echo-hetero echo-homo; do
   enc="$OUT/pretrain-cdae/model.keras"; [[ $set == echo-* ]] && enc="$OUT/pretrain-echo/model.keras"
   for strategy in independent alternating joint baseline; do
     step "finetune-$set-$strategy" ums_rep.finetune --tasks "$set" --strategy "$strategy" --encoder "$enc" \
-      --preset "$PRESET" "${DATA[@]}"
+      --folds "$folds" --preset "$PRESET" "${DATA[@]}"
   done
 done
 # Talos: the echo encoder's search space

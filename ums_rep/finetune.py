@@ -19,9 +19,19 @@ echo-hetero    envelope_seg, flow (MV/MA/TR), quality (low/good)       Doppler 2
 echo-homo      mv_vs_ma, mv_vs_tr, ma_vs_tr                            as echo-hetero
 =============  =====================================================  ============================
 
-``--folds K`` trains K models (fold k validates, the others train) and scores the test set with
-their averaged probabilities; the quick preset uses one fold. Segmentation images count as
+Cross-validation (:func:`ums_rep.tasks.cross_validation`): ``--folds K`` (K ≥ 2) partitions the
+set's pool into K patient-level, class-stratified folds and trains K models, fold k validating;
+``--folds 1`` (the tiny and quick presets) trains one model on a hold-out (one fold of five).
+Every fold starts from a fresh copy of the same pretrained encoder (the baseline from fresh
+random weights) and normalises its images with the statistics of its own training images. The
+test set is scored by the fold ensemble (the mean of the fold models' probabilities), and each
+fold's test metrics give the mean ± std in ``results.json``. Segmentation images count as
 correct for McNemar's test when their Dice ≥ 0.9.
+
+Cost (Tables 4, 6, 8, 10): a shared run counts the source model (the encoder's pretraining
+time, read from the ``results.json`` beside ``--encoder``, and all its parameters) plus each
+head; the baseline counts its separate models plus, for CXR, the same pretrained CDAE as its
+denoiser.
 
 ``--compare RUN_DIR...`` prints one table per task set (metrics, train time, parameters) with
 McNemar p-values between strategies and against the baseline, and writes ``compare.md``.
@@ -221,7 +231,7 @@ def run(args) -> int:
             if pretrain.run(pargs) != 0:
                 raise RuntimeError("pretraining the encoder failed")
         encoder_path = enc_out / "model.keras"
-    pretrained = load_model(encoder_path)
+    pretrained = load_model(encoder_path, expect="encoder")
     if tuple(pretrained.input.shape[1:3]) != (size, size):
         raise ValueError(f"{encoder_path}: encoder input {tuple(pretrained.input.shape[1:3])} differs from the "
                          f"preset's image size {size}; use the same --preset for pretrain and finetune")
