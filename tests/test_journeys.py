@@ -206,7 +206,8 @@ def test_concurrent_commands_share_one_phantom_cache(tmp_path):
     go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-1500:] for _, err in outs]
-    folder = tmp_path / "cache" / "phantoms" / "shenzhen-n24-s0-px64"
+    from data_prep.phantoms.layouts import GENERATOR_VERSION
+    folder = tmp_path / "cache" / "phantoms" / f"shenzhen-v{GENERATOR_VERSION}-n24-s0-px64"
     assert {o.strip() for o, _ in outs} == {str(folder)}
     assert len(datasets.load("shenzhen", folder)) == 24
     assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]

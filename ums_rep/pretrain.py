@@ -26,7 +26,8 @@ PRESETS = {
     # phantom count per dataset and side, training image side, epochs, plateau patience, early-stop patience
     "tiny": {"phantom_n": {"rsna": 40, "doppler": 300}, "phantom_size": 64, "image": 32, "epochs": 2, "lr_patience": 1, "stop": 2,
              "batch": 8, "eval_images": 6, "echo_strides": 2},
-    "quick": {"phantom_n": {"rsna": 300, "doppler": 600}, "phantom_size": 128, "image": 64, "epochs": 30, "lr_patience": 3, "stop": 6,
+    "quick": {"phantom_n": {"rsna": 300, "doppler": 600}, "phantom_size": 128,
+              "image": {"cxr": 128, "echo": 64}, "epochs": 30, "lr_patience": 3, "stop": 6,
               "batch": 16, "eval_images": 30, "echo_strides": 2},
     "paper": {"phantom_n": {"rsna": 2000, "doppler": 2444}, "phantom_size": 256, "image": 256, "epochs": 100, "lr_patience": 5, "stop": 10,
               "batch": 16, "eval_images": None, "echo_strides": 1},
@@ -57,7 +58,7 @@ from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_no
 from data_prep.pipeline import make_dataset  # noqa: E402
 from ums_rep import metrics  # noqa: E402
 from ums_rep.backbones import CDAE_FILTERS, ECHO_FILTERS, FLOW_CLASSES, cdae, echo_encoder  # noqa: E402
-from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args,  # noqa: E402
+from ums_rep.runs import (history_csv, image_side, prepared_data, results, resume_args, run_dir, save_args,  # noqa: E402
                           save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, fit  # noqa: E402
 from ums_rep.tasks import Task  # noqa: E402
@@ -175,10 +176,11 @@ def run(args) -> int:
     if not resume:
         save_args(args, out)
     dataset = "rsna" if args.backbone == "cdae" else "doppler"
-    data = prepared_data(dataset, args.data, size=preset["image"], seed=args.seed,
+    side = image_side(preset, "cxr" if args.backbone == "cdae" else "echo")
+    data = prepared_data(dataset, args.data, size=side, seed=args.seed,
                          phantom_n=preset["phantom_n"][dataset], phantom_size=preset["phantom_size"])
     batch = int(params.get("batch_size", preset["batch"]))
-    model, task, used = build(args.backbone, preset["image"], params, preset["echo_strides"])
+    model, task, used = build(args.backbone, side, params, preset["echo_strides"])
     norm = data.normalizer
     atomic_write_text(out / "normalizer.json", norm.to_json())  # the run folder holds its preprocessing
     if args.backbone == "cdae":
@@ -218,7 +220,7 @@ def run(args) -> int:
         truth = eval_rows.flow_type.map({c: i for i, c in enumerate(FLOW_CLASSES)}).to_numpy()
         task_metrics = metrics.classification(truth, prob.argmax(1))
     body = results(f"pretrain --backbone {args.backbone}",
-                   {"preset": args.preset, **preset, "params": used, "batch_size": batch,
+                   {"preset": args.preset, **preset, "image": side, "params": used, "batch_size": batch,
                     "data": "phantom" if data.info.get("phantom") else str(args.data), "prepared": data.info["prepared"],
                     "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(eval_rows),
                     "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"]},

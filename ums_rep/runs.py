@@ -88,6 +88,13 @@ def _check_owner(folder: Path, command: str, resume: bool) -> None:
                              "or choose another --out")
 
 
+def image_side(preset: dict, modality: str) -> int:
+    """The training image side of a preset for ``modality`` ("cxr" or "echo"): presets give one
+    side for both, or one per modality."""
+    side = preset["image"]
+    return int(side[modality] if isinstance(side, dict) else side)
+
+
 def run_dir(out, name: str, command: str, *, resume: bool = False) -> Path:
     """``--out``, or ``runs/<name>-<timestamp>`` (``data_prep.cli.default_out_dir``), created and
     writable. A run folder belongs to the ``command`` that made it: another command's folder, a

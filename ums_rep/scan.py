@@ -47,7 +47,7 @@ PAPER_ECHO_CHOICE = {"kernel_size": 3, "dilation": 2, "dropout": 0.5, "optimizer
 OBJECTIVE = {"echo": ("val_accuracy", "max"), "cdae": ("val_loss", "min"), "head": ("val_accuracy", "max")}
 PRESETS = {  # phantom counts: phantom_counts(), those of pretrain and finetune
     "tiny": {"epochs": 1, "image": 32, "phantom_size": 64, "pretrain": "tiny"},
-    "quick": {"epochs": 8, "image": 64, "phantom_size": 128, "pretrain": "quick"},
+    "quick": {"epochs": 8, "image": {"cxr": 128, "echo": 64}, "phantom_size": 128, "pretrain": "quick"},
     "paper": {"epochs": 64, "image": 256, "phantom_size": 256, "pretrain": "paper"},
 }
 CLASSIFICATION_TASKS = {s.task.name: (set_name, s) for set_name, d in TASK_SETS.items() for s in d["tasks"]
@@ -87,7 +87,7 @@ from data_prep.pipeline import make_dataset  # noqa: E402
 from ums_rep.backbones import FLOW_CLASSES  # noqa: E402
 from ums_rep import pretrain  # noqa: E402
 from ums_rep.heads import classification_head  # noqa: E402
-from ums_rep.runs import (load_model, prepared_data, results, resume_args, run_dir, save_args, set_seed,  # noqa: E402
+from ums_rep.runs import (image_side, load_model, prepared_data, results, resume_args, run_dir, save_args, set_seed,  # noqa: E402
                           write_json)
 from ums_rep.strategies import make_optimizer  # noqa: E402
 from ums_rep.tasks import cross_validation  # noqa: E402
@@ -113,9 +113,16 @@ def _arrays(prepared, rows, **kw):
     return np.concatenate(xs), (np.concatenate(ys) if ys[0] is not None else None)
 
 
+def scan_modality(model: str, args) -> str:
+    """The modality a scan trains on: the echo encoder's, the CDAE's, or the head's task set's."""
+    if model == "head":
+        return TASK_SETS[CLASSIFICATION_TASKS[args.task][0]]["modality"]
+    return "echo" if model == "echo" else "cxr"
+
+
 def scan_data(model: str, args, preset: dict):
     """``(x_train, y_train, x_val, y_val, info)`` as arrays, split by patient."""
-    size = preset["image"]
+    size = image_side(preset, scan_modality(model, args))
 
     def data(name):
         return prepared_data(name, args.data, size=size, seed=args.seed, phantom_n=preset["n"][name],
@@ -305,7 +312,7 @@ def run(args) -> int:
     # file runs as __main__, so a scan started by the CLI resumes from the CLI or from Python
     from ums_rep.scan import model_fn
     t0 = time.perf_counter()
-    scan = talos.Scan(xt, yt, space, model_fn(args.model, preset["image"], preset["epochs"],
+    scan = talos.Scan(xt, yt, space, model_fn(args.model, image_side(preset, scan_modality(args.model, args)), preset["epochs"],
                                                  pretrain.PRESETS[preset["pretrain"]]["echo_strides"]),
                       experiment_name=str(talos_dir), x_val=xv, y_val=yv, seed=args.seed,
                       round_limit=args.round_limit, fraction_limit=args.fraction_limit, time_limit=time_limit,
@@ -322,7 +329,7 @@ def run(args) -> int:
     figures = analyze_figures(experiment / "results.csv", args.model, out)
     extra = {"paper_choice": PAPER_ECHO_CHOICE} if args.model == "echo" else {}
     body = results(f"scan --model {args.model}",
-                   {"model": args.model, "preset": args.preset, **preset, "space": space,
+                   {"model": args.model, "preset": args.preset, **preset, "image": image_side(preset, scan_modality(args.model, args)), "space": space,
                     "round_limit": args.round_limit, "fraction_limit": args.fraction_limit,
                     "time_limit": args.time_limit, "resumed_from": str(resume_dir) if resume_dir else None,
                     "data": info, "objective": {"metric": metric, "direction": direction}},
