@@ -55,7 +55,8 @@ def cdae(input_shape=(256, 256, 1), filters=CDAE_FILTERS, name: str = "cdae") ->
     for i, f in enumerate(filters, 1):
         x = conv_bn_relu(x, f, f"{name}.enc{i}", strides=2)
     x = decoder(x, filters, name=f"{name}.dec")
-    out = layers.Conv2D(1, 3, padding="same", name=f"{name}.out")(x)
+    # float32 under a mixed policy: the reconstruction and its MSE keep full precision
+    out = layers.Conv2D(1, 3, padding="same", name=f"{name}.out", dtype="float32")(x)
     return keras.Model(inputs, out, name=name)
 
 

@@ -9,6 +9,8 @@ training loop can average over the global batch under ``tf.distribute``
   with the MIT saliency benchmark's ε = 2.2204e-16 (Keras' ``KLDivergence`` clips along the last
   axis only, which is wrong for (H, W, 1) maps — hence our own two lines);
 * :func:`mse` — per-image mean squared error, the CDAE's reconstruction loss.
+
+Every loss computes in float32 (predictions are cast), whatever the model's dtype policy.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def bce_dice(y_true, y_pred):
 
 
 def categorical_crossentropy(y_true, y_pred):
-    return keras.losses.categorical_crossentropy(y_true, y_pred)
+    return keras.losses.categorical_crossentropy(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))
 
 
 def kld(y_true, y_pred):

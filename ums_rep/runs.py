@@ -204,7 +204,8 @@ MODEL_KINDS = {
 
 def load_model(path, expect: str | None = None) -> keras.Model:
     """Load a ``.keras`` file with ``safe_mode=True`` (a Lambda layer, arbitrary code, is
-    refused). ``expect`` names a kind of :data:`MODEL_KINDS` the model must be. Anything else —
+    refused); layers saved under a mixed precision policy follow the global policy in force
+    (:func:`ums_rep.precision.follow_policy`). ``expect`` names a kind of :data:`MODEL_KINDS` the model must be. Anything else —
     no such file, not a ``.keras`` zip, corrupt, refused, the wrong kind — raises
     :class:`ModelFileError`."""
     import zipfile
@@ -227,6 +228,8 @@ def load_model(path, expect: str | None = None) -> keras.Model:
             raise ModelFileError(f"{path}: holds a Lambda layer (arbitrary Python code), refused by "
                                  "safe_mode; rebuild the model without it") from None
         raise ModelFileError(f"{path}: cannot load the model ({type(e).__name__}: {text[:200]})") from None
+    from ums_rep.precision import follow_policy
+    model = follow_policy(model)  # saved under a mixed policy: computes in the policy in force now
     if expect is not None:
         want, ok = MODEL_KINDS[expect]
         if not ok(model):

@@ -47,6 +47,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from data_prep.io import atomic_write_bytes, atomic_write_text
+from ums_rep.precision import loss_scaled
 from ums_rep.schedule import PlateauSchedule
 from ums_rep.weighting import FixedWeights
 
@@ -126,7 +127,6 @@ class Engine:
         self.jit_compile = jit_compile
         self.dist = dist or tf.distribute.get_strategy()
         self.weighting = weighting or FixedWeights()
-        self.optimizers = optimizers
         self.n_replicas = self.dist.num_replicas_in_sync
         if strategy_name == "joint":
             self.variables = {"joint": _unique([v for m in models.values() for v in m.trainable_variables]
@@ -136,7 +136,10 @@ class Engine:
         # slots must exist before the first tf.function step: under MirroredStrategy, Adam's or
         # RMSprop's first step otherwise fails on a "cond/Placeholder" feed (SGD has no slots)
         with self.dist.scope():
-            for key, opt in optimizers.items():
+            # under mixed_float16 each optimizer is wrapped for loss scaling (ums_rep.precision); the
+            # wrapper holds the caller's optimizer, whose state the checkpoints and schedules keep
+            self.optimizers = {k: loss_scaled(o) for k, o in optimizers.items()}
+            for key, opt in self.optimizers.items():
                 opt.build(self.variables[key])
         self._steps = {}
 
@@ -167,7 +170,10 @@ class Engine:
                     x, y = batch
                     losses = {key: self._loss(key, x, y, tf.shape(x)[0] * self.n_replicas)}
                     total = losses[key]
-            grads = tape.gradient(total, variables)
+                # × the loss scale under LossScaleOptimizer (mixed_float16; apply_gradients unscales
+                # and skips non-finite steps), the loss itself otherwise
+                scaled = opt.scale_loss(total)
+            grads = tape.gradient(scaled, variables)
             opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
             return losses
 
