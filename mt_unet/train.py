@@ -80,6 +80,7 @@ from mt_unet import figures  # noqa: E402
 from mt_unet.evaluate import dataset, evaluate  # noqa: E402
 from mt_unet.model import DISEASE, SALIENCY, TASKS, build  # noqa: E402
 from mt_unet.schedule import fit_config_kwargs  # noqa: E402
+from ums_rep.precision import set_precision  # noqa: E402
 from ums_rep.report import collect  # noqa: E402
 from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args,  # noqa: E402
                           save_model, set_seed, trainable_params, write_json)
@@ -189,6 +190,7 @@ def run(args) -> int:
         preset["shape"] = args.shape
     n_seeds = args.seeds or preset["seeds"]
     name = label(args.model, args.variant, args.scheme)
+    policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
     # everything that can be checked is checked before data is prepared or a model built
     build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
     keras.backend.clear_session()
@@ -215,6 +217,7 @@ def run(args) -> int:
     body = results(f"mt_unet.train --model {args.model} --variant {args.variant} --scheme {args.scheme}",
                    {"model": args.model, "variant": args.variant, "scheme": args.scheme, "preset": args.preset,
                     **{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "seeds": n_seeds,
+                    "precision": policy,
                     "data": "phantom" if args.data is None else str(args.data),
                     "prepared": prepared.info["prepared"], "split": "patient-level, class-stratified 70/10/20"},
                    {name: entry}, args.seed)

@@ -119,6 +119,7 @@ from data_prep.transforms import MeanNormalizer  # noqa: E402
 from ums_rep import derive, metrics, report  # noqa: E402
 from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model, feature_layer,  # noqa: E402
                             head_params, weights_digest)
+from ums_rep.precision import set_precision  # noqa: E402
 from ums_rep.runs import (history_csv, image_side, load_model, prepared_data, results, resume_args, run_dir,  # noqa: E402
                           save_args, save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, fit  # noqa: E402
@@ -191,6 +192,7 @@ def run(args) -> int:
         preset["epochs"] = args.epochs
     folds = args.folds or preset["folds"]
     set_seed(args.seed, args.deterministic)
+    policy = set_precision(getattr(args, "precision", "float32"))  # before the encoder is loaded or built
     sdef = TASK_SETS[args.tasks]
     from ums_rep.pretrain import load_params
     params = load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
@@ -229,6 +231,7 @@ def run(args) -> int:
             pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo", preset=args.preset,
                                        epochs=None, params=args.params, seed=args.seed, out=enc_out, data=args.data,
                                        deterministic=args.deterministic, no_progress=args.no_progress,
+                                       precision=getattr(args, "precision", "float32"),
                                        resume=enc_out if resume and (enc_out / "args.json").is_file() else None)
             if pretrain.run(pargs) != 0:
                 raise RuntimeError("pretraining the encoder failed")
@@ -358,7 +361,7 @@ def run(args) -> int:
                    {"strategy": args.strategy, "tasks": args.tasks, "preset": args.preset, **preset, "image": size,
                     "folds": cv.n_runs, "fold_partition": cv.n_parts, "test_score": ENSEMBLE,
                     "weights": weights, "params": params, "ratio": ratio, "encoder": str(encoder_path),
-                    "pretrain_seconds": source_seconds,
+                    "pretrain_seconds": source_seconds, "precision": policy,
                     "monitor": "each task's own validation loss" if args.strategy in ("independent", "baseline")
                     else "sum of the tasks' validation losses",
                     "data": "phantom" if args.data is None else str(args.data),

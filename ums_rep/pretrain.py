@@ -57,6 +57,7 @@ from data_prep.io import atomic_write_text, read_image  # noqa: E402
 from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_noise  # noqa: E402
 from data_prep.pipeline import make_dataset  # noqa: E402
 from ums_rep import metrics  # noqa: E402
+from ums_rep.precision import set_precision  # noqa: E402
 from ums_rep.backbones import CDAE_FILTERS, ECHO_FILTERS, FLOW_CLASSES, cdae, echo_encoder  # noqa: E402
 from ums_rep.runs import (history_csv, image_side, prepared_data, results, resume_args, run_dir, save_args,  # noqa: E402
                           save_model, set_seed, trainable_params, write_json)
@@ -171,6 +172,7 @@ def run(args) -> int:
         preset["epochs"] = args.epochs
     params = load_params(args.params)
     set_seed(args.seed, getattr(args, "deterministic", False))
+    policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
     resume = bool(getattr(args, "resume", None))
     out = run_dir(args.out, f"pretrain-{args.backbone}", "ums_rep.pretrain", resume=resume)
     if not resume:
@@ -221,6 +223,7 @@ def run(args) -> int:
         task_metrics = metrics.classification(truth, prob.argmax(1))
     body = results(f"pretrain --backbone {args.backbone}",
                    {"preset": args.preset, **preset, "image": side, "params": used, "batch_size": batch,
+                    "precision": policy,
                     "data": "phantom" if data.info.get("phantom") else str(args.data), "prepared": data.info["prepared"],
                     "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(eval_rows),
                     "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"]},

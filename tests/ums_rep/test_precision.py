@@ -163,3 +163,33 @@ def test_follow_policy_leaves_matching_models_alone():
     f32 = precision.follow_policy(model, "float32")
     assert f32 is not model  # (the input layer's policy is the global one; its tensor is float32)
     assert {layer.compute_dtype for layer in f32.layers[1:]} == {"float32"}
+
+
+def test_every_training_command_takes_precision():
+    from data_prep.cli import PRECISIONS
+    from mt_unet import train
+    from ums_rep import finetune, pretrain
+    assert PRECISIONS == precision.MODES
+    for command in (pretrain, finetune, train):
+        assert command.build_parser().parse_args([]).precision == "float32"
+        assert command.build_parser().parse_args(["--precision", "auto"]).precision == "auto"
+        with pytest.raises(SystemExit):
+            command.build_parser().parse_args(["--precision", "half"])
+
+
+def test_a_run_records_the_policy_it_used(tmp_path, tmp_path_factory, monkeypatch):
+    """``--precision mixed`` on a CPU trains in bfloat16 (emulated where the CPU lacks it), keeps
+    the CDAE's output float32, and results.json says which policy ran."""
+    import json
+
+    from ums_rep.pretrain import main
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    _hardware(monkeypatch, cpu=True)
+    out = tmp_path / "cdae"
+    assert main(["--backbone", "cdae", "--preset", "tiny", "--out", str(out), "--epochs", "1",
+                 "--precision", "mixed", "--no-progress"]) == 0
+    assert json.loads((out / "results.json").read_text())["config"]["precision"] == "mixed_bfloat16"
+    assert json.loads((out / "args.json").read_text())["precision"] == "mixed"
+    keras.mixed_precision.set_global_policy("float32")
+    model = load_model(out / "model.keras")
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
