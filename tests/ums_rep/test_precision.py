@@ -193,3 +193,14 @@ def test_a_run_records_the_policy_it_used(tmp_path, tmp_path_factory, monkeypatc
     keras.mixed_precision.set_global_policy("float32")
     model = load_model(out / "model.keras")
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+
+
+def test_grad_cam_under_mixed_is_float32():
+    from ums_rep.derive import grad_cam
+    from ums_rep.heads import classification_head
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    backbone = cdae((32, 32, 1), filters=(4, 8, 8, 16))
+    feats = backbone.get_layer("cdae.enc4.relu").output
+    model = keras.Model(backbone.input, classification_head(feats, 2, "abnormal", units=8))
+    heat = grad_cam(model, np.random.default_rng(3).normal(size=(2, 32, 32, 1)), "cdae.enc4.relu")
+    assert heat.dtype == np.float32 and heat.shape == (2, 32, 32) and np.isfinite(heat).all()
