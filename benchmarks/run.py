@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run [--quick] [--out FILE.json] [--markdown FILE.md]``: training
+"""``python -m benchmarks.run [--quick] [--mixed] [--out FILE.json] [--markdown FILE.md]``: training
 throughput, hardware efficiency, input-pipeline speed, and the compute saving of a shared
 representation (UMS-Rep's headline: up to 86% less training time, ~81% fewer parameters).
 
@@ -9,7 +9,10 @@ measured in the same run on the same machine.
 * **training** — images/s of the CDAE (256², batch 16), the echo encoder (256², batch 16) and
   MT-UNet (quick preset shape, and the paper's width at 320×208) trained three ways: Keras
   ``model.fit``; the package's custom loop (:class:`ums_rep.strategies.Engine`); the custom loop
-  with XLA; on a GPU also XLA + mixed precision (on a GPU machine without TensorFlow,
+  with XLA; on a GPU also XLA + mixed precision; with ``--mixed`` the custom loop with and
+  without XLA under the mixed policy ``--precision mixed`` picks (bfloat16 on CPUs with
+  AVX512-BF16/AMX and on GPUs ≥ 8.0, float16 with loss scaling on older GPUs), beside float32 in
+  the same run, with a matmul reference in that 16-bit type too (on a GPU machine without TensorFlow,
   :mod:`benchmarks.keras_jax` times the same models on Keras' JAX backend). Each model runs in
   its own subprocess, so its peak RSS (and GPU memory) is its own. FLOPs per training step are
   *counted* by TensorFlow's profiler on the forward + backward graph; efficiency = FLOPs ×
@@ -98,10 +101,10 @@ def write_report(report: dict, text: str, out: Path | None, markdown_path: Path 
         atomic_write_text(markdown_path, text)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
     import tensorflow as tf
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
+    a = tf.cast(tf.random.normal((n, n)), dtype)
+    b = tf.cast(tf.random.normal((n, n)), dtype)
     f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
     seconds = _median_time(lambda: f().numpy(), repeats, warmup=2)
     return 2 * n ** 3 / seconds / 1e9
@@ -212,20 +215,24 @@ def conv_ceiling(models, batch: int, repeats: int) -> dict:
     return {"seconds_per_step": seconds, "flops_per_step": flops}
 
 
-def train_case(case: str, quick: bool, steps: int, repeats: int) -> dict:
-    """Images/s of one model trained by model.fit, the custom loop and the custom loop + XLA."""
+def train_case(case: str, quick: bool, steps: int, repeats: int, mixed: bool = False) -> dict:
+    """Images/s of one model trained by model.fit, the custom loop and the custom loop + XLA;
+    ``mixed``: also the custom loop with and without XLA under the mixed policy."""
     import keras
     import tensorflow as tf
+    from ums_rep.precision import choose
     from ums_rep.strategies import Engine, make_optimizer
     shape, batch, base = case_size(case, quick)
     steps = steps if quick else min(steps, CASES[case].get("steps", steps))  # seconds-long steps: fewer per block
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    modes = ["fit", "custom", "custom+xla"] + (["custom+xla+mixed"] if gpu else [])
+    modes = ["fit", "custom", "custom+xla"] + (["custom+mixed", "custom+xla+mixed"] if mixed else
+                                               ["custom+xla+mixed"] if gpu else [])
+    mixed_policy = choose("mixed")[0]
     out = {"case": case, "input": list(shape), "batch": batch, "base_filters": base, "steps_per_block": steps,
-           "modes": {}}
+           "modes": {}, "mixed_policy": mixed_policy}
     for mode in modes:
         keras.backend.clear_session()
-        keras.mixed_precision.set_global_policy("mixed_float16" if mode.endswith("mixed") else "float32")
+        keras.mixed_precision.set_global_policy(mixed_policy if mode.endswith("mixed") else "float32")
         keras.utils.set_random_seed(0)
         models, tasks, joint = _model_and_task(case, shape, base)
         x, y = _batch(case, shape, batch, tasks)
@@ -369,6 +376,7 @@ def markdown(report: dict) -> str:
                      f"{m['custom+xla']['images_per_s'] / m['custom']['images_per_s']:.2f} | "
                      f"{t['flops_per_step'] / fastest / 1e9 / mm:.2f} | {conv:.0f}, {conv / mm:.2f} | "
                      f"{cc['seconds_per_step'] / fastest:.2f} |")
+    lines += mixed_table(report)
     ip = report["input_pipeline"]
     lines += ["", f"Input pipeline: {ip['images_per_s']:.0f} images/s decoding {ip['side']}² PNGs "
               f"= **{report['input_vs_training']:.1f}×** the CDAE's custom-loop training rate.", ""]
@@ -385,10 +393,36 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mixed_table(report: dict) -> list:
+    """``--mixed``: each case's mixed modes over float32 in the same run, and the fraction of the
+    matmul rate each reaches, of its own 16-bit type and of float32 (no lines without mixed modes)."""
+    mm, mm16 = report["matmul_gflops"], report.get("matmul_gflops_mixed")
+    rows = [t for t in report["training"] if "custom+mixed" in t["modes"]]
+    if not rows:
+        return []
+    lines = ["", f"Mixed precision ({report.get('mixed_policy', rows[0].get('mixed_policy'))}; its matmul: "
+             + (f"**{mm16:.0f} GFLOP/s**" if mm16 else "not measured") + ")", "",
+             "| model | mode | images/s | over float32, same loop | of its matmul | of float32 matmul |",
+             "|---|---|---|---|---|---|"]
+    for t in rows:
+        for mode in ("custom+mixed", "custom+xla+mixed"):
+            if mode not in t["modes"]:
+                continue
+            r, ref = t["modes"][mode], t["modes"][mode.replace("+mixed", "")]
+            gflops = t["flops_per_step"] / r["step_s"] / 1e9
+            own = f"{gflops / mm16:.2f}" if mm16 else ""
+            lines.append(f"| {t['case']} | {mode} | {r['images_per_s']:.1f} | "
+                         f"**{r['images_per_s'] / ref['images_per_s']:.2f}×** | {own} | {gflops / mm:.2f} |")
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.cli import describe
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=describe(__doc__))
     add_common_options(parser)
+    parser.add_argument("--mixed", action="store_true",
+                        help="also time the custom loop (with and without XLA) under the mixed precision policy, "
+                             "beside float32 in the same run, with a 16-bit matmul reference")
     parser.add_argument("--saving-preset", default=None, metavar="PRESET", help="finetune preset for the compute saving "
                         "(default tiny with --quick, else quick); 'none' skips it")
     parser.add_argument("--saving-epochs", type=int, default=None, metavar="N",
@@ -406,16 +440,22 @@ def main(argv=None) -> int:
     repeats = args.repeats or (2 if args.quick else 5)
     steps = 2 if args.quick else 5
     if args.case:  # child process: one model, every mode
-        print(BENCH + json.dumps(train_case(args.case, args.quick, steps, repeats)))
+        print(BENCH + json.dumps(train_case(args.case, args.quick, steps, repeats, args.mixed)))
         return 0
     from ums_rep.runs import versions
     report = {"quick": args.quick, "repeats": repeats, "steps_per_block": steps, "machine": versions(),
               "matmul_gflops": matmul_gflops(1024 if args.quick else 2048, repeats)}
     log.info("matmul: %.0f GFLOP/s", report["matmul_gflops"])
+    if args.mixed:
+        from ums_rep.precision import choose
+        report["mixed_policy"] = choose("mixed")[0]
+        report["matmul_gflops_mixed"] = matmul_gflops(1024 if args.quick else 2048, repeats,
+                                                      report["mixed_policy"].split("_")[1])
+        log.info("matmul %s: %.0f GFLOP/s", report["mixed_policy"], report["matmul_gflops_mixed"])
     report["training"] = []
     for case in args.cases:
         cmd = [sys.executable, "-m", "benchmarks.run", "--case", case, "--repeats", str(repeats)] + \
-              (["--quick"] if args.quick else [])
+              (["--quick"] if args.quick else []) + (["--mixed"] if args.mixed else [])
         report["training"].append(child_result(cmd, case, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}))
         log.info("%s: %s", case, {m: round(r["images_per_s"], 1) for m, r in report["training"][-1]["modes"].items()})
     report["input_pipeline"] = input_pipeline(args.quick, repeats)

@@ -61,3 +61,27 @@ def test_keras_jax_harness_builds_the_same_models_and_counts_their_flops(tmp_pat
     convs = sum(conv_train_flops(layer, t["batch"], grad_x) for layer, grad_x in _convs(models))
     assert 0.8 * convs < t["flops_per_step"] < 1.2 * convs, (t["flops_per_step"], convs)
     assert "jit step" in (tmp_path / "j.md").read_text()
+
+
+def test_mixed_modes_are_timed_beside_float32(monkeypatch):
+    """``--mixed``: the custom loop with and without XLA under the mixed policy, in the same run
+    as float32, and the table of each mode over float32 and of its own matmul (tiny CDAE)."""
+    import keras
+
+    from benchmarks.run import matmul_gflops, mixed_table, train_case
+    from ums_rep import precision
+    monkeypatch.setattr(precision, "gpu_capability", lambda: None)
+    monkeypatch.setattr(precision, "cpu_bf16", lambda *a, **k: True)
+    try:
+        t = train_case("cdae", quick=True, steps=1, repeats=1, mixed=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert t["mixed_policy"] == "mixed_bfloat16"
+    assert set(t["modes"]) == {"fit", "custom", "custom+xla", "custom+mixed", "custom+xla+mixed"}
+    assert all(m["images_per_s"] > 0 for m in t["modes"].values())
+    report = {"matmul_gflops": matmul_gflops(128, 1), "matmul_gflops_mixed": matmul_gflops(128, 1, "bfloat16"),
+              "mixed_policy": t["mixed_policy"], "training": [t]}
+    assert report["matmul_gflops_mixed"] > 0
+    text = "\n".join(mixed_table(report))
+    assert "mixed_bfloat16" in text and text.count("| cdae |") == 2
+    assert mixed_table({**report, "training": [{**t, "modes": {"custom": t["modes"]["custom"]}}]}) == []
