@@ -23,11 +23,22 @@ value), ``results.json``, and ``talos/`` (Talos' own experiment record and check
 ``--resume RUN_DIR`` continues the interrupted scan in ``RUN_DIR`` with the arguments it was
 started with (``RUN_DIR/args.json``), without repeating finished rounds (Talos 2 commits each
 finished round in ``RUN_DIR/talos``; a round cut short is run again).
+
+Over several machines: ``--shard I/N`` runs the I-th (1 to N) of N disjoint parts of the rounds
+the same arguments would run on one machine (Talos' ``DistributeParamSpace``: the rounds left
+after ``--round-limit``/``--fraction-limit``, shuffled with ``--seed`` and cut in N), each an
+ordinary scan folder, resumable with ``--resume``; ``--merge DIR... [--out DIR]`` then joins the
+N folders into one ``scan.csv`` (rows in the order one machine would have run them),
+``best.json``, figures and ``results.json``. Each round seeds its training from ``--seed`` and its
+own parameters, not from its place in the queue, so a round trains the same on any shard and the
+merged table and winner are those of the unsplit scan.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 import logging
 import time
 from datetime import datetime, timedelta
@@ -71,8 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue the interrupted scan in RUN_DIR with its arguments, without repeating the "
                              "rounds it finished")
+    parser.add_argument("--shard", type=shard_arg, default=None, metavar="I/N",
+                        help="run only the I-th (1..N) of N disjoint parts of the rounds (one per machine); "
+                             "join the parts' folders with --merge")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="merge the finished --shard scans in these folders into one table and best.json "
+                             "(written to --out); trains nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logging only)")
     return parser
+
+
+def shard_arg(text: str) -> tuple:
+    """``--shard I/N`` → ``(I, N)``, 1 <= I <= N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N, e.g. 1/2") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"{text!r}: shards are numbered 1 to N")
+    return i, n
 
 
 parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
@@ -184,12 +212,23 @@ def _encoder(args, modality: str) -> keras.Model:
 
 # --------------------------------------------------------------------------- models
 
-def model_fn(model: str, image: int, epochs: int, echo_strides: int = 1):
-    """The Talos round function ``(x, y, x_val, y_val, params) -> (history, model)``."""
+def round_seed(seed: int, params: dict) -> int:
+    """The seed a round trains with: from the scan's ``--seed`` and the round's own parameters
+    (not its place in the queue, which differs between one machine and ``--shard`` parts)."""
+    text = json.dumps({"seed": int(seed), "params": {k: params[k] for k in sorted(params)}}, default=str)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % (2 ** 31)
+
+
+def model_fn(model: str, image: int, epochs: int, echo_strides: int = 1, seed: int | None = None):
+    """The Talos round function ``(x, y, x_val, y_val, params) -> (history, model)``; with
+    ``seed``, each round first seeds Python, NumPy, TensorFlow and Keras with
+    :func:`round_seed`."""
     from ums_rep.pretrain import build
 
     def round_fn(x_train, y_train, x_val, y_val, params):
         p = dict(params)
+        if seed is not None:
+            keras.utils.set_random_seed(round_seed(seed, p))
         if model == "echo":
             net, task, _ = build("echo", image, p, echo_strides)
             loss, metrics = "categorical_crossentropy", ["accuracy"]
@@ -259,6 +298,60 @@ def analyze_figures(table_csv: Path, model: str, out: Path) -> list:
     return paths
 
 
+def param_space(model: str, *, round_limit=None, fraction_limit=None, time_limit=None, seed=0, shard=None):
+    """What ``talos.Scan`` gets as ``params``: the search space (a dict: all of it, or the
+    ``--round-limit``/``--fraction-limit`` sample Talos draws with ``seed``), or with ``shard``
+    ``(I, N)`` Talos' ``DistributeParamSpace`` part I of N of that same sample (a ``ParamSpace``)."""
+    space = SPACES[model]
+    if shard is None:
+        return space
+    from talos.parameters.DistributeParamSpace import DistributeParamSpace
+    i, n = shard
+    parts = DistributeParamSpace(space, list(space), fraction_limit=fraction_limit, round_limit=round_limit,
+                                 time_limit=time_limit, machines=n, seed=seed)
+    return parts.param_spaces[i - 1]
+
+
+def queue(params) -> list:
+    """The rounds a Talos ``ParamSpace`` runs, in order, as parameter dicts (nothing trains)."""
+    return [dict(zip(params.param_keys, params.param_space[i])) for i in params.param_index]
+
+
+def unsplit_queue(model: str, *, round_limit=None, fraction_limit=None, seed=0) -> list:
+    """The rounds one machine runs for these arguments, in its order (``talos.Scan``'s
+    ``ParamSpace`` with the same limits and seed)."""
+    from talos.parameters.ParamSpace import ParamSpace
+    space = SPACES[model]
+    return queue(ParamSpace(space, list(space), fraction_limit=fraction_limit, round_limit=round_limit, seed=seed))
+
+
+def _key(model: str, params) -> tuple:
+    """A round's identity: its parameter values, typed as in :data:`SPACES` (CSV round trips
+    turn 16 into 16.0 or "16")."""
+    out = []
+    for name, values in SPACES[model].items():
+        v = params[name]
+        out.append(str(v) if isinstance(values[0], str) else float(v))
+    return tuple(out)
+
+
+def merge_tables(model: str, tables: list, order: list) -> pd.DataFrame:
+    """The shards' result tables as one, rows in ``order`` (the unsplit queue: one machine's
+    round order, so ties go to the round one machine would have run first). A round found in
+    two tables, or in none of ``order``, raises ValueError."""
+    table = pd.concat(tables, ignore_index=True)
+    keys = [_key(model, row) for _, row in table.iterrows()]
+    position = {_key(model, p): i for i, p in enumerate(order)}
+    dup = pd.Series(keys).duplicated()
+    if dup.any():
+        raise ValueError(f"round {dict(zip(SPACES[model], keys[int(dup.idxmax())]))} is in more than one shard")
+    stray = [k for k in keys if k not in position]
+    if stray:
+        raise ValueError(f"round {dict(zip(SPACES[model], stray[0]))} is not one of this scan's rounds")
+    table["_order"] = [position[k] for k in keys]
+    return table.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
 def _time_limit(text: str | None) -> str | None:
     """``HH:MM`` from now → Talos' absolute ``YYYY-MM-DD HH:MM``."""
     if text is None:
@@ -290,10 +383,12 @@ def run(args) -> int:
     if args.fraction_limit is not None and not 0 < args.fraction_limit <= 1:
         raise ValueError(f"--fraction-limit must be in (0, 1], got {args.fraction_limit}")
     time_limit = _time_limit(args.time_limit)
+    shard = tuple(args.shard) if getattr(args, "shard", None) else None  # a list once read back from args.json
     preset = {**PRESETS[args.preset], "n": phantom_counts(args.preset)}
     if args.epochs:
         preset["epochs"] = args.epochs
-    out = run_dir(args.out, f"scan-{args.model}", "ums_rep.scan", resume=resume)
+    name = f"scan-{args.model}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "")
+    out = run_dir(args.out, name, "ums_rep.scan", resume=resume)
     args.out = out
     if not resume:
         save_args(args, out)
@@ -303,17 +398,20 @@ def run(args) -> int:
     xt, yt, xv, yv, info = scan_data(args.model, args, preset)
     space = SPACES[args.model]
     metric, direction = OBJECTIVE[args.model]
-    log.info("Talos scan of %s: %d combinations, %s; %d training / %d validation images, %d epochs per round",
+    params = param_space(args.model, round_limit=args.round_limit, fraction_limit=args.fraction_limit,
+                         time_limit=time_limit, seed=args.seed, shard=shard)
+    log.info("Talos scan of %s: %d combinations, %s%s; %d training / %d validation images, %d epochs per round",
              args.model, int(np.prod([len(v) for v in space.values()])),
              ", ".join(f"{k}" for k in ("round_limit", "fraction_limit", "time_limit") if getattr(args, k, None)) or "all",
+             f"; shard {shard[0]} of {shard[1]}: {len(params.param_index)} rounds" if shard else "",
              len(xt), len(xv), preset["epochs"])
     options = {"resume": True, "experiment_dir": str(resume_dir)} if resume_dir else {}
     # Talos' resume hashes the round function's module: take it from ums_rep.scan even when this
     # file runs as __main__, so a scan started by the CLI resumes from the CLI or from Python
     from ums_rep.scan import model_fn
     t0 = time.perf_counter()
-    scan = talos.Scan(xt, yt, space, model_fn(args.model, image_side(preset, scan_modality(args.model, args)), preset["epochs"],
-                                                 pretrain.PRESETS[preset["pretrain"]]["echo_strides"]),
+    scan = talos.Scan(xt, yt, params, model_fn(args.model, image_side(preset, scan_modality(args.model, args)), preset["epochs"],
+                                                  pretrain.PRESETS[preset["pretrain"]]["echo_strides"], seed=args.seed),
                       experiment_name=str(talos_dir), x_val=xv, y_val=yv, seed=args.seed,
                       round_limit=args.round_limit, fraction_limit=args.fraction_limit, time_limit=time_limit,
                       reduction_metric=metric, minimize_loss=direction == "min",
@@ -321,6 +419,11 @@ def run(args) -> int:
     seconds = time.perf_counter() - t0
     experiment = Path(scan.details["run_dir"])
     table = pd.read_csv(experiment / "results.csv")
+    if getattr(scan, "status", None) == "paused" and not (time_limit and datetime.now().strftime("%Y-%m-%d %H:%M") >= time_limit):
+        # Talos ends a scan stopped by Ctrl-C or SIGTERM as "paused": not a finished scan (no
+        # results.json, which would refuse --resume and let --merge take a partial shard)
+        log.warning("scan interrupted after %d rounds; continue it with --resume %s", len(table), out)
+        return 130
     if table.empty:
         raise RuntimeError(f"{experiment}: the scan finished no round")
     atomic_write_text(out / "scan.csv", table.to_csv(index=False))
@@ -331,7 +434,8 @@ def run(args) -> int:
     body = results(f"scan --model {args.model}",
                    {"model": args.model, "preset": args.preset, **preset, "image": image_side(preset, scan_modality(args.model, args)), "space": space,
                     "round_limit": args.round_limit, "fraction_limit": args.fraction_limit,
-                    "time_limit": args.time_limit, "resumed_from": str(resume_dir) if resume_dir else None,
+                    "time_limit": args.time_limit, "shard": list(shard) if shard else None,
+                    "resumed_from": str(resume_dir) if resume_dir else None,
                     "data": info, "objective": {"metric": metric, "direction": direction}},
                    {}, args.seed, rounds=len(table), scan_seconds=seconds, best=best,
                    figures=[p.name for p in figures], talos_experiment=str(experiment), **extra)
@@ -342,10 +446,74 @@ def run(args) -> int:
     return 0
 
 
+SHARED_ARGS = ("model", "task", "encoder", "preset", "epochs", "seed", "data", "round_limit", "fraction_limit")
+
+
+def merge(folders, out=None) -> Path:
+    """``--merge DIR...``: the finished ``--shard`` scans in ``folders`` (every part 1..N of one
+    scan, once each) as one scan in ``out``: ``scan.csv`` in one machine's round order,
+    ``best.json`` picked from it by :func:`best_params`, figures, ``results.json`` (rounds, the
+    shards' seconds) and ``args.json``. Parts of different scans, a missing or repeated part, or
+    an unfinished part raise ValueError."""
+    folders = [Path(f) for f in folders]
+    parts = []
+    for folder in folders:
+        for name in ("args.json", "results.json", "scan.csv"):
+            if not (folder / name).is_file():
+                raise ValueError(f"{folder}: no {name}; --merge takes finished --shard scans "
+                                 f"(an interrupted one continues with --resume {folder})")
+        saved = json.loads((folder / "args.json").read_text())
+        if saved.get("command") != "ums_rep.scan" or not saved.get("shard"):
+            raise ValueError(f"{folder}: not a --shard scan of ums_rep.scan")
+        parts.append((folder, saved, json.loads((folder / "results.json").read_text()),
+                      pd.read_csv(folder / "scan.csv")))
+    first = parts[0][1]
+    for folder, saved, _, _ in parts[1:]:
+        differ = [k for k in SHARED_ARGS if saved.get(k) != first.get(k)]
+        if differ or saved["shard"][1] != first["shard"][1]:
+            raise ValueError(f"{folder} and {parts[0][0]}: parts of different scans "
+                             f"({', '.join(differ) or 'number of shards'} differ)")
+    n = first["shard"][1]
+    numbers = sorted(saved["shard"][0] for _, saved, _, _ in parts)
+    if numbers != list(range(1, n + 1)):
+        missing = sorted(set(range(1, n + 1)) - set(numbers))
+        repeated = sorted({i for i in numbers if numbers.count(i) > 1})
+        raise ValueError(f"--merge needs shards 1 to {n} once each: "
+                         + "; ".join(x for x in (f"missing {missing}" if missing else "",
+                                                 f"repeated {repeated}" if repeated else "") if x))
+    model = first["model"]
+    order = unsplit_queue(model, round_limit=first.get("round_limit"), fraction_limit=first.get("fraction_limit"),
+                          seed=first.get("seed", 0))
+    table = merge_tables(model, [t for *_, t in parts], order)
+    out = run_dir(out, f"scan-{model}-merged", "ums_rep.scan")
+    write_json(out / "args.json", {"command": "ums_rep.scan", **{k: first.get(k) for k in SHARED_ARGS},
+                                   "merge": [str(f) for f in folders], "out": str(out)})
+    atomic_write_text(out / "scan.csv", table.to_csv(index=False))
+    best = best_params(table, model)
+    write_json(out / "best.json", best)
+    figures = analyze_figures(out / "scan.csv", model, out)
+    metric = OBJECTIVE[model][0]
+    body = parts[0][2]
+    seconds = [r.get("scan_seconds", 0.0) for _, _, r, _ in parts]
+    body.update(config={**body["config"], "shard": None, "merged_from": [str(f) for f in folders], "shards": n},
+                rounds=len(table), rounds_planned=len(order), scan_seconds=float(sum(seconds)),
+                shard_seconds=seconds, best=best, figures=[p.name for p in figures],
+                talos_experiment=[r.get("talos_experiment") for _, _, r, _ in parts])
+    write_json(out / "results.json", body)
+    log.info("merged %d shards: %d of %d rounds, %.0f s of training in all (the longest shard %.0f s); "
+             "best %s = %.4f with %s", n, len(table), len(order), sum(seconds), max(seconds), metric,
+             best["_score"][metric], {k: v for k, v in best.items() if k != "_score"})
+    log.info("wrote %s", out)
+    return out
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
+        if args.merge:
+            merge(args.merge, args.out)
+            return 0
         return run(args)
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
