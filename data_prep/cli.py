@@ -169,6 +169,14 @@ def add_training_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
+def add_compare_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--compare RUN_DIR...`` and ``--mix-presets``: a training command's comparison of finished runs."""
+    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="compare finished runs instead of training (other folders are skipped)")
+    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
+    return parser
+
+
 def shape_arg(text: str) -> tuple:
     """``--shape HxW`` → ``(H, W)``."""
     m = re.fullmatch(r"(\d+)[xX×](\d+)", text)

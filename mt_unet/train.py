@@ -25,7 +25,7 @@ import logging
 import math
 from pathlib import Path
 
-from data_prep.cli import add_training_options, base_parser, parse_early, setup_logging, shape_arg
+from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, setup_logging, shape_arg
 
 PRESETS = {
     "tiny": {"shape": (64, 48), "base": 4, "epochs": 2, "batch": 4, "patience": 1, "lr": 1e-3, "seeds": 1,
@@ -61,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="RLRP patience P, MT-UNet Appendix B (default per preset)")
     parser.add_argument("--batch", type=int, default=None, metavar="N", help="batch size (default per preset)")
     add_training_options(parser)
-    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
-                        help="compare finished runs instead of training (other folders are skipped)")
-    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
+    add_compare_options(parser)
     return parser
 
 

@@ -45,7 +45,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-from data_prep.cli import add_training_options, base_parser, parse_early, setup_logging
+from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, setup_logging
 from ums_rep.tasks import FLOW_CLASSES, TASK_SETS
 
 PRESETS = {
@@ -100,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recommend-flow", default="TR", choices=FLOW_CLASSES,
                         help="echo-hetero: the flow type whose good-quality images are recommended (default TR)")
     add_training_options(parser)
-    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="RUN_DIR",
-                        help="compare finished runs instead of training (other folders are skipped)")
-    parser.add_argument("--mix-presets", action="store_true", help="with --compare: allow runs of different presets")
+    add_compare_options(parser)
     return parser
 
 
