@@ -156,13 +156,18 @@ def base_parser(prog: str, description: str, *, data: bool = True, preset: bool 
 
 def add_training_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options every training command shares: ``--deterministic``, ``--precision``,
-    ``--resume RUN_DIR``, ``--no-progress``."""
+    ``--resume RUN_DIR``, ``--no-progress``, ``--distribute`` (``ums_rep.runs.distribution``)."""
     parser.add_argument("--deterministic", action="store_true", help="op determinism (slower)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="float32 (default); mixed: float32 weights, 16-bit compute (bfloat16 on CPUs with "
                              "AVX512-BF16 or AMX and on GPUs of compute capability 8.0 or later, float16 with "
                              "loss scaling on older GPUs); auto: mixed where the hardware computes 16-bit types "
                              "natively, float32 elsewhere. results.json records the policy used")
+    parser.add_argument("--distribute", choices=("auto", "none", "mirrored", "multiworker"), default="none",
+                        help="none (default): one device; mirrored: tf.distribute.MirroredStrategy over this "
+                             "machine's GPUs; multiworker: MultiWorkerMirroredStrategy over the machines TF_CONFIG "
+                             "names (start the same command on each; only the chief writes --out); auto: "
+                             "multiworker if TF_CONFIG names several tasks, else mirrored with several GPUs, else none")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last completed epoch, with its arguments")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logging only)")

@@ -70,7 +70,6 @@ parse_early(__name__, build_parser)  # python -m: --help and usage errors answer
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from data_prep.egd import CLASSES  # noqa: E402
 from data_prep.io import atomic_write_text  # noqa: E402
@@ -80,8 +79,8 @@ from mt_unet.model import DISEASE, SALIENCY, TASKS, build  # noqa: E402
 from mt_unet.schedule import fit_config_kwargs  # noqa: E402
 from ums_rep.precision import set_precision  # noqa: E402
 from ums_rep.report import collect  # noqa: E402
-from ums_rep.runs import (history_csv, prepared_data, results, resume_args, run_dir, save_args,  # noqa: E402
-                          save_model, set_seed, trainable_params, write_json)
+from ums_rep.runs import (discard_worker_folder, distribution, history_csv, prepared_data, results,  # noqa: E402
+                          resume_args, run_dir, save_args, save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, NonFiniteLossError, fit  # noqa: E402
 from ums_rep.weighting import FixedWeights, mtl  # noqa: E402
 
@@ -180,6 +179,7 @@ def summarise(per_seed: list) -> tuple[dict, dict]:
 
 def run(args) -> int:
     args = resume_args(args, "mt_unet.train")
+    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
     preset = dict(PRESETS[args.preset])
     for key in ("epochs", "lr", "patience", "batch"):
         if getattr(args, key, None):
@@ -193,12 +193,11 @@ def run(args) -> int:
     build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
     keras.backend.clear_session()
     out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}", "mt_unet.train",
-                  resume=bool(args.resume))
+                  resume=bool(args.resume), dist=dist)
     if not args.resume:
         save_args(args, out)
     prepared = egd_data(args.data, args.preset, preset["shape"], args.seed)
     atomic_write_text(out / "normalizer.json", prepared.normalizer.to_json())  # for ums_rep.predict
-    dist = tf.distribute.get_strategy()
     per_seed = []
     for k in range(n_seeds):
         seed = args.seed + k
@@ -223,6 +222,7 @@ def run(args) -> int:
     log.info("%s over %d seed(s): %s", name, n_seeds,
              ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in METRIC_ORDER if k in med))
     log.info("wrote %s", out)
+    discard_worker_folder(out, dist)
     return 0
 
 

@@ -108,7 +108,6 @@ parse_early(__name__, build_parser)  # python -m: --help and usage errors answer
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import keras  # noqa: E402
 from data_prep.io import atomic_write_text, read_image  # noqa: E402
@@ -118,8 +117,9 @@ from ums_rep import derive, metrics, report  # noqa: E402
 from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model, feature_layer,  # noqa: E402
                             head_params, weights_digest)
 from ums_rep.precision import set_precision  # noqa: E402
-from ums_rep.runs import (history_csv, image_side, load_model, prepared_data, results, resume_args, run_dir,  # noqa: E402
-                          save_args, save_model, set_seed, trainable_params, write_json)
+from ums_rep.runs import (discard_worker_folder, distribution, history_csv, image_side, load_model,  # noqa: E402
+                          prepared_data, results, resume_args, run_dir, save_args, save_model, set_seed,
+                          trainable_params, write_json)
 from ums_rep.strategies import FitConfig, fit  # noqa: E402
 from ums_rep.tasks import Spec, cross_validation  # noqa: E402
 from ums_rep.weighting import FixedWeights  # noqa: E402
@@ -189,6 +189,7 @@ def run(args) -> int:
     if args.epochs:
         preset["epochs"] = args.epochs
     folds = args.folds or preset["folds"]
+    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
     set_seed(args.seed, args.deterministic)
     policy = set_precision(getattr(args, "precision", "float32"))  # before the encoder is loaded or built
     sdef = TASK_SETS[args.tasks]
@@ -208,7 +209,7 @@ def run(args) -> int:
     unknown = sorted((set(weights) | set(ratio)) - set(tasks))
     if unknown:
         raise ValueError(f"--weights/--ratio name unknown task(s) {unknown}; tasks of {args.tasks}: {sorted(tasks)}")
-    out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}", "ums_rep.finetune", resume=resume)
+    out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}", "ums_rep.finetune", resume=resume, dist=dist)
     if not resume:
         save_args(args, out)
 
@@ -230,6 +231,7 @@ def run(args) -> int:
                                        epochs=None, params=args.params, seed=args.seed, out=enc_out, data=args.data,
                                        deterministic=args.deterministic, no_progress=args.no_progress,
                                        precision=getattr(args, "precision", "float32"),
+                                       distribute=getattr(args, "distribute", "none"),
                                        resume=enc_out if resume and (enc_out / "args.json").is_file() else None)
             if pretrain.run(pargs) != 0:
                 raise RuntimeError("pretraining the encoder failed")
@@ -241,7 +243,6 @@ def run(args) -> int:
     source_seconds, source_params = _source_cost(encoder_path, pretrained)
 
     batch = preset["batch"]
-    dist = tf.distribute.get_strategy()
     denoiser = None
     if args.strategy == "baseline" and modality == "cxr":
         denoiser = load_model(encoder_path)  # model 1: the separately trained denoiser, frozen
@@ -368,6 +369,7 @@ def run(args) -> int:
                    task_results, args.seed, source=source)
     write_json(out / "results.json", body)
     _summary(out, args, body)
+    discard_worker_folder(out, dist)
     if nonfinite:
         log.error("training stopped on a non-finite loss (%s); the outputs are those of the restored weights",
                   "; ".join(nonfinite))

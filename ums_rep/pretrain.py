@@ -59,8 +59,8 @@ from data_prep.pipeline import make_dataset  # noqa: E402
 from ums_rep import metrics  # noqa: E402
 from ums_rep.precision import set_precision  # noqa: E402
 from ums_rep.backbones import CDAE_FILTERS, ECHO_FILTERS, FLOW_CLASSES, cdae, echo_encoder  # noqa: E402
-from ums_rep.runs import (history_csv, image_side, prepared_data, results, resume_args, run_dir, save_args,  # noqa: E402
-                          save_model, set_seed, trainable_params, write_json)
+from ums_rep.runs import (discard_worker_folder, distribution, history_csv, image_side, prepared_data,  # noqa: E402
+                          results, resume_args, run_dir, save_args, save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, fit  # noqa: E402
 from ums_rep.tasks import Task  # noqa: E402
 
@@ -167,6 +167,7 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     args = resume_args(args, "ums_rep.pretrain")
+    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
     preset = dict(PRESETS[args.preset])
     if args.epochs:
         preset["epochs"] = args.epochs
@@ -174,7 +175,7 @@ def run(args) -> int:
     set_seed(args.seed, getattr(args, "deterministic", False))
     policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
     resume = bool(getattr(args, "resume", None))
-    out = run_dir(args.out, f"pretrain-{args.backbone}", "ums_rep.pretrain", resume=resume)
+    out = run_dir(args.out, f"pretrain-{args.backbone}", "ums_rep.pretrain", resume=resume, dist=dist)
     if not resume:
         save_args(args, out)
     dataset = "rsna" if args.backbone == "cdae" else "doppler"
@@ -182,7 +183,8 @@ def run(args) -> int:
     data = prepared_data(dataset, args.data, size=side, seed=args.seed,
                          phantom_n=preset["phantom_n"][dataset], phantom_size=preset["phantom_size"])
     batch = int(params.get("batch_size", preset["batch"]))
-    model, task, used = build(args.backbone, side, params, preset["echo_strides"])
+    with dist.scope():
+        model, task, used = build(args.backbone, side, params, preset["echo_strides"])
     norm = data.normalizer
     atomic_write_text(out / "normalizer.json", norm.to_json())  # the run folder holds its preprocessing
     if args.backbone == "cdae":
@@ -202,7 +204,8 @@ def run(args) -> int:
     log.info("pretraining %s on %d/%d/%d images (%s), %d parameters", args.backbone, len(train_rows),
              len(val_rows), len(test_rows), "phantom" if data.info.get("phantom") else "real", model.count_params())
     start = time.perf_counter()
-    fitted = fit("joint", {task.name: model}, {task.name: task}, {task.name: train}, {task.name: val}, config)
+    fitted = fit("joint", {task.name: model}, {task.name: task}, {task.name: train}, {task.name: val}, config,
+                 dist=dist)
     seconds = time.perf_counter() - start
     save_model(model, out / "model.keras")
     history_csv(out / "history.csv", fitted["history"])
@@ -232,6 +235,7 @@ def run(args) -> int:
                    args.seed, **extra)
     write_json(out / "results.json", body)
     log.info("wrote %s (%.1f s of training)", out, seconds)
+    discard_worker_folder(out, dist)
     if fitted["stopped"].startswith("non-finite"):
         log.error("%s: %s; the outputs above are those of the restored weights", out, fitted["stopped"])
         return 3

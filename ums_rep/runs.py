@@ -95,11 +95,94 @@ def image_side(preset: dict, modality: str) -> int:
     return int(side[modality] if isinstance(side, dict) else side)
 
 
-def run_dir(out, name: str, command: str, *, resume: bool = False) -> Path:
+DISTRIBUTE = ("auto", "none", "mirrored", "multiworker")
+_STRATEGIES: dict = {}  # one per process: a second MultiWorkerMirroredStrategy cannot join the cluster again
+
+
+def cluster_workers() -> int:
+    """How many tasks (chief and workers) ``TF_CONFIG``'s cluster names; 0 without TF_CONFIG."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"TF_CONFIG is not a JSON object ({e})") from None
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
+def distribution(name: str = "none") -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy ``--distribute name`` asks for: ``none``, the default
+    strategy (one device); ``mirrored``, ``MirroredStrategy`` over this machine's GPUs (its CPU
+    without one); ``multiworker``, ``MultiWorkerMirroredStrategy`` over the cluster ``TF_CONFIG``
+    names (every worker runs the same command with its own ``task``); ``auto``, multiworker if
+    ``TF_CONFIG`` names more than one task, else mirrored if this machine has several GPUs, else
+    none. Created once per process, before any model (call it first in a command)."""
+    if name not in DISTRIBUTE:
+        raise ValueError(f"--distribute {name!r}: expected one of {', '.join(DISTRIBUTE)}")
+    if name == "auto":
+        name = ("multiworker" if cluster_workers() > 1 else
+                "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "none")
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "multiworker" and cluster_workers() < 1:
+        raise ValueError("--distribute multiworker needs TF_CONFIG naming the cluster and this task, e.g. "
+                         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
+    if name not in _STRATEGIES:
+        _STRATEGIES[name] = (tf.distribute.MirroredStrategy() if name == "mirrored"
+                             else tf.distribute.MultiWorkerMirroredStrategy())
+        log.info("--distribute %s: %d replica(s) in sync", name, _STRATEGIES[name].num_replicas_in_sync)
+    return _STRATEGIES[name]
+
+
+def task_of(dist) -> tuple:
+    """``(task type, index)`` of this process in a multi-worker cluster; ``(None, None)`` otherwise."""
+    resolver = getattr(dist, "cluster_resolver", None)
+    if resolver is None or not getattr(dist.extended, "_in_multi_worker_mode", lambda: False)():
+        return None, None
+    return resolver.task_type, resolver.task_id
+
+
+def is_chief(dist=None) -> bool:
+    """Whether this process writes the run folder: the only one, or the cluster's chief (its
+    ``chief`` task, or worker 0 where the cluster names no chief)."""
+    task_type, task_id = task_of(dist) if dist is not None else (None, None)
+    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0 and
+                                                        not json.loads(os.environ.get("TF_CONFIG") or "{}")
+                                                        .get("cluster", {}).get("chief"))
+
+
+def worker_folder(out: Path, dist) -> Path:
+    """Where a non-chief worker writes what the chief writes to ``out`` (checkpoints, results,
+    figures): a folder of its own under the system's temporary folder, named after ``out`` and
+    the task, so ``--resume`` on that machine finds its checkpoints (TensorFlow's multi-worker
+    guide: every worker saves, only the chief's copy is kept). Removed with
+    :func:`discard_worker_folder` when the run ends."""
+    out, root = Path(out), _workers_root()
+    if root in out.parents:  # already a worker's folder (finetune's encoder pretraining inside its own)
+        return out
+    task_type, task_id = task_of(dist)
+    return root / f"{out.name}-{task_type}{task_id}"
+
+
+def _workers_root() -> Path:
+    return Path(tempfile.gettempdir()).resolve() / "ums_rep-workers"
+
+
+def discard_worker_folder(out: Path, dist) -> None:
+    """A non-chief worker's folder, removed at the end of its run (the chief's is the result);
+    one inside another worker folder is left to the run that owns that one."""
+    import shutil
+    if dist is not None and not is_chief(dist) and Path(out).parent == _workers_root():
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run_dir(out, name: str, command: str, *, resume: bool = False, dist=None) -> Path:
     """``--out``, or ``runs/<name>-<timestamp>`` (``data_prep.cli.default_out_dir``), created and
     writable. A run folder belongs to the ``command`` that made it: another command's folder, a
-    finished run, or (without ``resume``) an interrupted one raises :class:`RunFolderError`."""
+    finished run, or (without ``resume``) an interrupted one raises :class:`RunFolderError`.
+    Under a multi-worker ``dist``, a worker other than the chief gets its :func:`worker_folder`
+    instead, so only the chief writes the run folder."""
     out = Path(out) if out else default_out_dir(name)
+    if dist is not None and not is_chief(dist):
+        out = worker_folder(out, dist)
     if out.is_dir():
         _check_owner(out, command, resume)
     try:

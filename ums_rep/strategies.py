@@ -406,9 +406,15 @@ class _Store:
         # Keras' dropout seed generators are not in the model's checkpoint graph: add them, so a
         # resumed run draws the same dropout masks as an uninterrupted one
         rng = _unique([v.value for m in models.values() for v in m.variables if _is_rng(v)])
+        # a multi-worker strategy's distributed iterators cannot be checkpointed: there a resumed
+        # run restarts its input pipeline (another shuffle order from that epoch on)
+        saved_iters = {k: it for k, it in iters.items() if isinstance(it, tf.__internal__.tracking.Trackable)}
+        if len(saved_iters) < len(iters):
+            log.info("distributed input iterators: their position is not checkpointed (a resumed run "
+                     "restarts its input pipeline)")
         self.last = tf.train.Checkpoint(epoch=self.epoch_var, **weights, rng=rng,
                                         **{f"optimizer_{k}": o for k, o in optimizers.items()},
-                                        **{f"iterator_{k}": it for k, it in iters.items()})
+                                        **{f"iterator_{k}": it for k, it in saved_iters.items()})
         self.last_manager = tf.train.CheckpointManager(self.last, str(self.folder), max_to_keep=2)
         path = self.folder / "state.json"
         self.state = json.loads(path.read_text()) if path.is_file() else None

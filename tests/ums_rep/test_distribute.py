@@ -1,0 +1,148 @@
+"""``--distribute``: two local worker processes under ``MultiWorkerMirroredStrategy`` (TF_CONFIG on
+localhost ports) train the joint strategy to the same weights as one process with the same global
+batch, and only the chief writes the run folder."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+WORKER = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from ums_rep import runs
+    dist = runs.distribution(sys.argv[1])  # first: MultiWorkerMirroredStrategy before any tensor
+    import keras, tensorflow as tf
+    from ums_rep.backbones import echo_encoder
+    from ums_rep.models import build_shared
+    from ums_rep.tasks import TASK_SETS
+    from ums_rep.strategies import FitConfig, fit
+    out = runs.run_dir(sys.argv[2], "distribute", "test", dist=dist)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 32, 32, 1)).astype("float32")
+    y = {"label": np.eye(2, dtype="float32")[rng.integers(0, 2, 32)]}
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    keras.utils.set_random_seed(0)
+    specs = TASK_SETS["echo-homo"]["tasks"]
+    with dist.scope():
+        models, enc = build_shared(echo_encoder((32, 32, 1), strides=2), "echo", specs)
+        for m in models.values():  # dropout masks differ per replica: switch it off here
+            for layer in m.layers:
+                if isinstance(layer, keras.layers.Dropout):
+                    layer.rate = 0.0
+    tasks = {s.task.name: s.task for s in specs}
+    fit("joint", models, tasks, {t: ds.repeat().batch(8, drop_remainder=True) for t in tasks},
+        {t: ds.batch(8) for t in tasks}, FitConfig(epochs=2, steps_per_epoch={t: 2 for t in tasks},
+        progress=False, restore_best=False, checkpoint_dir=out / "checkpoints"), dist=dist)
+    sums = [float(np.sum(np.abs(w.numpy()))) for m in models.values() for w in m.weights]
+    (out / "weights.json").write_text(json.dumps(sums))
+    runs.discard_worker_folder(out, dist)
+    print(json.dumps({"replicas": dist.num_replicas_in_sync, "chief": runs.is_chief(dist), "out": str(out),
+                      "weights": sums}))
+''')
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _env(tf_config=None):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    if tf_config:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return env
+
+
+def _last_json(text):
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    out = tmp_path / "run"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, "multiworker", str(out)], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=_env({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+             for i in range(2)]
+    single = subprocess.run([sys.executable, "-c", WORKER, "none", str(tmp_path / "single")], text=True,
+                            capture_output=True, env=_env(), timeout=120)
+    results = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=120)
+            assert p.returncode == 0, stderr[-3000:]
+            results.append(_last_json(stdout))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = _last_json(single.stdout)
+    chief, worker = results
+    assert chief["replicas"] == worker["replicas"] == 2 and one["replicas"] == 1
+    assert chief["chief"] and not worker["chief"]
+    # the two workers hold the same weights, those of one process with the same global batch
+    np.testing.assert_allclose(chief["weights"], worker["weights"], rtol=1e-6)
+    np.testing.assert_allclose(chief["weights"], one["weights"], rtol=1e-4, atol=1e-7)
+    # only the chief wrote the run folder; the worker wrote a temporary folder, removed at the end
+    assert chief["out"] == str(out) and worker["out"] != str(out)
+    assert json.loads((out / "weights.json").read_text()) == chief["weights"]
+    assert (out / "checkpoints" / "state.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "single"]
+    assert not os.path.exists(worker["out"])
+
+
+def test_distribution_choices(monkeypatch):
+    from ums_rep import runs
+    import tensorflow as tf
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert runs.distribution("none") is tf.distribute.get_strategy()
+    assert runs.distribution("auto") is tf.distribute.get_strategy()  # no TF_CONFIG, no GPUs here
+    assert runs.is_chief(runs.distribution("none"))
+    with pytest.raises(ValueError, match="needs TF_CONFIG"):
+        runs.distribution("multiworker")
+    with pytest.raises(ValueError, match="expected one of"):
+        runs.distribution("horovod")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}))
+    assert runs.cluster_workers() == 2
+
+
+def test_pretrain_command_on_two_workers_writes_one_run_folder(tmp_path):
+    """``python -m ums_rep.pretrain --distribute multiworker`` started twice with TF_CONFIG: one
+    run folder, the chief's; the worker's temporary folder is gone when it ends."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ums_rep.pretrain", "--backbone", "echo", "--preset", "tiny", "--epochs", "1",
+           "--distribute", "multiworker", "--out", str(out), "--no-progress"]
+    procs = []
+    for i in range(2):
+        env = _env({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        env["UMS_REP_CACHE"] = str(tmp_path / f"cache{i}")  # each machine its own cache
+        procs.append(subprocess.Popen(cmd, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env))
+    try:
+        logs = [p.communicate(timeout=180)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], logs[1][-3000:] + logs[0][-3000:]
+    assert f"wrote {out} (" in logs[0] and f"wrote {out} (" not in logs[1]
+    worker_dir = logs[1].split("ums_rep.pretrain: wrote ")[1].split(" (")[0]
+    assert "ums_rep-workers" in worker_dir and not os.path.exists(worker_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache0", "cache1", "run"]
+    body = json.loads((out / "results.json").read_text())
+    assert body["tasks"]["flow"]["metrics"]
