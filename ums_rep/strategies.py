@@ -198,7 +198,7 @@ class Engine:
                 for t, task in self.tasks.items():
                     totals[t] += float(tf.reduce_sum(task.loss(y[task.target], preds[t])))
                 count += int(x.shape[0])
-            return {t: v / max(count, 1) for t, v in totals.items()}
+            return self._mean_over_workers({t: v / max(count, 1) for t, v in totals.items()})
         out = {}
         for t, ds in val_data.items():
             total, count = 0.0, 0
@@ -207,7 +207,18 @@ class Engine:
                 total += float(tf.reduce_sum(per_example))
                 count += int(per_example.shape[0])
             out[t] = total / max(count, 1)
-        return out
+        return self._mean_over_workers(out)
+
+    def _mean_over_workers(self, values: dict) -> dict:
+        """Under a multi-worker strategy each worker validates on its own, and the values can
+        differ (the CDAE's validation noise is drawn per process); the schedule and early
+        stopping must decide alike on every worker (or the workers part), so all take the mean."""
+        if not getattr(self.dist.extended, "_in_multi_worker_mode", lambda: False)():
+            return values
+        keys = sorted(values)
+        local = tf.constant([values[k] for k in keys], tf.float32)
+        mean = self.dist.reduce(tf.distribute.ReduceOp.MEAN, self.dist.run(lambda: tf.identity(local)), axis=None)
+        return dict(zip(keys, (float(v) for v in mean.numpy())))
 
 
 class _Rule:
