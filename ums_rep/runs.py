@@ -159,7 +159,8 @@ def worker_folder(out: Path, dist) -> Path:
     if root in out.parents:  # already a worker's folder (finetune's encoder pretraining inside its own)
         return out
     task_type, task_id = task_of(dist)
-    return root / f"{out.name}-{task_type}{task_id}"
+    tag = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]  # two runs named alike do not share one
+    return root / f"{out.name}-{tag}-{task_type}{task_id}"
 
 
 def _workers_root() -> Path:
@@ -183,6 +184,9 @@ def run_dir(out, name: str, command: str, *, resume: bool = False, dist=None) ->
     out = Path(out) if out else default_out_dir(name)
     if dist is not None and not is_chief(dist):
         out = worker_folder(out, dist)
+        if not resume and out.parent == _workers_root() and out.is_dir():  # left by a run killed earlier
+            import shutil
+            shutil.rmtree(out)
     if out.is_dir():
         _check_owner(out, command, resume)
     try:

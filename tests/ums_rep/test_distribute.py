@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,63 @@ def test_pretrain_command_on_two_workers_writes_one_run_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache0", "cache1", "run"]
     body = json.loads((out / "results.json").read_text())
     assert body["tasks"]["flow"]["metrics"]
+
+
+def _state_epoch(folder):
+    try:
+        return json.loads((folder / "checkpoints" / "state.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_two_workers_resume_after_one_is_killed(tmp_path):
+    """A worker killed mid-run: the chief stops on the lost peer; both started again with
+    ``--resume RUN_DIR`` continue from their last epoch (each from its own checkpoints)."""
+    import hashlib
+    import signal
+    import tempfile
+    import time
+    out = tmp_path / "run"
+    worker_dir = Path(tempfile.gettempdir()).resolve() / "ums_rep-workers"
+    worker_dir /= f"run-{hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]}-worker1"
+    assert not worker_dir.exists()
+
+    def start(extra):
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+        procs = []
+        for i in range(2):
+            env = _env({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            env["UMS_REP_CACHE"] = str(tmp_path / "cache")
+            procs.append(subprocess.Popen([sys.executable, "-m", "ums_rep.pretrain", *extra, "--distribute",
+                                           "multiworker", "--no-progress"], text=True, env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        return procs
+
+    procs = start(["--backbone", "echo", "--preset", "tiny", "--epochs", "30", "--out", str(out)])
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            done = {_state_epoch(out), _state_epoch(worker_dir)}
+            if len(done) == 1 and None not in done and done.pop() >= 2:  # both saved the same epoch
+                break
+            time.sleep(0.1)
+        procs[1].send_signal(signal.SIGKILL)
+        _, chief_log = procs[0].communicate(timeout=120)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[1].returncode == -signal.SIGKILL and procs[0].returncode != 0, chief_log[-2000:]
+    assert not (out / "results.json").exists()
+    stopped_at = _state_epoch(out)
+    procs = start(["--resume", str(out)])
+    try:
+        logs = [p.communicate(timeout=180)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert f"resumed from {out / 'checkpoints'} after epoch {stopped_at}" in logs[0]
+    assert f"resumed from {worker_dir / 'checkpoints'} after epoch {stopped_at}" in logs[1]
+    assert (out / "results.json").is_file() and not worker_dir.exists()
