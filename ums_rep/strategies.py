@@ -417,8 +417,9 @@ class _Store:
         # Keras' dropout seed generators are not in the model's checkpoint graph: add them, so a
         # resumed run draws the same dropout masks as an uninterrupted one
         rng = _unique([v.value for m in models.values() for v in m.variables if _is_rng(v)])
-        # a multi-worker strategy's distributed iterators cannot be checkpointed: there a resumed
-        # run restarts its input pipeline (another shuffle order from that epoch on)
+        # a distribution strategy's iterators (MirroredStrategy's, MultiWorkerMirroredStrategy's)
+        # cannot be checkpointed: there a resumed run restarts its input pipeline (another
+        # shuffle order from that epoch on); the default strategy's iterators are saved
         saved_iters = {k: it for k, it in iters.items() if isinstance(it, tf.__internal__.tracking.Trackable)}
         if len(saved_iters) < len(iters):
             log.info("distributed input iterators: their position is not checkpointed (a resumed run "
