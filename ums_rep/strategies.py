@@ -33,6 +33,7 @@ datasets must repeat and drop remainders; validation datasets are finite.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -246,9 +247,38 @@ class _Rule:
         return {k: float(o.learning_rate.numpy()) for k, o in self.optimizers.items()}
 
 
-def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
-        config: FitConfig, *, optimizers: dict | None = None, weighting=None, dist=None,
-        on_epoch_end=None, joint_model=None) -> dict:
+@contextlib.contextmanager
+def _synchronized_batch_norm(dist, models):
+    """Over several replicas (several workers, or devices), batch norm normalises with the
+    global batch's statistics and every replica keeps the same moving statistics, as on one
+    device: Keras' layers otherwise keep each worker's own (their moving statistics have
+    ``aggregation="none"``). The flags are restored afterwards, so saved models are unchanged."""
+    layers = []
+    if dist.num_replicas_in_sync > 1:
+        for m in models:
+            layers += [layer for layer in m._flatten_layers(include_self=False)
+                       if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized]
+    layers = list({id(layer): layer for layer in layers}.values())  # tasks share the encoder's layers
+    for layer in layers:
+        layer.synchronized = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.synchronized = False
+
+
+def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data, config: FitConfig, *,
+        dist=None, joint_model=None, **kw) -> dict:
+    dist = dist or tf.distribute.get_strategy()
+    with _synchronized_batch_norm(dist, [*models.values(), *([joint_model] if joint_model is not None else [])]):
+        return _fit(strategy_name, models, tasks, train_data, val_data, config, dist=dist, joint_model=joint_model,
+                    **kw)
+
+
+def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
+         config: FitConfig, *, optimizers: dict | None = None, weighting=None, dist=None,
+         on_epoch_end=None, joint_model=None) -> dict:
     """Train ``models`` (``{task: keras.Model}``, sharing layers) and return
     ``{"history": [...], "seconds": {task: s}, "best_epoch": e, "stopped": reason, "schedule": state}``
     (``independent``: ``best_epoch``, ``stopped`` and ``schedule`` are dicts keyed by task).
@@ -397,6 +427,9 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         if done:
             break
     return result()
+
+
+fit.__doc__ = _fit.__doc__
 
 
 class _Store:

@@ -41,6 +41,20 @@ WORKER = textwrap.dedent('''
         {t: ds.batch(8) for t in tasks}, FitConfig(epochs=2, steps_per_epoch={t: 2 for t in tasks},
         progress=False, restore_best=False, checkpoint_dir=out / "checkpoints"), dist=dist)
     sums = [float(np.sum(np.abs(w.numpy()))) for m in models.values() for w in m.weights]
+    # batch norm: moving statistics of the global batch on every worker, as on one device
+    from ums_rep.layers import BatchNorm
+    from ums_rep.tasks import Task
+    xs = rng.normal(size=(32, 8, 8, 1)).astype("float32") * np.arange(1, 33, dtype="float32")[:, None, None, None]
+    bn_ds = tf.data.Dataset.from_tensor_slices((xs, {"clean": xs}))
+    with dist.scope():
+        inp = keras.Input((8, 8, 1))
+        bn_model = keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same")(BatchNorm(name="bn")(inp)))
+    fit("joint", {"denoise": bn_model}, {"denoise": Task("denoise", "reconstruction")},
+        {"denoise": bn_ds.repeat().batch(8, drop_remainder=True)}, {"denoise": bn_ds.batch(8)},
+        FitConfig(epochs=1, steps_per_epoch={"denoise": 2}, progress=False, restore_best=False), dist=dist)
+    bn = bn_model.get_layer("bn")
+    assert not bn.synchronized  # restored after training: the saved model is that of one device
+    sums += [float(np.sum(bn.moving_mean.numpy())), float(np.sum(bn.moving_variance.numpy()))]
     (out / "weights.json").write_text(json.dumps(sums))
     runs.discard_worker_folder(out, dist)
     print(json.dumps({"replicas": dist.num_replicas_in_sync, "chief": runs.is_chief(dist), "out": str(out),
