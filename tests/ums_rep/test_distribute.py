@@ -62,6 +62,16 @@ WORKER = textwrap.dedent('''
 ''')
 
 
+
+def _wait(procs, timeout=180):
+    """Every process's stderr once all have ended; any still running at the timeout is killed."""
+    try:
+        return [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
 def _free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -148,12 +158,7 @@ def test_pretrain_command_on_two_workers_writes_one_run_folder(tmp_path):
         env = _env({"cluster": cluster, "task": {"type": "worker", "index": i}})
         env["UMS_REP_CACHE"] = str(tmp_path / f"cache{i}")  # each machine its own cache
         procs.append(subprocess.Popen(cmd, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env))
-    try:
-        logs = [p.communicate(timeout=180)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    logs = _wait(procs)
     assert [p.returncode for p in procs] == [0, 0], logs[1][-3000:] + logs[0][-3000:]
     assert f"wrote {out} (" in logs[0] and f"wrote {out} (" not in logs[1]
     worker_dir = logs[1].split("ums_rep.pretrain: wrote ")[1].split(" (")[0]
@@ -211,12 +216,7 @@ def test_two_workers_resume_after_one_is_killed(tmp_path):
     assert not (out / "results.json").exists()
     stopped_at = _state_epoch(out)
     procs = start(["--resume", str(out)])
-    try:
-        logs = [p.communicate(timeout=180)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    logs = _wait(procs)
     assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     assert f"resumed from {out / 'checkpoints'} after epoch {stopped_at}" in logs[0]
     assert f"resumed from {worker_dir / 'checkpoints'} after epoch {stopped_at}" in logs[1]
