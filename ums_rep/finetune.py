@@ -272,7 +272,8 @@ def run(args) -> int:
                 if args.strategy == "independent":
                     for layer in enc_layers:
                         layer.trainable = False
-        start_digest = weights_digest([w for layer in enc_layers for w in layer.weights]) if enc_layers else None
+        enc_weights = [w for layer in enc_layers for w in layer.weights]
+        start_digest = weights_digest(enc_weights) if enc_weights else None
         trains, vals, steps, counts = {}, {}, {}, {}
         for s in specs:
             name = s.task.name
@@ -322,7 +323,7 @@ def run(args) -> int:
         fold_records.append({
             "fold": fold, "val_fold": fold, "of": cv.n_parts, "patients": counts,
             "encoder_start_sha1": start_digest,
-            "encoder_end_sha1": weights_digest([w for layer in enc_layers for w in layer.weights]) if enc_layers else None,
+            "encoder_end_sha1": weights_digest(enc_weights) if enc_weights else None,
             "stopped": stopped})
         if fold == 0:
             atomic_write_text(out / "normalizer.json", norm.to_json())  # travels with the saved model(s)

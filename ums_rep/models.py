@@ -86,11 +86,7 @@ def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None 
 def head_params(model: keras.Model, encoder_layers) -> int:
     """Parameters of a task model's own layers (its head), excluding the shared encoder's."""
     shared = {id(w) for layer in encoder_layers for w in layer.weights}
-    return int(sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in shared and not _is_rng(w)))
-
-
-def _is_rng(w) -> bool:
-    return "seed_generator" in getattr(w, "path", "")
+    return int(sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in shared))
 
 
 def baseline_model(backbone: keras.Model, modality: str, spec, head: dict | None = None,
