@@ -209,7 +209,6 @@ def table2(runs) -> list:
 
 
 COST_ENTRIES = ("denoiser",)  # task entries of older results.json that are source models, not target tasks
-PRIMARY = {"segmentation": "iou", "classification": "accuracy"}
 
 
 def _finetune_sets(runs) -> dict:
