@@ -389,27 +389,29 @@ def _dicom_magic(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _png(path: Path, arr: np.ndarray) -> None:
+def write_png(path: Path, arr: np.ndarray) -> None:
+    """``arr`` (uint8, gray or BGR) as a PNG, written atomically."""
     ok, buf = cv2.imencode(".png", arr)
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     atomic_write_bytes(path, buf.tobytes())
 
 
-def _gray8(image: np.ndarray) -> np.ndarray:
+def gray8(image: np.ndarray) -> np.ndarray:
+    """A gray image in [0, 1] as uint8 (clipped, rounded)."""
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 def heat_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     """A heatmap in [0, 1] (jet) over the gray image, BGR uint8."""
-    gray = cv2.cvtColor(_gray8(image), cv2.COLOR_GRAY2BGR)
-    colour = cv2.applyColorMap(_gray8(heat), cv2.COLORMAP_JET)
+    gray = cv2.cvtColor(gray8(image), cv2.COLOR_GRAY2BGR)
+    colour = cv2.applyColorMap(gray8(heat), cv2.COLORMAP_JET)
     return cv2.addWeighted(colour, alpha, gray, 1 - alpha, 0)
 
 
 def mask_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndarray:
     """The mask tinted red over the gray image, outlined; BGR uint8."""
-    gray = cv2.cvtColor(_gray8(image), cv2.COLOR_GRAY2BGR)
+    gray = cv2.cvtColor(gray8(image), cv2.COLOR_GRAY2BGR)
     red = np.zeros_like(gray)
     red[..., 2] = 255
     out = np.where(mask[..., None] > 0, cv2.addWeighted(red, alpha, gray, 1 - alpha, 0), gray)
@@ -428,20 +430,20 @@ def write_prediction(out: Path, stem: str, image: np.ndarray, pred: Prediction) 
 
     def put(task, kind, arr):
         name = _name(stem, task, kind)
-        _png(out / name, arr)
+        write_png(out / name, arr)
         files.append(name)
 
     for task, mask in pred.masks.items():
         put(task, "mask", mask * 255)
         put(task, "overlay", mask_overlay(image, mask))
     for task, sal in pred.saliency.items():
-        put(task, "saliency", _gray8(sal))
+        put(task, "saliency", gray8(sal))
         put(task, "overlay", heat_overlay(image, sal))
     for task, heat in pred.gradcam.items():
         put(task, "gradcam", heat_overlay(image, heat))
     for task, img in pred.denoised.items():
         name = f"{stem}_denoised.png"
-        _png(out / name, _gray8(img))
+        write_png(out / name, gray8(img))
         files.append(name)
     return files
 

@@ -57,6 +57,7 @@ from data_prep.io import atomic_write_text, read_image  # noqa: E402
 from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_noise  # noqa: E402
 from data_prep.pipeline import make_dataset  # noqa: E402
 from ums_rep import metrics  # noqa: E402
+from ums_rep.denoising import classical  # noqa: E402
 from ums_rep.precision import set_precision  # noqa: E402
 from ums_rep.backbones import CDAE_FILTERS, ECHO_FILTERS, FLOW_CLASSES, cdae, echo_encoder  # noqa: E402
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, image_side, prepared_data,  # noqa: E402
@@ -109,17 +110,6 @@ def _noise_map(norm):
     return fn
 
 
-def _classical(noisy: np.ndarray) -> dict:
-    """scikit-image's non-local means and BayesShrink wavelet denoisers, noise σ estimated."""
-    from skimage.restoration import denoise_nl_means, denoise_wavelet, estimate_sigma
-    nlm, wav = [], []
-    for img in noisy:
-        sigma = float(estimate_sigma(img))
-        nlm.append(denoise_nl_means(img, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True))
-        wav.append(denoise_wavelet(img, method="BayesShrink", mode="soft", rescale_sigma=True))
-    return {"nlm": np.clip(np.array(nlm), 0, 1), "wavelet": np.clip(np.array(wav), 0, 1)}
-
-
 def evaluate_denoising(model, clean: np.ndarray, norm, seed: int, batch: int = 16) -> tuple[dict, dict]:
     """Table 2 rows: quality of noisy, CDAE, NLM and wavelet outputs against the clean images,
     for each noise level, with noise drawn from a fixed stateless seed."""
@@ -131,7 +121,7 @@ def evaluate_denoising(model, clean: np.ndarray, norm, seed: int, batch: int = 1
         denoised = np.clip(pred * norm.std + norm.mean, 0, 1)
         rows = {"noisy": metrics.image_quality(clean, noisy[..., 0]),
                 "cdae": metrics.image_quality(clean, denoised[..., 0])}
-        for name, out in _classical(noisy[..., 0]).items():
+        for name, out in classical(noisy[..., 0]).items():
             rows[name] = metrics.image_quality(clean, out)
         table[level] = rows
         examples[level] = (noisy[:3, ..., 0], denoised[:3, ..., 0])
