@@ -288,7 +288,10 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
     is called after each epoch (checkpointing, logging). With ``joint_model`` (a model whose dict
     outputs are keyed by task) ``train_data``/``val_data`` are single datasets and
     ``config.steps_per_epoch["joint"]`` sets the batches per epoch. A weighting rule with
-    ``values()`` (e.g. uncertainty σ) has them logged in every epoch's record."""
+    ``values()`` (e.g. uncertainty σ) has them logged in every epoch's record; its
+    ``on_epoch_end(epoch, {task: mean training loss})`` is called after every epoch (epoch-level
+    rules such as DWA) and its ``state_variables`` are checkpointed (see
+    :class:`ums_rep.weighting.Weighting`)."""
     dist = dist or tf.distribute.get_strategy()
     names = list(tasks)
     steps = {t: int(config.steps_per_epoch.get(t, 1)) for t in names}
@@ -326,7 +329,8 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         return {"history": history, "seconds": seconds, "best_epoch": best, "stopped": why, "schedule": state}
 
     if config.checkpoint_dir is not None:
-        store = _Store(config.checkpoint_dir, models, optimizers, weighting_vars, iters)
+        store = _Store(config.checkpoint_dir, models, optimizers,
+                       weighting_vars + list(getattr(engine.weighting, "state_variables", [])), iters)
         if config.resume and store.state is not None:
             state = store.restore(rules)
             history, seconds, stopped = state["history"], state["seconds"], state["stopped"]
@@ -409,7 +413,10 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
                 rule.stopped = True
                 stopped[g] = "non-finite validation loss" if not math.isfinite(value) else "early stopping"
         if hasattr(engine.weighting, "values"):
-            record.update(engine.weighting.values())
+            record.update(engine.weighting.values())  # what this epoch trained with
+        # the weighting rule's epoch hook (a no-op by default; DWA computes the next epoch's weights)
+        if hasattr(engine.weighting, "on_epoch_end"):
+            engine.weighting.on_epoch_end(epoch, {t: record[f"train_{t}"] for t in names if counts[t]})
         record["lr_cut"], record["reset"] = any_cut, any_reset
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
@@ -433,9 +440,10 @@ fit.__doc__ = _fit.__doc__
 
 
 class _Store:
-    """Per-epoch checkpoint (weights, optimizer state, σ, the training iterators' positions and
-    hence the shuffle order), each rule's best weights (``best_<rule>.npz``), and ``state.json``
-    (history, schedules, timings): everything a run needs to continue after a crash.
+    """Per-epoch checkpoint (weights, optimizer state, the weighting rule's variables — σ, DWA's
+    weights and loss history —, the training iterators' positions and hence the shuffle order),
+    each rule's best weights (``best_<rule>.npz``), and ``state.json`` (history, schedules,
+    timings): everything a run needs to continue after a crash.
 
     ``state.json`` is written atomically *after* the files it names, so a crash at any moment
     leaves a consistent earlier state (TF's CheckpointManager keeps the previous checkpoint until
