@@ -2,17 +2,75 @@
 
 A rule is a small object (LibMTL's idea); the joint training loop never changes when one is
 added. :class:`FixedWeights` is UMS-Rep's joint loss ``Σ w_i L_i`` (Section 2.3);
-:class:`UncertaintyWeights` is MT-UNet's MTL1/MTL2/MTL3 (Eqs. 1, 4, 5).
+:class:`UncertaintyWeights` is MT-UNet's MTL1/MTL2/MTL3 (Eqs. 1, 4, 5);
+:class:`DynamicWeightAverage` is Liu et al.'s DWA (CVPR 2019, Eq. 1), the example of a rule
+that changes its weights between epochs.
+
+What the loop (:func:`ums_rep.strategies.fit`) asks of a rule is :class:`Weighting`'s interface:
+
+* ``rule(losses)`` → ``(total, weights)``, called inside the compiled step: read the weights
+  from ``tf.Variable``s (not Python numbers), so changing them never retraces the step;
+* ``trainable_variables`` — trained with the model by the joint optimizer (uncertainty σ);
+* ``state_variables`` — other state, checkpointed each epoch so ``--resume`` continues it;
+* ``on_epoch_end(epoch, losses)`` — after every epoch, with the epoch's mean *training* loss of
+  each task (unweighted); the place to update epoch-level weights;
+* ``values()`` — numbers logged in every epoch's history record; ``describe()`` — for results.json.
+
+To add a rule: subclass :class:`Weighting` (and ``tf.Module`` if it holds variables) in this
+file, decorate it with ``@register("name")``, and test it; :func:`get` then builds it by name.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
+WEIGHTINGS: dict = {}
 
-class FixedWeights:
+
+def register(name: str):
+    """Class decorator: make a rule available as ``get(name, ...)``."""
+    def add(cls):
+        if name in WEIGHTINGS:
+            raise ValueError(f"weighting {name!r} is already registered ({WEIGHTINGS[name].__name__})")
+        WEIGHTINGS[name] = cls
+        return cls
+    return add
+
+
+def get(name: str, **kwargs):
+    """The registered rule ``name`` built with ``kwargs`` (e.g. ``get("dwa", tasks=[...])``)."""
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")
+    return WEIGHTINGS[name](**kwargs)
+
+
+class Weighting:
+    """The interface the training loop uses; every method but ``__call__`` has a default."""
+
+    @property
+    def trainable_variables(self) -> list:
+        return []
+
+    @property
+    def state_variables(self) -> list:
+        return []
+
+    def __call__(self, losses: dict):
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int, losses: dict) -> None:
+        """Called by the loop after every epoch with ``{task: mean training loss}``."""
+
+    def values(self) -> dict:
+        return {}
+
+    def describe(self) -> dict:
+        return {"rule": type(self).__name__, **self.values()}
+
+
+@register("fixed")
+class FixedWeights(Weighting):
     """``L = Σ w_i L_i`` with constant weights (default 1 for every task)."""
-
-    trainable_variables: list = []
 
     def __init__(self, weights: dict | None = None):
         self.weights = dict(weights or {})
@@ -29,7 +87,8 @@ class FixedWeights:
         return {"rule": "fixed", "weights": self.weights}
 
 
-class UncertaintyWeights(tf.Module):
+@register("uncertainty")
+class UncertaintyWeights(Weighting, tf.Module):
     """MT-UNet's uncertainty weighting: ``L = Σ_t [L_t/σ_t² + ln(σ_t + 1)]`` over the tasks whose
     σ is learned, plus ``L_t`` for the tasks whose σ is fixed to 1 (MT-UNet Eqs. 1, 4, 5).
 
@@ -82,10 +141,67 @@ def mtl(scheme: str, saliency: str, classification: str) -> UncertaintyWeights:
     return UncertaintyWeights(learned[scheme], name=scheme)
 
 
-WEIGHTINGS = {"fixed": FixedWeights, "uncertainty": UncertaintyWeights}
+@register("dwa")
+class DynamicWeightAverage(Weighting, tf.Module):
+    """Dynamic Weight Average: S. Liu, E. Johns and A. J. Davison, *End-to-End Multi-Task
+    Learning with Attention*, CVPR 2019, Eq. (1)::
 
+        w_k(t) = K exp(r_k(t−1)/T) / Σ_i exp(r_i(t−1)/T),   r_k(t−1) = L_k(t−1) / L_k(t−2)
 
-def get(name: str, **kwargs):
-    if name not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")
-    return WEIGHTINGS[name](**kwargs)
+    ``L_k(t)`` is task k's mean training loss over epoch t, ``K`` the number of tasks and ``T``
+    the temperature (2 in the paper); ``w_k(t) = 1`` for the first two epochs, which have no
+    two earlier losses. The weights sum to K; a task whose loss falls more slowly than the
+    others' gets more weight. ``L = Σ_k w_k L_k``.
+
+    The weights live in non-trainable ``tf.Variable``s that :meth:`on_epoch_end` assigns, so the
+    compiled step reads them and is never retraced; the last two epochs' losses and the epoch
+    count are variables too, so a resumed run continues the rule. Create it inside
+    ``strategy.scope()`` (as the models) to have mirrored variables under ``tf.distribute``.
+    """
+
+    def __init__(self, tasks, temperature: float = 2.0, name: str = "dwa"):
+        super().__init__(name=name)
+        self.tasks = tuple(tasks)
+        if not self.tasks:
+            raise ValueError("DWA needs at least one task")
+        if not temperature > 0:
+            raise ValueError(f"DWA temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+        k = len(self.tasks)
+        self.weight = tf.Variable(tf.ones([k]), trainable=False, name="dwa_weights")
+        self.previous = tf.Variable(tf.zeros([2, k]), trainable=False, name="dwa_losses")  # L(t−2), L(t−1)
+        self.epochs_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="dwa_epochs")
+
+    @property
+    def state_variables(self):
+        return [self.weight, self.previous, self.epochs_seen]
+
+    def __call__(self, losses: dict):
+        unknown = set(losses) - set(self.tasks)
+        if unknown:
+            raise ValueError(f"DWA was built for tasks {list(self.tasks)}, got losses of {sorted(unknown)}")
+        weights = {t: self.weight[i] for i, t in enumerate(self.tasks) if t in losses}
+        return tf.add_n([weights[t] * losses[t] for t in losses]), weights
+
+    @staticmethod
+    def equation(before: np.ndarray, last: np.ndarray, temperature: float) -> np.ndarray:
+        """Eq. (1): the weights from ``L(t−2)`` (``before``) and ``L(t−1)`` (``last``)."""
+        before, last = np.asarray(before, np.float64), np.asarray(last, np.float64)
+        ratio = np.divide(last, before, out=np.ones_like(last), where=before > 0)
+        z = np.exp((ratio - ratio.max()) / temperature)  # shifted: the same softmax, no overflow
+        return len(z) * z / z.sum()
+
+    def on_epoch_end(self, epoch: int, losses: dict) -> None:
+        last = np.array([float(losses[t]) for t in self.tasks], np.float32)
+        before = self.previous.numpy()[1]
+        self.previous.assign(np.stack([before, last]))
+        self.epochs_seen.assign_add(1)
+        if int(self.epochs_seen.numpy()) >= 2 and np.all(np.isfinite(np.stack([before, last]))):
+            self.weight.assign(self.equation(before, last, self.temperature).astype(np.float32))
+
+    def values(self) -> dict:
+        """``{"weight_<task>": w}``: the weights the epoch trained with, logged every epoch."""
+        return {f"weight_{t}": float(w) for t, w in zip(self.tasks, self.weight.numpy())}
+
+    def describe(self) -> dict:
+        return {"rule": "dwa", "temperature": self.temperature, **self.values()}
