@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from data_prep.egd import CLASSES
+from mt_unet import baselines
 from ums_rep.heads import classification_head, saliency_head
 from ums_rep.layers import BatchNorm
 from ums_rep.tasks import Task
@@ -118,7 +119,6 @@ def _unet_family():
 
 def models() -> dict:
     """Every model of the comparison: ``{name: (tasks, builder)}``."""
-    from mt_unet import baselines
     return {**_unet_family(), **baselines.BASELINES}
 
 

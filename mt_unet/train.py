@@ -13,6 +13,8 @@ Data: the eye-gaze layout letter-boxed to the preset's shape (paper 640×416; ``
 is the authors' code), saliency from duration-weighted fixations, patient-level class-stratified
 70/10/20 split (the authors split per class, not per patient). Each seed trains a new model on
 the same split; ``results.json`` holds every metric per seed and its median and std over seeds.
+The data recipe is :mod:`mt_unet.data`, the training and comparison :mod:`mt_unet.experiment`;
+this module is the command-line shell.
 
 ``--compare RUN_DIR...`` writes the Table 1/2/3-style comparison of finished runs
 (``compare.md``).
@@ -20,21 +22,10 @@ the same split; ``results.json`` holds every metric per seed and its median and 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
-from pathlib import Path
 
 from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, setup_logging, shape_arg
 
-PRESETS = {
-    "tiny": {"shape": (64, 48), "base": 4, "epochs": 2, "batch": 4, "patience": 1, "lr": 1e-3, "seeds": 1,
-             "n": 40, "phantom_size": 96},
-    "quick": {"shape": (96, 64), "base": 8, "epochs": 20, "batch": 8, "patience": 3, "lr": 1e-3, "seeds": 3,
-              "n": 300, "phantom_size": 256},
-    "paper": {"shape": (640, 416), "base": 64, "epochs": 500, "batch": 6, "patience": 40, "lr": 1e-4, "seeds": 5,
-              "n": 1083, "phantom_size": 640},
-}
 SCHEMES = ("mtl1", "mtl2", "mtl3")
 VARIANTS = ("full", "bottleneck", "top")  # mt_unet.model.VARIANTS
 MODELS = ("mtunet", "unets", "unetc", "resnet50", "inceptionresnetv2", "efficientnetv2s", "simplenet", "msinet",
@@ -43,8 +34,7 @@ MODELS = ("mtunet", "unets", "unetc", "resnet50", "inceptionresnetv2", "efficien
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m mt_unet.train", "Train MT-UNet (or a model it is compared with) on the "
-                         "eye-gaze data (MT-UNet Sections 3-5, Tables 1-3), or compare finished runs.",
-                         presets=PRESETS)
+                         "eye-gaze data (MT-UNet Sections 3-5, Tables 1-3), or compare finished runs.")
     parser.add_argument("--scheme", choices=SCHEMES, default="mtl3",
                         help="uncertainty weighting, MT-UNet only: mtl1 Eq. (1), mtl2 Eq. (4), mtl3 Eq. (5) "
                              "(default)")
@@ -67,199 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from data_prep.egd import CLASSES  # noqa: E402
-from data_prep.io import atomic_write_text  # noqa: E402
-from mt_unet import figures  # noqa: E402
-from mt_unet.evaluate import dataset, evaluate  # noqa: E402
-from mt_unet.model import DISEASE, SALIENCY, TASKS, build  # noqa: E402
-from mt_unet.schedule import fit_config_kwargs  # noqa: E402
-from ums_rep.precision import set_precision  # noqa: E402
-from ums_rep.report import collect  # noqa: E402
-from ums_rep.runs import (discard_worker_folder, distribution, history_csv, prepared_data, results,  # noqa: E402
-                          resume_args, run_dir, save_args, save_model, set_seed, trainable_params, write_json)
-from ums_rep.strategies import FitConfig, NonFiniteLossError, fit  # noqa: E402
-from ums_rep.weighting import FixedWeights, mtl  # noqa: E402
+from mt_unet.experiment import compare, run  # noqa: E402
+from ums_rep.strategies import NonFiniteLossError  # noqa: E402
 
 log = logging.getLogger("mt_unet.train")
-
-METRIC_ORDER = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in CLASSES))
-LOWER_IS_BETTER = {"kld"}
-
-
-def label(model: str, variant: str, scheme: str) -> str:
-    """The model's name as the paper's tables write it."""
-    if model == "mtunet":
-        suffix = {"full": "", "bottleneck": "B", "top": "T"}[variant]
-        return f"MT-UNet{suffix} ({scheme.upper()})"
-    return {"unets": "UNetS", "unetc": "UNetC", "resnet50": "ResNet50", "inceptionresnetv2": "InceptionResNetV2",
-            "efficientnetv2s": "EfficientNetV2-S", "simplenet": "SimpleNet", "msinet": "MSINet",
-            "vggssm": "VGGSSM"}.get(model, model)
-
-
-def egd_data(data_root, preset: str, shape, seed: int):
-    p = PRESETS[preset]
-    return prepared_data("egd", data_root, shape=tuple(shape), seed=seed, phantom_n=p["n"],
-                         phantom_size=p["phantom_size"])
-
-
-def _check_split(prepared, rows: dict, tasks) -> None:
-    """Fail before training when a split is empty or, for classification, lacks a class."""
-    for split, df in rows.items():
-        if df.empty:
-            raise ValueError(f"{prepared.root}/manifest.csv: the {split} split is empty")
-        if DISEASE in tasks and split == "train":
-            missing = sorted(set(CLASSES) - set(df["label"].astype(str)))
-            if missing:
-                raise ValueError(f"{prepared.root}/manifest.csv: the training split has no {missing} images")
-
-
-def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
-    """Train and test one model with one seed; writes its model, history, figures, predictions.
-    Resuming, a finished seed is read back and an interrupted one continues from its last epoch."""
-    if args.resume and (out / "seed_results.json").is_file():
-        log.info("seed %d already finished in %s", seed, out)
-        return json.loads((out / "seed_results.json").read_text())
-    set_seed(seed, args.deterministic)
-    shape = tuple(preset["shape"]) + (1,)
-    with dist.scope():
-        net, task_names = build(args.model, shape, len(CLASSES), preset["base"], args.variant)
-        weighting = mtl(args.scheme, SALIENCY, DISEASE) if len(task_names) == 2 else FixedWeights()
-        optimizer = keras.optimizers.Adam(learning_rate=preset["lr"])
-    tasks = {t: TASKS[t] for t in task_names}
-    rows = {s: prepared.rows(s) for s in ("train", "val", "test")}
-    _check_split(prepared, rows, task_names)
-    batch = preset["batch"]
-    train = dataset(prepared, rows["train"], batch, task_names, shuffle=True, seed=seed, repeat=True,
-                    drop_remainder=True)
-    val = dataset(prepared, rows["val"], batch, task_names)
-    config = FitConfig(epochs=preset["epochs"], steps_per_epoch={"joint": max(1, len(rows["train"]) // batch)},
-                       checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
-                       resume=bool(args.resume), on_nonfinite="stop", **fit_config_kwargs(preset["patience"]),
-                       label=f"{label(args.model, args.variant, args.scheme)} seed {seed}")
-    log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s", label(args.model, args.variant, args.scheme),
-             seed, net.count_params(), *(len(rows[s]) for s in ("train", "val", "test")), "x".join(map(str, shape[:2])))
-    fitted = fit("joint", {"model": net}, tasks, train, val, config, optimizers={"joint": optimizer},
-                 weighting=weighting, dist=dist, joint_model=net)
-    history = pd.DataFrame(fitted["history"])
-    history_csv(out / "history.csv", fitted["history"])
-    figures.training_curves(history, out / "training_curves.png",
-                            title=f"{label(args.model, args.variant, args.scheme)}, seed {seed}")
-    save_model(net, out / "model.keras")
-    m, table, arrays = evaluate(net, prepared, rows["test"], batch)
-    atomic_write_text(out / "predictions_test.csv", table.to_csv(index=False))
-    if SALIENCY in arrays["outputs"]:
-        k = min(4, len(table))
-        figures.saliency_overlays(out / "saliency_overlays.png", arrays["truths"]["image"][:k],
-                                  arrays["truths"]["saliency"][:k], arrays["outputs"][SALIENCY][:k],
-                                  titles=list(table["truth"][:k]))
-    record = {"seed": seed, "metrics": m, "train_seconds": float(sum(fitted["seconds"].values())),
-              "epochs": len(history), "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"],
-              "lr_resets": fitted["schedule"]["events"], "final_sigma": weighting.describe()}
-    if fitted["stopped"].startswith("non-finite"):
-        raise NonFiniteLossError(f"{out}: {fitted['stopped']}; the model, history and test metrics of the "
-                                 "restored weights are written there")
-    write_json(out / "seed_results.json", record)
-    return record
-
-
-def summarise(per_seed: list) -> tuple[dict, dict]:
-    """Median and standard deviation (ddof=1 when several seeds) of every metric over seeds."""
-    keys = sorted({k for r in per_seed for k in r["metrics"]})
-    med, std = {}, {}
-    for k in keys:
-        v = np.array([r["metrics"][k] for r in per_seed if k in r["metrics"]], float)
-        med[k] = float(np.median(v))
-        std[k] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-    return med, std
-
-
-def run(args) -> int:
-    args = resume_args(args, "mt_unet.train")
-    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
-    preset = dict(PRESETS[args.preset])
-    for key in ("epochs", "lr", "patience", "batch"):
-        if getattr(args, key, None):
-            preset[key] = getattr(args, key)
-    if args.shape:
-        preset["shape"] = args.shape
-    n_seeds = args.seeds or preset["seeds"]
-    name = label(args.model, args.variant, args.scheme)
-    policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
-    # everything that can be checked is checked before data is prepared or a model built
-    build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
-    keras.backend.clear_session()
-    out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}", "mt_unet.train",
-                  resume=bool(args.resume), dist=dist)
-    if not args.resume:
-        save_args(args, out)
-    prepared = egd_data(args.data, args.preset, preset["shape"], args.seed)
-    atomic_write_text(out / "normalizer.json", prepared.normalizer.to_json())  # for ums_rep.predict
-    per_seed = []
-    for k in range(n_seeds):
-        seed = args.seed + k
-        per_seed.append(train_one(args, preset, prepared, seed, out / f"seed{seed}", dist))
-        keras.backend.clear_session()
-    med, std = summarise(per_seed)
-    params = None
-    with dist.scope():
-        net, _ = build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
-        params = trainable_params(net.trainable_variables)
-    entry = {"label": name, "metrics": med, "std": std, "per_seed": per_seed,
-             "train_seconds": float(np.median([r["train_seconds"] for r in per_seed])),
-             "trainable_params": params}
-    body = results(f"mt_unet.train --model {args.model} --variant {args.variant} --scheme {args.scheme}",
-                   {"model": args.model, "variant": args.variant, "scheme": args.scheme, "preset": args.preset,
-                    **{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "seeds": n_seeds,
-                    "precision": policy,
-                    "data": "phantom" if args.data is None else str(args.data),
-                    "prepared": prepared.info["prepared"], "split": "patient-level, class-stratified 70/10/20"},
-                   {name: entry}, args.seed)
-    write_json(out / "results.json", body)
-    log.info("%s over %d seed(s): %s", name, n_seeds,
-             ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in METRIC_ORDER if k in med))
-    log.info("wrote %s", out)
-    discard_worker_folder(out, dist)
-    return 0
-
-
-def _fmt(entry: dict, key: str) -> str:
-    if key not in entry["metrics"]:
-        return ""
-    return f"{entry['metrics'][key]:.3f} ± {entry['std'].get(key, 0.0):.3f}"
-
-
-def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """Table 1/2/3-style Markdown of finished runs: median ± std over seeds of every metric,
-    training seconds and trainable parameters; the best value of each column in bold. Folders
-    that are not mt_unet.train runs are skipped (logged); see :func:`ums_rep.report.collect`."""
-    entries = []
-    for _, body in collect(run_dirs, ("mt_unet.train",), recursive=False, mix_presets=mix_presets):
-        for e in body["tasks"].values():
-            entries.append({**e, "seeds": body["config"].get("seeds"), "preset": body["config"].get("preset")})
-    cols = [k for k in METRIC_ORDER if any(k in e["metrics"] for e in entries)]
-    best = {}
-    for k in cols:
-        vals = [e["metrics"][k] for e in entries if k in e["metrics"]]
-        best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
-    head = ["model", *(k.upper().replace("AUC_", "AUC ") + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
-            "train s", "params", "seeds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for e in entries:
-        cells = [e["label"]]
-        for k in cols:
-            cell = _fmt(e, k)
-            cells.append(f"**{cell}**" if cell and math.isclose(e["metrics"][k], best[k]) else cell)
-        cells += [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(out) / "compare.md", text)
-    return text
 
 
 def main(argv=None) -> int:

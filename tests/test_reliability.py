@@ -150,7 +150,7 @@ def test_fixations_outside_the_image_are_dropped():
 
 
 def test_a_training_split_with_a_missing_class_fails_before_training(tmp_path):
-    from mt_unet.train import _check_split
+    from mt_unet.data import check_split
 
     class P:
         root = tmp_path
@@ -158,10 +158,10 @@ def test_a_training_split_with_a_missing_class_fails_before_training(tmp_path):
     rows = {"train": pd.DataFrame({"label": ["Normal", "CHF"]}), "val": pd.DataFrame({"label": ["CHF"]}),
             "test": pd.DataFrame({"label": ["pneumonia"]})}
     with pytest.raises(ValueError, match=r"manifest.csv: the training split has no \['pneumonia'\]"):
-        _check_split(P, rows, ("saliency", "disease"))
-    _check_split(P, rows, ("saliency",))  # saliency alone needs no class balance
+        check_split(P, rows, ("saliency", "disease"))
+    check_split(P, rows, ("saliency",))  # saliency alone needs no class balance
     with pytest.raises(ValueError, match="the val split is empty"):
-        _check_split(P, {**rows, "val": rows["val"].iloc[:0]}, ("saliency",))
+        check_split(P, {**rows, "val": rows["val"].iloc[:0]}, ("saliency",))
 
 
 def test_a_crash_while_writing_results_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from mt_unet import baselines
-from mt_unet.model import DISEASE, SALIENCY, build, mt_unet
+from mt_unet import baselines, data
+from mt_unet.evaluate import main as evaluate_main
+from mt_unet.model import DISEASE, SALIENCY, TASKS, build, mt_unet
 from mt_unet.schedule import ResetOnPlateau, fit_config_kwargs
-from mt_unet.train import TASKS, compare, main
+from mt_unet.train import compare, main
 from ums_rep import metrics
 from ums_rep.losses import categorical_crossentropy, kld
 from ums_rep.strategies import FitConfig, fit
@@ -218,12 +219,16 @@ def test_train_writes_results_with_median_and_std(tiny_run):
 
 
 def test_evaluate_reproduces_the_training_runs_test_metrics(tiny_run):
-    from mt_unet.evaluate import main as evaluate_main
     assert evaluate_main([str(tiny_run / "mtl1" / "seed0" / "model.keras"), "--preset", "tiny",
                           "--out", str(tiny_run / "eval")]) == 0
     got = json.loads((tiny_run / "eval" / "results.json").read_text())["metrics"]
     want = json.loads((tiny_run / "mtl1" / "seed0" / "seed_results.json").read_text())["metrics"]
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_the_parsers_name_the_presets_the_recipe_defines():
+    from data_prep.cli import PRESETS
+    assert tuple(data.PRESETS) == PRESETS
 
 
 def test_compare_puts_models_side_by_side(tiny_run):

@@ -1,0 +1,183 @@
+"""One MT-UNet experiment (MT-UNet Sections 3–5, Tables 1–3): train a model of the comparison
+with several seeds on the eye-gaze data of :mod:`mt_unet.data`, score each on the test split
+(:mod:`mt_unet.scoring`), write the run folder (``results.json`` with the median and std over
+seeds), and compare finished runs. ``python -m mt_unet.train`` is the command-line shell.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from data_prep.egd import CLASSES
+from data_prep.io import atomic_write_text
+from mt_unet import data, figures, scoring
+from mt_unet.model import DISEASE, SALIENCY, TASKS, build
+from mt_unet.schedule import fit_config_kwargs
+from ums_rep.precision import set_precision
+from ums_rep.report import collect
+from ums_rep.runs import (discard_worker_folder, distribution, history_csv, results, resume_args, run_dir, save_args,
+                          save_model, set_seed, trainable_params, write_json)
+from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
+from ums_rep.weighting import FixedWeights, mtl
+
+log = logging.getLogger("mt_unet.train")
+
+METRIC_ORDER = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in CLASSES))
+LOWER_IS_BETTER = {"kld"}
+
+
+def label(model: str, variant: str, scheme: str) -> str:
+    """The model's name as the paper's tables write it."""
+    if model == "mtunet":
+        suffix = {"full": "", "bottleneck": "B", "top": "T"}[variant]
+        return f"MT-UNet{suffix} ({scheme.upper()})"
+    return {"unets": "UNetS", "unetc": "UNetC", "resnet50": "ResNet50", "inceptionresnetv2": "InceptionResNetV2",
+            "efficientnetv2s": "EfficientNetV2-S", "simplenet": "SimpleNet", "msinet": "MSINet",
+            "vggssm": "VGGSSM"}.get(model, model)
+
+
+def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
+    """Train and test one model with one seed; writes its model, history, figures, predictions.
+    Resuming, a finished seed is read back and an interrupted one continues from its last epoch."""
+    if args.resume and (out / "seed_results.json").is_file():
+        log.info("seed %d already finished in %s", seed, out)
+        return json.loads((out / "seed_results.json").read_text())
+    set_seed(seed, args.deterministic)
+    shape = tuple(preset["shape"]) + (1,)
+    with dist.scope():
+        net, task_names = build(args.model, shape, len(CLASSES), preset["base"], args.variant)
+        weighting = mtl(args.scheme, SALIENCY, DISEASE) if len(task_names) == 2 else FixedWeights()
+        optimizer = keras.optimizers.Adam(learning_rate=preset["lr"])
+    tasks = {t: TASKS[t] for t in task_names}
+    rows = {s: prepared.rows(s) for s in ("train", "val", "test")}
+    data.check_split(prepared, rows, task_names)
+    batch = preset["batch"]
+    train = data.dataset(prepared, rows["train"], batch, task_names, shuffle=True, seed=seed, repeat=True,
+                    drop_remainder=True)
+    val = data.dataset(prepared, rows["val"], batch, task_names)
+    config = FitConfig(epochs=preset["epochs"], steps_per_epoch={"joint": max(1, len(rows["train"]) // batch)},
+                       checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
+                       resume=bool(args.resume), on_nonfinite="stop", **fit_config_kwargs(preset["patience"]),
+                       label=f"{label(args.model, args.variant, args.scheme)} seed {seed}")
+    log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s", label(args.model, args.variant, args.scheme),
+             seed, net.count_params(), *(len(rows[s]) for s in ("train", "val", "test")), "x".join(map(str, shape[:2])))
+    fitted = fit("joint", {"model": net}, tasks, train, val, config, optimizers={"joint": optimizer},
+                 weighting=weighting, dist=dist, joint_model=net)
+    history = pd.DataFrame(fitted["history"])
+    history_csv(out / "history.csv", fitted["history"])
+    figures.training_curves(history, out / "training_curves.png",
+                            title=f"{label(args.model, args.variant, args.scheme)}, seed {seed}")
+    save_model(net, out / "model.keras")
+    m, table, arrays = scoring.evaluate(net, prepared, rows["test"], batch)
+    atomic_write_text(out / "predictions_test.csv", table.to_csv(index=False))
+    if SALIENCY in arrays["outputs"]:
+        k = min(4, len(table))
+        figures.saliency_overlays(out / "saliency_overlays.png", arrays["truths"]["image"][:k],
+                                  arrays["truths"]["saliency"][:k], arrays["outputs"][SALIENCY][:k],
+                                  titles=list(table["truth"][:k]))
+    record = {"seed": seed, "metrics": m, "train_seconds": float(sum(fitted["seconds"].values())),
+              "epochs": len(history), "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"],
+              "lr_resets": fitted["schedule"]["events"], "final_sigma": weighting.describe()}
+    if fitted["stopped"].startswith("non-finite"):
+        raise NonFiniteLossError(f"{out}: {fitted['stopped']}; the model, history and test metrics of the "
+                                 "restored weights are written there")
+    write_json(out / "seed_results.json", record)
+    return record
+
+
+def summarise(per_seed: list) -> tuple[dict, dict]:
+    """Median and standard deviation (ddof=1 when several seeds) of every metric over seeds."""
+    keys = sorted({k for r in per_seed for k in r["metrics"]})
+    med, std = {}, {}
+    for k in keys:
+        v = np.array([r["metrics"][k] for r in per_seed if k in r["metrics"]], float)
+        med[k] = float(np.median(v))
+        std[k] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return med, std
+
+
+def run(args) -> int:
+    args = resume_args(args, "mt_unet.train")
+    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
+    preset = data.preset(args.preset, epochs=args.epochs, lr=args.lr, patience=args.patience, batch=args.batch,
+                         shape=args.shape)
+    n_seeds = args.seeds or preset["seeds"]
+    name = label(args.model, args.variant, args.scheme)
+    policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
+    # everything that can be checked is checked before data is prepared or a model built
+    build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
+    keras.backend.clear_session()
+    out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}", "mt_unet.train",
+                  resume=bool(args.resume), dist=dist)
+    if not args.resume:
+        save_args(args, out)
+    prepared = data.egd_data(args.data, args.preset, preset["shape"], args.seed)
+    atomic_write_text(out / "normalizer.json", prepared.normalizer.to_json())  # for ums_rep.predict
+    per_seed = []
+    for k in range(n_seeds):
+        seed = args.seed + k
+        per_seed.append(train_one(args, preset, prepared, seed, out / f"seed{seed}", dist))
+        keras.backend.clear_session()
+    med, std = summarise(per_seed)
+    params = None
+    with dist.scope():
+        net, _ = build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
+        params = trainable_params(net.trainable_variables)
+    entry = {"label": name, "metrics": med, "std": std, "per_seed": per_seed,
+             "train_seconds": float(np.median([r["train_seconds"] for r in per_seed])),
+             "trainable_params": params}
+    body = results(f"mt_unet.train --model {args.model} --variant {args.variant} --scheme {args.scheme}",
+                   {"model": args.model, "variant": args.variant, "scheme": args.scheme, "preset": args.preset,
+                    **{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "seeds": n_seeds,
+                    "precision": policy,
+                    "data": "phantom" if args.data is None else str(args.data),
+                    "prepared": prepared.info["prepared"], "split": "patient-level, class-stratified 70/10/20"},
+                   {name: entry}, args.seed)
+    write_json(out / "results.json", body)
+    log.info("%s over %d seed(s): %s", name, n_seeds,
+             ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in METRIC_ORDER if k in med))
+    log.info("wrote %s", out)
+    discard_worker_folder(out, dist)
+    return 0
+
+
+def _fmt(entry: dict, key: str) -> str:
+    if key not in entry["metrics"]:
+        return ""
+    return f"{entry['metrics'][key]:.3f} ± {entry['std'].get(key, 0.0):.3f}"
+
+
+def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
+    """Table 1/2/3-style Markdown of finished runs: median ± std over seeds of every metric,
+    training seconds and trainable parameters; the best value of each column in bold. Folders
+    that are not mt_unet.train runs are skipped (logged); see :func:`ums_rep.report.collect`."""
+    entries = []
+    for _, body in collect(run_dirs, ("mt_unet.train",), recursive=False, mix_presets=mix_presets):
+        for e in body["tasks"].values():
+            entries.append({**e, "seeds": body["config"].get("seeds"), "preset": body["config"].get("preset")})
+    cols = [k for k in METRIC_ORDER if any(k in e["metrics"] for e in entries)]
+    best = {}
+    for k in cols:
+        vals = [e["metrics"][k] for e in entries if k in e["metrics"]]
+        best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
+    head = ["model", *(k.upper().replace("AUC_", "AUC ") + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
+            "train s", "params", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        cells = [e["label"]]
+        for k in cols:
+            cell = _fmt(e, k)
+            cells.append(f"**{cell}**" if cell and math.isclose(e["metrics"][k], best[k]) else cell)
+        cells += [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "compare.md", text)
+    return text

@@ -1,0 +1,89 @@
+"""Scoring MT-UNet-family models on the eye-gaze data (MT-UNet Section 5, Tables 1–3).
+
+Saliency: KLD, CC and HS per image, median over images (the authors' code); classification:
+accuracy, Hand & Till multi-class AUC and one-vs-rest AUC per class (Y1 normal, Y2 enlarged
+heart / CHF, Y3 pneumonia). :func:`evaluate` scores a model on rows of the prepared data (what
+training does on its test split); :func:`evaluate_saved` scores a saved model
+(``python -m mt_unet.evaluate``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_prep.egd import CLASSES
+from data_prep.io import atomic_write_text
+from mt_unet.data import dataset, egd_data
+from mt_unet.figures import saliency_overlays
+from mt_unet.model import DISEASE, SALIENCY
+from ums_rep import metrics
+from ums_rep.runs import load_model, run_dir, write_json
+
+log = logging.getLogger("mt_unet.evaluate")
+
+
+def predict(model, prepared, rows, batch: int = 8):
+    """``(outputs, truths)``: the model's outputs per task and the targets, as arrays."""
+    tasks = tuple(model.output.keys()) if isinstance(model.output, dict) else ()
+    ds = dataset(prepared, rows, batch, tasks=(SALIENCY, DISEASE), cache=False)
+    outs, truths = {t: [] for t in tasks}, {"saliency": [], "label": [], "image": []}
+    for x, y in ds:
+        pred = model(x, training=False)
+        for t in tasks:
+            outs[t].append(np.asarray(pred[t]))
+        truths["saliency"].append(y["saliency"].numpy())
+        truths["label"].append(y["label"].numpy().argmax(-1))
+        truths["image"].append(x.numpy())
+    return {t: np.concatenate(v) for t, v in outs.items()}, {k: np.concatenate(v) for k, v in truths.items()}
+
+
+def evaluate(model, prepared, rows, batch: int = 8):
+    """``(metrics, per_image_table, arrays)`` of ``model`` on ``rows`` of the prepared eye-gaze data."""
+    outs, truths = predict(model, prepared, rows, batch)
+    table = pd.DataFrame({"id": rows["id"].to_numpy(), "truth": [CLASSES[i] for i in truths["label"]]})
+    m = {}
+    if SALIENCY in outs:
+        m.update(metrics.saliency(truths["saliency"], outs[SALIENCY]))
+        per = metrics.saliency_per_image(truths["saliency"], outs[SALIENCY])
+        for k, v in per.items():
+            table[k] = v
+    if DISEASE in outs:
+        probs = outs[DISEASE]
+        y, yhat = truths["label"], probs.argmax(1)
+        m["accuracy"] = metrics.classification(y, yhat)["accuracy"]
+        if len(np.unique(y)) == len(CLASSES):
+            m.update(metrics.auc(y, probs, CLASSES))
+        else:
+            log.warning("the evaluated split lacks a class (%s present); AUC not computed",
+                        sorted(CLASSES[i] for i in np.unique(y)))
+        table["pred"] = [CLASSES[i] for i in yhat]
+        table["correct"] = y == yhat
+        for i, c in enumerate(CLASSES):
+            table[f"p_{c}"] = probs[:, i]
+    return m, table, {"outputs": outs, "truths": truths}
+
+
+def evaluate_saved(model_file, out=None, *, split: str = "test", batch: int = 8, preset: str = "quick",
+                   data=None, seed: int = 0) -> Path:
+    """Score the saved model ``model_file`` on ``split`` of the eye-gaze data of ``preset``,
+    ``data`` and ``seed`` at the model's input size; writes ``results.json``, the per-image
+    predictions and saliency overlays to the run folder ``out`` and returns it. A bad model file
+    or an unusable ``out`` raise ``ValueError`` (one line)."""
+    model = load_model(model_file, expect="mt_unet")
+    out = run_dir(out, "mt_unet-evaluate", "mt_unet.evaluate")
+    shape = tuple(int(d) for d in model.input.shape[1:3])
+    prepared = egd_data(data, preset, shape, seed)
+    rows = prepared.rows(split)
+    m, table, arrays = evaluate(model, prepared, rows, batch)
+    atomic_write_text(out / f"predictions_{split}.csv", table.to_csv(index=False))
+    write_json(out / "results.json", {"command": "mt_unet.evaluate", "model": str(model_file), "split": split,
+                                      "n_images": len(rows), "metrics": m, "prepared": prepared.info["prepared"]})
+    if SALIENCY in arrays["outputs"]:
+        k = min(4, len(rows))
+        saliency_overlays(out / "saliency_overlays.png", arrays["truths"]["image"][:k],
+                          arrays["truths"]["saliency"][:k], arrays["outputs"][SALIENCY][:k])
+    log.info("%s on %d %s images: %s", model_file, len(rows), split, ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    return out
