@@ -3,8 +3,8 @@
 Saliency: KLD, CC and HS per image, median over images (the authors' code); classification:
 accuracy, Hand & Till multi-class AUC and one-vs-rest AUC per class (Y1 normal, Y2 enlarged
 heart / CHF, Y3 pneumonia). :func:`evaluate` scores a model on rows of the prepared data (what
-training does on its test split); :func:`evaluate_saved` scores a saved model
-(``python -m mt_unet.evaluate``).
+training does on its test split); :func:`evaluate_saved` scores a saved model on the data its
+run was trained on (``python -m mt_unet.evaluate``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pandas as pd
 
 from data_prep.egd import CLASSES
 from data_prep.io import atomic_write_text
-from mt_unet.data import dataset, egd_data
+from mt_unet.data import dataset, egd_data, evaluation_settings
 from mt_unet.figures import saliency_overlays
 from mt_unet.model import DISEASE, SALIENCY
 from ums_rep import metrics
@@ -66,21 +66,27 @@ def evaluate(model, prepared, rows, batch: int = 8):
     return m, table, {"outputs": outs, "truths": truths}
 
 
-def evaluate_saved(model_file, out=None, *, split: str = "test", batch: int = 8, preset: str = "quick",
-                   data=None, seed: int = 0) -> Path:
-    """Score the saved model ``model_file`` on ``split`` of the eye-gaze data of ``preset``,
-    ``data`` and ``seed`` at the model's input size; writes ``results.json``, the per-image
-    predictions and saliency overlays to the run folder ``out`` and returns it. A bad model file
-    or an unusable ``out`` raise ``ValueError`` (one line)."""
+def evaluate_saved(model_file, out=None, *, split: str = "test", batch: int = 8, preset: str | None = None,
+                   data=None, seed: int | None = None) -> Path:
+    """Score the saved model ``model_file`` on ``split`` of the eye-gaze data its ``mt_unet.train``
+    run recorded (preset, ``--data``, ``--seed``; each overridden where given, see
+    :func:`mt_unet.data.evaluation_settings`); writes ``results.json``, the per-image predictions
+    and saliency overlays to the run folder ``out`` and returns it. A bad model file, a preset
+    that does not fit the model or an unusable ``out`` raise ``ValueError`` (one line)."""
     model = load_model(model_file, expect="mt_unet")
+    settings = evaluation_settings(model_file, model.input.shape[1:3], preset=preset, data=data, seed=seed)
+    log.info("data: preset %s, %s, seed %d (from %s)", settings.preset,
+             "phantom" if settings.data is None else settings.data, settings.seed, settings.source)
     out = run_dir(out, "mt_unet-evaluate", "mt_unet.evaluate")
-    shape = tuple(int(d) for d in model.input.shape[1:3])
-    prepared = egd_data(data, preset, shape, seed)
+    prepared = egd_data(settings.data, settings.preset, settings.shape, settings.seed)
     rows = prepared.rows(split)
     m, table, arrays = evaluate(model, prepared, rows, batch)
     atomic_write_text(out / f"predictions_{split}.csv", table.to_csv(index=False))
     write_json(out / "results.json", {"command": "mt_unet.evaluate", "model": str(model_file), "split": split,
-                                      "n_images": len(rows), "metrics": m, "prepared": prepared.info["prepared"]})
+                                      "n_images": len(rows), "metrics": m, "preset": settings.preset,
+                                      "data": "phantom" if settings.data is None else str(settings.data),
+                                      "seed": settings.seed, "settings_from": settings.source,
+                                      "prepared": prepared.info["prepared"]})
     if SALIENCY in arrays["outputs"]:
         k = min(4, len(rows))
         saliency_overlays(out / "saliency_overlays.png", arrays["truths"]["image"][:k],

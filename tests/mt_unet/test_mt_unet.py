@@ -226,6 +226,37 @@ def test_evaluate_reproduces_the_training_runs_test_metrics(tiny_run):
     assert got == pytest.approx(want, rel=1e-5)
 
 
+def test_evaluate_scores_on_the_data_the_model_was_trained_on(tiny_run, tmp_path, caplog):
+    """Issue 17 item 4: without --preset, a tiny-preset model is scored on the tiny data its run
+    recorded (args.json), not on the quick preset's; an explicit --preset of another input size is
+    refused in one line, before any folder is written."""
+    model = tiny_run / "unetc" / "seed0" / "model.keras"
+    assert evaluate_main([str(model), "--out", str(tmp_path / "own")]) == 0
+    got = json.loads((tmp_path / "own" / "results.json").read_text())
+    want = json.loads((tiny_run / "unetc" / "seed0" / "seed_results.json").read_text())["metrics"]
+    assert got["metrics"] == pytest.approx(want, rel=1e-5)
+    assert got["preset"] == "tiny" and got["seed"] == 0 and got["settings_from"] == f"{tiny_run / 'unetc'}/args.json"
+    assert got["prepared"] == json.loads((tiny_run / "unetc" / "results.json").read_text())["config"]["prepared"]
+    caplog.clear()
+    assert evaluate_main([str(model), "--preset", "quick", "--out", str(tmp_path / "quick")]) == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line == (f"{model}: the model takes 64x48 images, --preset quick prepares 96x64 (trained with --preset "
+                    f"tiny, {tiny_run / 'unetc'}/args.json); leave out --preset or give the one it was trained with")
+    assert not (tmp_path / "quick").exists()
+
+
+def test_a_model_file_outside_its_run_takes_the_preset_of_its_input_size(tiny_run, tmp_path):
+    import shutil
+    bare = tmp_path / "model.keras"
+    shutil.copy(tiny_run / "unetc" / "seed0" / "model.keras", bare)
+    assert data.trained_run(bare) is None and data.trained_run(tiny_run / "unetc" / "seed0" / "model.keras")
+    s = data.evaluation_settings(bare, (64, 48))
+    assert (s.preset, s.data, s.seed, s.shape) == ("tiny", None, 0, (64, 48))
+    assert data.evaluation_settings(bare, (64, 48), preset="tiny", seed=3).seed == 3
+    with pytest.raises(ValueError, match=r"model.keras: no mt_unet.train run folder .* 32x32 images; give --preset"):
+        data.evaluation_settings(bare, (32, 32))
+
+
 def test_the_parsers_name_the_presets_the_recipe_defines():
     from data_prep.cli import PRESETS
     assert tuple(data.PRESETS) == PRESETS
