@@ -237,3 +237,24 @@ def test_grad_cam_is_highest_on_the_phantom_finding():
     ratios = [heat[k][phantoms[i].finding_mask > 0].mean() / heat[k][phantoms[i].finding_mask == 0].mean()
               for k, i in enumerate(ill)]
     assert np.median(ratios) > 1.3, ratios
+
+
+def test_joint_with_dynamic_weight_average(tiny_runs):
+    """--weighting dwa reaches the loop: weights 1 for two epochs, then Eq. 1's, summing to K."""
+    enc = tiny_runs / "independent" / "encoder" / "model.keras"
+    out = tiny_runs / "dwa"
+    assert main(["--strategy", "joint", "--tasks", "echo-homo", "--preset", "tiny", "--encoder", str(enc),
+                 "--weighting", "dwa", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["config"]["weighting"] == "dwa"
+    h = pd.read_csv(out / "history_fold0.csv")
+    cols = [c for c in h if c.startswith("weight_")]
+    assert len(cols) == 3 and len(h) >= 3
+    assert np.allclose(h.loc[:1, cols].to_numpy(), 1.0)
+    assert np.isclose(h.loc[2, cols].sum(), 3.0) and not np.allclose(h.loc[2, cols].to_numpy(), 1.0)
+
+
+def test_fixed_weights_refused_with_a_learned_weighting(tmp_path, caplog):
+    assert main(["--strategy", "joint", "--tasks", "echo-homo", "--preset", "tiny", "--out", str(tmp_path),
+                 "--weighting", "dwa", "--weights", '{"flow": 1}']) == 1
+    assert "--weighting dwa learns its own" in caplog.text
