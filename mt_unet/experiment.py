@@ -24,7 +24,7 @@ from ums_rep.report import collect
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, results, resume_args, run_dir, save_args,
                           save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
-from ums_rep.weighting import FixedWeights, mtl
+from ums_rep.weighting import FixedWeights, get as get_weighting, mtl
 
 log = logging.getLogger("mt_unet.train")
 
@@ -42,6 +42,16 @@ def label(model: str, variant: str, scheme: str) -> str:
             "vggssm": "VGGSSM"}.get(model, model)
 
 
+def loss_weighting(scheme: str, task_names):
+    """MT-UNet's uncertainty weighting (``mtl1``-``mtl3``) or a registered rule (``dwa``); fixed
+    weights for a single-task model. Build it inside the distribution strategy's scope."""
+    if len(task_names) != 2:
+        return FixedWeights()
+    if scheme.startswith("mtl"):
+        return mtl(scheme, SALIENCY, DISEASE)
+    return get_weighting(scheme, tasks=[SALIENCY, DISEASE])
+
+
 def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     """Train and test one model with one seed; writes its model, history, figures, predictions.
     Resuming, a finished seed is read back and an interrupted one continues from its last epoch."""
@@ -52,7 +62,7 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     shape = tuple(preset["shape"]) + (1,)
     with dist.scope():
         net, task_names = build(args.model, shape, len(CLASSES), preset["base"], args.variant)
-        weighting = mtl(args.scheme, SALIENCY, DISEASE) if len(task_names) == 2 else FixedWeights()
+        weighting = loss_weighting(args.scheme, task_names)
         optimizer = keras.optimizers.Adam(learning_rate=preset["lr"])
     tasks = {t: TASKS[t] for t in task_names}
     rows = {s: prepared.rows(s) for s in ("train", "val", "test")}

@@ -26,7 +26,7 @@ import logging
 
 from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, setup_logging, shape_arg
 
-SCHEMES = ("mtl1", "mtl2", "mtl3")
+SCHEMES = ("mtl1", "mtl2", "mtl3", "dwa")
 VARIANTS = ("full", "bottleneck", "top")  # mt_unet.model.VARIANTS
 MODELS = ("mtunet", "unets", "unetc", "resnet50", "inceptionresnetv2", "efficientnetv2s", "simplenet", "msinet",
           "vggssm")  # mt_unet.model.models()
@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m mt_unet.train", "Train MT-UNet (or a model it is compared with) on the "
                          "eye-gaze data (MT-UNet Sections 3-5, Tables 1-3), or compare finished runs.")
     parser.add_argument("--scheme", choices=SCHEMES, default="mtl3",
-                        help="uncertainty weighting, MT-UNet only: mtl1 Eq. (1), mtl2 Eq. (4), mtl3 Eq. (5) "
-                             "(default)")
+                        help="loss weighting, MT-UNet only: uncertainty weighting mtl1 Eq. (1), mtl2 Eq. (4), mtl3 Eq. (5) "
+                             "(default); dwa: dynamic weight average (Liu et al. CVPR 2019, Eq. 1), not in the paper")
     parser.add_argument("--variant", choices=VARIANTS, default="full",
                         help="classification features: full (MT-UNet), bottleneck (MT-UNetB), top (MT-UNetT)")
     parser.add_argument("--model", choices=MODELS, default="mtunet",

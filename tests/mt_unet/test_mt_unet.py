@@ -285,3 +285,17 @@ def test_report_puts_runs_beside_the_paper_and_inlines_figures(tiny_run):
     assert "![training_curves.png]" in md
     html = (out / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html and 'src="../' not in html
+
+
+def test_scheme_dwa_trains_mt_unet_with_dynamic_weight_average(tiny_run):
+    """--scheme dwa: a registered weighting rule reaches MT-UNet's loop unchanged."""
+    out = tiny_run / "dwa"
+    assert main(["--preset", "tiny", "--scheme", "dwa", "--seeds", "1", "--epochs", "3", "--out", str(out),
+                 "--no-progress"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    (entry,) = r["tasks"].values()
+    assert entry["label"] == "MT-UNet (DWA)"
+    h = pd.read_csv(next(out.glob("seed*/history.csv")))
+    cols = sorted(c for c in h if c.startswith("weight_"))
+    assert len(cols) == 2 and len(h) == 3
+    assert np.allclose(h.loc[:1, cols].to_numpy(), 1.0) and np.isclose(h.loc[2, cols].sum(), 2.0)
