@@ -42,7 +42,7 @@ import argparse
 import json
 import logging
 import textwrap
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, setup_logging
@@ -126,7 +126,7 @@ from data_prep.augment import Affine  # noqa: E402
 from data_prep.io import atomic_write_text, read_image  # noqa: E402
 from data_prep.pipeline import make_dataset  # noqa: E402
 from data_prep.transforms import MeanNormalizer  # noqa: E402
-from ums_rep import derive, metrics, report  # noqa: E402
+from ums_rep import derive, metrics, pretrain, report  # noqa: E402
 from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model, feature_layer,  # noqa: E402
                             head_params, weights_digest)
 from ums_rep.precision import set_precision  # noqa: E402
@@ -216,80 +216,147 @@ def _fold_normalizer(prepared, rows) -> MeanNormalizer:
     return MeanNormalizer.fit(read_image(prepared.root / p) for p in rows.image)
 
 
-def run(args) -> int:
-    args = resume_args(args, "ums_rep.finetune")
-    resume = bool(getattr(args, "resume", None))
+@dataclass
+class Settings:
+    """What ``run`` trains, from the arguments and the preset; checked before any work starts."""
+
+    preset: dict
+    folds: int
+    specs: list
+    head: dict
+    params: dict
+    weights: dict
+    ratio: dict
+    size: int
+
+    @property
+    def tasks(self) -> dict:
+        return {s.task.name: s.task for s in self.specs}
+
+
+def settings(args) -> Settings:
+    """The preset with the command line's overrides, the task specs with ``--params``' head keys,
+    and the loss weights / batch ratio (unknown task names refused)."""
     preset = dict(PRESETS[args.preset])
     if args.epochs:
         preset["epochs"] = args.epochs
     if getattr(args, "augment", None) is not None:
         preset["augment"] = args.augment
-    folds = args.folds or preset["folds"]
-    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
-    set_seed(args.seed, args.deterministic)
-    policy = set_precision(getattr(args, "precision", "float32"))  # before the encoder is loaded or built
     sdef = TASK_SETS[args.tasks]
-    from ums_rep.pretrain import load_params
-    params = load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
+    params = pretrain.load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
     head = {k: params[k] for k in HEAD_PARAMS if k in params}
     specs = [s if s.task.kind != "classification" or not ({"head_optimizer", "head_learning_rate"} & set(params))
              else replace(s, task=replace(s.task, optimizer=params.get("head_optimizer", s.task.optimizer),
                                           learning_rate=float(params.get("head_learning_rate", s.task.learning_rate))))
              for s in sdef["tasks"]]
-    modality = sdef["modality"]
-    size = image_side(preset, modality)
-    # arguments are checked before any data is prepared or any encoder trained
     weights = json.loads(args.weights) if args.weights else {}
     ratio = json.loads(args.ratio) if args.ratio else {}
-    tasks = {s.task.name: s.task for s in specs}
+    names = {s.task.name for s in specs}
     if weights and getattr(args, "weighting", "fixed") != "fixed":
         raise ValueError(f"--weights sets fixed loss weights; --weighting {args.weighting} learns its own")
-    unknown = sorted((set(weights) | set(ratio)) - set(tasks))
+    unknown = sorted((set(weights) | set(ratio)) - names)
     if unknown:
-        raise ValueError(f"--weights/--ratio name unknown task(s) {unknown}; tasks of {args.tasks}: {sorted(tasks)}")
+        raise ValueError(f"--weights/--ratio name unknown task(s) {unknown}; tasks of {args.tasks}: {sorted(names)}")
+    return Settings(preset, args.folds or preset["folds"], specs, head, params, weights, ratio,
+                    image_side(preset, sdef["modality"]))
+
+
+def shared_encoder(args, out: Path, modality: str, size: int):
+    """``(path, model)``: the ``--encoder`` given, or one pretrained now into ``out/encoder``
+    (:func:`ums_rep.pretrain.run` with this run's preset, seed, data and precision)."""
+    encoder_path = args.encoder
+    if encoder_path is None:
+        encoder_path = pretrain.pretrain_encoder(
+            modality, out / "encoder", preset=args.preset, seed=args.seed, data=args.data, params=args.params,
+            deterministic=args.deterministic, no_progress=args.no_progress,
+            precision=getattr(args, "precision", "float32"), distribute=getattr(args, "distribute", "none"))
+    pretrained = load_model(encoder_path, expect="encoder")
+    if tuple(pretrained.input.shape[1:3]) != (size, size):
+        raise ValueError(f"{encoder_path}: encoder input {tuple(pretrained.input.shape[1:3])} differs from the "
+                         f"preset's image size {size}; use the same --preset for pretrain and finetune")
+    return encoder_path, pretrained
+
+
+def fold_models(strategy: str, pretrained, modality: str, specs, head: dict, denoiser, dist):
+    """``(models, encoder layers)`` of one fold: the baseline's separate models from fresh random
+    weights, or heads on a copy of the pretrained encoder (frozen for ``independent``)."""
+    with dist.scope():
+        if strategy == "baseline":
+            return {s.task.name: baseline_model(pretrained, modality, s, head, denoiser) for s in specs}, []
+        models, enc_layers = build_shared(copy_model(pretrained), modality, specs, head)
+        if strategy == "independent":
+            for layer in enc_layers:
+                layer.trainable = False
+    return models, enc_layers
+
+
+def fold_data(specs, prepared, fold: int, train_rows, val_rows, test_rows: dict, batch: int, seed: int, augment):
+    """Per task: training (shuffled, repeated, augmented) and validation datasets, batches per
+    epoch and patients per part."""
+    trains, vals, steps, counts = {}, {}, {}, {}
+    for s in specs:
+        name = s.task.name
+        tr, va = s.select(train_rows), s.select(val_rows)
+        if tr.empty or va.empty:
+            raise ValueError(f"task {name}: no training or validation images in fold {fold}")
+        kw = dict(label_column=s.label_column if s.task.kind == "classification" else None,
+                  classes=s.task.classes or None, mask=s.task.kind == "segmentation")
+        trains[name] = make_dataset(prepared, tr, batch_size=batch, shuffle=True, seed=seed,
+                                    repeat=True, drop_remainder=True, map_fn=augment, **kw)
+        vals[name] = make_dataset(prepared, va, batch_size=batch, **kw)
+        steps[name] = max(1, int(np.ceil(len(tr) / batch)))
+        counts[name] = {"train": int(tr.patient_id.nunique()), "val": int(va.patient_id.nunique()),
+                        "test": int(test_rows[name].patient_id.nunique())}
+    return trains, vals, steps, counts
+
+
+def train_fold(args, models: dict, tasks: dict, trains, vals, config: FitConfig, weights: dict, dist):
+    """``(fitted, stopped)``: the strategy's fit, or for the baseline one joint fit per model."""
+    if args.strategy == "baseline":
+        fitted, stopped = {"history": [], "seconds": {}}, []
+        for name in tasks:
+            f = fit("joint", {name: models[name]}, {name: tasks[name]}, {name: trains[name]}, {name: vals[name]},
+                    replace(config, checkpoint_dir=config.checkpoint_dir / name), dist=dist)
+            fitted["history"] += [{"task": name, **h} for h in f["history"]]
+            fitted["seconds"][name] = f["seconds"][name]
+            stopped.append(f"{name}: {f['stopped']}")
+        return fitted, stopped
+    fitted = fit(args.strategy, models, tasks, trains, vals, config, dist=dist,
+                 weighting=_weighting(args, weights, tasks, dist))
+    why = fitted["stopped"]
+    return fitted, ([f"{t}: {w}" for t, w in why.items()] if isinstance(why, dict) else [why])
+
+
+def run(args) -> int:
+    args = resume_args(args, "ums_rep.finetune")
+    resume = bool(getattr(args, "resume", None))
+    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
+    set_seed(args.seed, args.deterministic)
+    policy = set_precision(getattr(args, "precision", "float32"))  # before the encoder is loaded or built
+    sdef = TASK_SETS[args.tasks]
+    cfg = settings(args)  # arguments are checked before any data is prepared or any encoder trained
+    preset, specs, tasks, size, modality = cfg.preset, cfg.specs, cfg.tasks, cfg.size, sdef["modality"]
     out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}", "ums_rep.finetune", resume=resume, dist=dist)
     if not resume:
         save_args(args, out)
-
     def data(name):
         return prepared_data(name, args.data, size=size, seed=args.seed, phantom_n=preset["n"][name],
                              phantom_size=preset["phantom_size"])
 
     train_p = data(sdef["train"])
     test_p = data(sdef["test"]) if sdef["test"] != sdef["train"] else train_p
-    cv = cross_validation(args.tasks, train_p.manifest, test_p.manifest, folds, args.seed)  # fails early if too small
-
-    # the shared encoder: given, or pretrained now
-    encoder_path = args.encoder
-    if encoder_path is None:
-        from ums_rep import pretrain
-        enc_out = out / "encoder"
-        if not (resume and (enc_out / "results.json").is_file()):
-            pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo", preset=args.preset,
-                                       epochs=None, params=args.params, seed=args.seed, out=enc_out, data=args.data,
-                                       deterministic=args.deterministic, no_progress=args.no_progress,
-                                       precision=getattr(args, "precision", "float32"),
-                                       distribute=getattr(args, "distribute", "none"),
-                                       resume=enc_out if resume and (enc_out / "args.json").is_file() else None)
-            if pretrain.run(pargs) != 0:
-                raise RuntimeError("pretraining the encoder failed")
-        encoder_path = enc_out / "model.keras"
-    pretrained = load_model(encoder_path, expect="encoder")
-    if tuple(pretrained.input.shape[1:3]) != (size, size):
-        raise ValueError(f"{encoder_path}: encoder input {tuple(pretrained.input.shape[1:3])} differs from the "
-                         f"preset's image size {size}; use the same --preset for pretrain and finetune")
+    cv = cross_validation(args.tasks, train_p.manifest, test_p.manifest, cfg.folds, args.seed)  # fails early if too small
+    encoder_path, pretrained = shared_encoder(args, out, modality, size)
     source_seconds, source_params = _source_cost(encoder_path, pretrained)
-
     batch = preset["batch"]
     denoiser = None
     if args.strategy == "baseline" and modality == "cxr":
         denoiser = load_model(encoder_path)  # model 1: the separately trained denoiser, frozen
         denoiser.trainable = False
 
-    per_fold_probs, fold_records, nonfinite = {t: [] for t in tasks}, [], []
+    per_fold_probs, per_fold_metrics = {t: [] for t in tasks}, {t: [] for t in tasks}
+    fold_records, nonfinite, seconds = [], [], {t: 0.0 for t in tasks}
     quality_on_flow = []  # echo recommendation: each fold's quality model on the flow test images
-    per_fold_metrics = {t: [] for t in tasks}
-    seconds = {t: 0.0 for t in tasks}
     test_rows = {s.task.name: s.select(cv.test) for s in specs}
     for name, rows in test_rows.items():
         if rows.empty:
@@ -300,59 +367,23 @@ def run(args) -> int:
         norm = _fold_normalizer(train_p, train_rows)
         atomic_write_text(out / f"normalizer_fold{fold}.json", norm.to_json())
         fold_train, fold_test = replace(train_p, normalizer=norm), replace(test_p, normalizer=norm)
-        with dist.scope():
-            if args.strategy == "baseline":  # fresh random weights, every fold
-                models = {s.task.name: baseline_model(pretrained, modality, s, head, denoiser) for s in specs}
-                enc_layers = []
-            else:  # every fold starts from the same pretrained weights, copied
-                backbone = copy_model(pretrained)
-                models, enc_layers = build_shared(backbone, modality, specs, head)
-                if args.strategy == "independent":
-                    for layer in enc_layers:
-                        layer.trainable = False
+        models, enc_layers = fold_models(args.strategy, pretrained, modality, specs, cfg.head, denoiser, dist)
         enc_weights = [w for layer in enc_layers for w in layer.weights]
         start_digest = weights_digest(enc_weights) if enc_weights else None
-        trains, vals, steps, counts = {}, {}, {}, {}
-        augment = Affine() if preset.get("augment") else None
-        for s in specs:
-            name = s.task.name
-            tr, va = s.select(train_rows), s.select(val_rows)
-            if tr.empty or va.empty:
-                raise ValueError(f"task {name}: no training or validation images in fold {fold}")
-            kw = dict(label_column=s.label_column if s.task.kind == "classification" else None,
-                      classes=s.task.classes or None, mask=s.task.kind == "segmentation")
-            trains[name] = make_dataset(fold_train, tr, batch_size=batch, shuffle=True, seed=args.seed + fold,
-                                        repeat=True, drop_remainder=True, map_fn=augment, **kw)
-            vals[name] = make_dataset(fold_train, va, batch_size=batch, **kw)
-            steps[name] = max(1, int(np.ceil(len(tr) / batch)))
-            counts[name] = {"train": int(tr.patient_id.nunique()), "val": int(va.patient_id.nunique()),
-                            "test": int(test_rows[name].patient_id.nunique())}
+        trains, vals, steps, counts = fold_data(specs, fold_train, fold, train_rows, val_rows, test_rows, batch,
+                                                args.seed + fold, Affine() if preset.get("augment") else None)
         config = FitConfig(epochs=preset["epochs"], steps_per_epoch=steps, lr_patience=preset["lr_patience"],
-                           stop_patience=preset["stop"], ratio=ratio, progress=not args.no_progress,
+                           stop_patience=preset["stop"], ratio=cfg.ratio, progress=not args.no_progress,
                            checkpoint_dir=out / "checkpoints" / f"fold{fold}", resume=resume, on_nonfinite="stop",
                            bn_images=_bn_images(fold_train, specs, train_rows, args.seed + fold))
-        stopped = []
-        if args.strategy == "baseline":
-            fitted = {"history": [], "seconds": {}}
-            for name in tasks:
-                f = fit("joint", {name: models[name]}, {name: tasks[name]}, {name: trains[name]}, {name: vals[name]},
-                        replace(config, checkpoint_dir=config.checkpoint_dir / name), dist=dist)
-                fitted["history"] += [{"task": name, **h} for h in f["history"]]
-                fitted["seconds"][name] = f["seconds"][name]
-                stopped.append(f"{name}: {f['stopped']}")
-        else:
-            fitted = fit(args.strategy, models, tasks, trains, vals, config, dist=dist,
-                         weighting=_weighting(args, weights, tasks, dist))
-            why = fitted["stopped"]
-            stopped = [f"{t}: {w}" for t, w in why.items()] if isinstance(why, dict) else [why]
+        fitted, stopped = train_fold(args, models, tasks, trains, vals, config, cfg.weights, dist)
         for t in tasks:
             seconds[t] += fitted["seconds"][t]
         nonfinite += [f"fold {fold}: {w}" for w in stopped if "non-finite" in w]
         history_csv(out / f"history_fold{fold}.csv", fitted["history"])
         for s in specs:
             name = s.task.name
-            ds = make_dataset(fold_test, test_rows[name], batch_size=batch)
-            probs = _predict(models[name], ds)
+            probs = _predict(models[name], make_dataset(fold_test, test_rows[name], batch_size=batch))
             per_fold_probs[name].append(probs)
             m, table = evaluate(s, probs, test_rows[name], test_p.root)
             per_fold_metrics[name].append(m)
@@ -366,20 +397,12 @@ def run(args) -> int:
             "encoder_end_sha1": weights_digest(enc_weights) if enc_weights else None,
             "stopped": stopped})
         if fold == 0:
-            atomic_write_text(out / "normalizer.json", norm.to_json())  # travels with the saved model(s)
-            if args.strategy == "baseline":
-                for name, m in models.items():
-                    save_model(m, out / f"model_{name}.keras")
-            else:
-                shared = keras.Model(models[specs[0].task.name].inputs, {n: m.output for n, m in models.items()})
-                save_model(shared, out / "model.keras")
-            _grad_cam(out, specs, models, fold_test, test_rows, per_fold_probs)
+            _save_fold0(out, norm, args.strategy, models, specs, fold_test, test_rows, per_fold_probs)
 
     task_results = {}
     for s in specs:
         name = s.task.name
-        probs = np.mean(per_fold_probs[name], axis=0)
-        m, table = evaluate(s, probs, test_rows[name], test_p.root)
+        m, table = evaluate(s, np.mean(per_fold_probs[name], axis=0), test_rows[name], test_p.root)
         atomic_write_text(out / f"predictions_{name}.csv", table.to_csv(index=False))
         mean, std = _mean_std(per_fold_metrics[name])
         if args.strategy == "baseline":  # one end-to-end model per task (its denoiser counted apart)
@@ -400,7 +423,8 @@ def run(args) -> int:
     body = results(f"finetune --strategy {args.strategy} --tasks {args.tasks}",
                    {"strategy": args.strategy, "tasks": args.tasks, "preset": args.preset, **preset, "image": size,
                     "folds": cv.n_runs, "fold_partition": cv.n_parts, "test_score": ENSEMBLE,
-                    "weights": weights, "weighting": getattr(args, "weighting", "fixed"), "params": params, "ratio": ratio, "encoder": str(encoder_path),
+                    "weights": cfg.weights, "weighting": getattr(args, "weighting", "fixed"), "params": cfg.params,
+                    "ratio": cfg.ratio, "encoder": str(encoder_path),
                     "pretrain_seconds": source_seconds, "precision": policy,
                     "monitor": "each task's own validation loss" if args.strategy in ("independent", "baseline")
                     else "sum of the tasks' validation losses",
@@ -416,6 +440,18 @@ def run(args) -> int:
                   "; ".join(nonfinite))
         return 3
     return 0
+
+
+def _save_fold0(out: Path, norm, strategy: str, models: dict, specs, fold_test, test_rows, per_fold_probs) -> None:
+    """Fold 0's model(s), the normaliser they were trained with, and the Grad-CAM figure."""
+    atomic_write_text(out / "normalizer.json", norm.to_json())  # travels with the saved model(s)
+    if strategy == "baseline":
+        for name, m in models.items():
+            save_model(m, out / f"model_{name}.keras")
+    else:
+        shared = keras.Model(models[specs[0].task.name].inputs, {n: m.output for n, m in models.items()})
+        save_model(shared, out / "model.keras")
+    _grad_cam(out, specs, models, fold_test, test_rows, per_fold_probs)
 
 
 def _summary(out: Path, args, body: dict) -> None:

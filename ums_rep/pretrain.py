@@ -155,6 +155,23 @@ def main(argv=None) -> int:
         return 1
 
 
+def pretrain_encoder(modality: str, out: Path, *, preset: str, seed: int, data=None, params=None,
+                     deterministic: bool = False, no_progress: bool = False, precision: str = "float32",
+                     distribute: str = "none") -> Path:
+    """The shared encoder of ``modality`` ("cxr": the CDAE, "echo": the echo encoder), pretrained
+    into ``out`` as ``python -m ums_rep.pretrain`` would with these options (finished: reused;
+    interrupted: resumed). Returns its ``model.keras``; what ``finetune`` and ``scan`` train on."""
+    out = Path(out)
+    if not (out / "results.json").is_file():
+        args = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo", preset=preset, epochs=None,
+                                  params=params, seed=seed, out=out, data=data, deterministic=deterministic,
+                                  no_progress=no_progress, precision=precision, distribute=distribute,
+                                  resume=out if (out / "args.json").is_file() else None)
+        if run(args) != 0:
+            raise RuntimeError(f"{out}: pretraining the encoder failed")
+    return out / "model.keras"
+
+
 def run(args) -> int:
     args = resume_args(args, "ums_rep.pretrain")
     dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor

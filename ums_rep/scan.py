@@ -112,8 +112,8 @@ import pandas as pd  # noqa: E402
 from data_prep.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from data_prep.noise import random_training_noise  # noqa: E402
 from data_prep.pipeline import make_dataset  # noqa: E402
-from ums_rep.backbones import FLOW_CLASSES  # noqa: E402
-from ums_rep import pretrain  # noqa: E402
+from ums_rep.backbones import FLOW_CLASSES, encoder as encoder_of  # noqa: E402
+from ums_rep import finetune, pretrain  # noqa: E402
 from ums_rep.heads import classification_head  # noqa: E402
 from ums_rep.runs import (image_side, load_model, prepared_data, results, resume_args, run_dir, save_args, set_seed,  # noqa: E402
                           write_json)
@@ -128,7 +128,6 @@ log = logging.getLogger("ums_rep.scan")
 def phantom_counts(preset: str) -> dict:
     """Phantom images per dataset: those ``pretrain`` and ``finetune`` use with ``preset``, so a
     scan sees their data (every dataset of every task set)."""
-    from ums_rep import finetune, pretrain
     return {**pretrain.PRESETS[preset]["phantom_n"], **finetune.PRESETS[preset]["n"]}
 
 
@@ -191,19 +190,13 @@ def scan_data(model: str, args, preset: dict):
 
 
 def _encoder(args, modality: str) -> keras.Model:
-    from ums_rep.backbones import encoder as encoder_of
     path = args.encoder
     if path is None:  # pretrain one with the matching preset, as finetune does
-        from ums_rep import pretrain
-        enc_out = Path(args.out) / "encoder"
-        if not (enc_out / "results.json").is_file():  # else pretrained before an interruption
-            pargs = argparse.Namespace(backbone="cdae" if modality == "cxr" else "echo",
-                                       preset=PRESETS[args.preset]["pretrain"], epochs=None, params=None,
-                                       seed=args.seed, out=enc_out, data=args.data,
-                                       resume=enc_out if (enc_out / "args.json").is_file() else None)
-            if pretrain.run(pargs) != 0:
-                raise RuntimeError("pretraining the encoder failed")
-        path = enc_out / "model.keras"
+        path = pretrain.pretrain_encoder(modality, Path(args.out) / "encoder", preset=PRESETS[args.preset]["pretrain"],
+                                         seed=args.seed, data=args.data,
+                                         deterministic=getattr(args, "deterministic", False),
+                                         no_progress=getattr(args, "no_progress", False),
+                                         precision=getattr(args, "precision", "float32"))
     backbone = load_model(path, expect="encoder")
     enc = encoder_of(backbone, "echo" if modality == "echo" else "cdae")
     enc.trainable = False
@@ -223,19 +216,17 @@ def model_fn(model: str, image: int, epochs: int, echo_strides: int = 1, seed: i
     """The Talos round function ``(x, y, x_val, y_val, params) -> (history, model)``; with
     ``seed``, each round first seeds Python, NumPy, TensorFlow and Keras with
     :func:`round_seed`."""
-    from ums_rep.pretrain import build
-
     def round_fn(x_train, y_train, x_val, y_val, params):
         p = dict(params)
         if seed is not None:
             keras.utils.set_random_seed(round_seed(seed, p))
         if model == "echo":
-            net, task, _ = build("echo", image, p, echo_strides)
+            net, task, _ = pretrain.build("echo", image, p, echo_strides)
             loss, metrics = "categorical_crossentropy", ["accuracy"]
             opt = make_optimizer(p["optimizer"], task.learning_rate)  # the rate pretrain will use
         elif model == "cdae":
             b = int(p["base_filters"])
-            net, task, _ = build("cdae", image, {"filters": [b, 2 * b, 4 * b, 8 * b],
+            net, task, _ = pretrain.build("cdae", image, {"filters": [b, 2 * b, 4 * b, 8 * b],
                                                  "learning_rate": float(p["learning_rate"])})
             loss, metrics = "mse", []
             opt = make_optimizer(task.optimizer, task.learning_rate)
