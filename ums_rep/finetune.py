@@ -50,7 +50,7 @@ from ums_rep.tasks import FLOW_CLASSES, TASK_SETS
 
 PRESETS = {
     "tiny": {"image": 32, "epochs": 2, "batch": 8, "lr_patience": 1, "stop": 2, "folds": 1, "augment": True,
-             "n": {"shenzhen": 40, "montgomery": 20, "kermany": 60, "doppler": 300}, "phantom_size": 64},
+             "n": {"shenzhen": 40, "montgomery": 20, "kermany": 120, "doppler": 300}, "phantom_size": 64},
     # quick: chest X-rays at 128 px — at 64 px a TB nodule is 1-3 pixels, and the CDAE's stride-2
     # convolutions (no pooling, as the paper's) sample past it (main job TB AUC 0.65 at 64 px).
     # 160 training images: without augmentation the TB head memorises them in ~10 epochs (test

@@ -232,3 +232,20 @@ def test_costs_count_the_source_model_on_both_sides(cxr_runs):
     # separate models: each its own encoder and head
     assert base["tasks"]["abnormal"]["trainable_params"] > joint["tasks"]["abnormal"]["trainable_params"]
     assert base["total_params"] > joint["total_params"]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick"])
+def test_every_task_set_can_be_cross_validated_on_the_presets_phantoms(preset, tmp_path, monkeypatch):
+    """The default --folds of each preset finds enough patients of every class in every task
+    set's pool (cxr-homo's tiny Kermany phantoms once had a single viral patient)."""
+    from ums_rep.finetune import PRESETS
+    from ums_rep.runs import prepared_data
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
+    p = PRESETS[preset]
+    for set_name, sdef in TASK_SETS.items():
+        if preset == "quick" and sdef["modality"] == "cxr" and set_name != "cxr-homo":
+            continue  # Shenzhen/Montgomery at the quick size are covered by the main job's test
+        data = {name: prepared_data(name, None, size=32, seed=0, phantom_n=p["n"][name], phantom_size=64)
+                for name in {sdef["train"], sdef["test"]}}
+        cv = cross_validation(set_name, data[sdef["train"]].manifest, data[sdef["test"]].manifest, p["folds"], 0)
+        assert cv.n_runs == p["folds"] and not cv.test.empty
