@@ -22,6 +22,12 @@ measured in the same run on the same machine.
   convolution kernels reach on these shapes, an upper bound for any training loop around them.
 * **input pipeline** — images/s of :func:`data_prep.pipeline.make_dataset` decoding prepared
   PNGs (no cache), against the CDAE's training images/s (it must stay ≥ 3× faster).
+* **prepare** (issue 19) — :func:`data_prep.prepare.prepare` of RSNA-layout phantoms (1024² DICOMs,
+  16 bits allocated, 12 or 13 stored, written once by :func:`data_prep.phantoms.layouts.generate` outside
+  the timed part) to 256² PNGs, at three dataset sizes, single-process and on every core, each run
+  in its own subprocess: images/s, peak RSS (the largest of the run's process and its pool
+  workers), the speed-up over one process, the line fitted to time vs dataset size and the
+  spread of peak RSS across the sizes.
 * **latency** — one shared forward pass for all heads of a task set vs the separate
   one-model-per-task baselines (random weights: latency does not depend on them).
 * **compute saving** — for each task set, ``finetune`` runs every strategy and the baseline
@@ -32,6 +38,7 @@ measured in the same run on the same machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -53,6 +60,8 @@ CASES = {
     "mtunet-quick": {"shape": (96, 64), "batch": 8, "base": 8, "quick": ((64, 48), 4)},
     "mtunet-paper": {"shape": (320, 208), "base": 64, "batch": 2, "quick": ((64, 48), 2), "steps": 2},
 }
+# the prepare case: dataset sizes (images), the phantoms' side and the prepared side; (sizes, side) with --quick
+PREPARE = {"sizes": (100, 200, 400), "side": 1024, "out_side": 256, "quick": ((32, 48, 64), 256)}
 SETS = ("cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo")
 SHARED_STRATEGIES = ("independent", "alternating", "joint")
 BENCH = "BENCH "  # a child process's result line: this prefix, then JSON
@@ -71,15 +80,19 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """The options both harnesses (this one and :mod:`benchmarks.keras_jax`) take."""
+def add_common_options(parser: argparse.ArgumentParser, extra_cases=()) -> None:
+    """The options both harnesses (this one and :mod:`benchmarks.keras_jax`) take; ``extra_cases``:
+    cases beside the models of :data:`CASES` that only this harness runs."""
     parser.add_argument("--quick", action="store_true", help="small shapes: seconds, for tests and smoke runs")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="write the report JSON here")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE.md", help="write the tables here")
     parser.add_argument("--repeats", type=int, default=None, metavar="N",
                         help="timed blocks per figure, the median reported (default 5; 2 with --quick)")
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES),
-                        help="the models to time (default: all)")
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES) + list(extra_cases),
+                        default=list(CASES) + list(extra_cases),
+                        help="the cases to time (default: all)" + (
+                            f"; {', '.join(extra_cases)} alone skips the training cases, the matmul reference, "
+                            "the input pipeline, latency and the compute saving" if extra_cases else ""))
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
 
 
@@ -110,9 +123,23 @@ def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> fl
     return 2 * n ** 3 / seconds / 1e9
 
 
+def own_peak_rss_mib() -> float:
+    """This process's peak RSS since it started: ``VmHWM`` of ``/proc/self/status``. Not
+    ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux keeps that across ``execve``, so a child started by
+    ``subprocess`` (vfork + exec) reports at least its parent's peak (a parent holding TensorFlow made
+    a 180 MiB ``prepare`` run read 772 MiB). ``ru_maxrss`` where ``/proc`` is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
 def peak_memory() -> dict:
     import tensorflow as tf
-    out = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {"peak_rss_mib": own_peak_rss_mib()}
     if tf.config.list_physical_devices("GPU"):
         out["peak_gpu_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
     return out
@@ -283,6 +310,148 @@ def input_pipeline(quick: bool, repeats: int) -> dict:
     return {"images": len(rows), "side": size, "images_per_s": len(rows) / seconds}
 
 
+def rsna_sources(folder: Path, sizes, side: int) -> dict:
+    """RSNA-layout phantom folders of each size in ``sizes`` (images), ``side``² 16-bit DICOMs
+    written by the package's generator: the largest once, the others a class-stratified subset of
+    it (every class from 3 images on, as ``prepare`` requires; the label tables cut to it, the
+    DICOMs hard-linked, copied where links fail)."""
+    import shutil
+
+    import pandas as pd
+
+    from data_prep.phantoms.layouts import generate
+    largest = max(sizes)
+    full = folder / f"rsna-n{largest}-px{side}"
+    if not (full / "stage_2_detailed_class_info.csv").is_file():  # a kept --prepare-dir's are reused
+        generate("rsna", full, n=largest, size=side, progress=False)
+    out = {largest: full}
+    labels = pd.read_csv(full / "stage_2_train_labels.csv")
+    info = pd.read_csv(full / "stage_2_detailed_class_info.csv")
+    # patients by their rank within their class over the class's size: any first n hold the classes'
+    # mix, and the first 3 one patient of each class
+    cls = info.drop_duplicates("patientId").set_index("patientId")["class"]
+    pids = list(dict.fromkeys(labels.patientId))  # the generator's order
+    seen, key = {}, {}
+    for pid in pids:
+        rank = seen[cls[pid]] = seen.get(cls[pid], -1) + 1
+        key[pid] = (rank + 0.5) / int((cls.loc[pids] == cls[pid]).sum())
+    order = sorted(pids, key=key.get)
+    for n in sorted(set(sizes) - {largest}):
+        sub = folder / f"rsna-n{n}-px{side}"
+        shutil.rmtree(sub, ignore_errors=True)
+        keep = set(order[:n])
+        (sub / "stage_2_train_images").mkdir(parents=True)
+        labels[labels.patientId.isin(keep)].to_csv(sub / "stage_2_train_labels.csv", index=False)
+        info[info.patientId.isin(keep)].to_csv(sub / "stage_2_detailed_class_info.csv", index=False)
+        for pid in keep:
+            a, b = full / "stage_2_train_images" / f"{pid}.dcm", sub / "stage_2_train_images" / f"{pid}.dcm"
+            try:
+                os.link(a, b)
+            except OSError:
+                shutil.copy2(a, b)
+        out[n] = sub
+    return out
+
+
+def prepare_run(src: Path, out: Path, workers: int, out_side: int) -> dict:
+    """One timed :func:`data_prep.prepare.prepare` into the new folder ``out`` (run in a process
+    of its own: its peak RSS, and its pool workers', are this run's)."""
+    from data_prep.prepare import prepare
+    t0 = time.perf_counter()
+    manifest = prepare("rsna", src, out, size=(out_side, out_side), workers=workers, progress=False)
+    seconds = time.perf_counter() - t0
+    own = own_peak_rss_mib()
+    # the pool's workers, joined by now: the largest one's ru_maxrss (0 when prepare ran in-process;
+    # a spawned worker's starts at this process's RSS when it was started, no more than ``own``)
+    pool = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    info = json.loads((out / "prepare.json").read_text())
+    return {"images": len(manifest), "workers": workers, "pool": pool > 0, "seconds": seconds,
+            "image_seconds": info["seconds"], "images_per_s": len(manifest) / seconds,
+            "peak_rss_mib": max(own, pool), "peak_rss_main_mib": own, "peak_rss_worker_mib": pool,
+            "images_written": len(list((out / "images").glob("*.png"))), "manifest_rows": len(manifest)}
+
+
+def line_fit(xs, ys) -> dict:
+    """Least-squares line ``y = intercept + slope·x`` and the line through the origin, each with
+    the largest relative deviation of a point from it (|y − line| / y)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+    intercept = my - slope * mx
+    origin = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
+    return {"slope": slope, "intercept": intercept,
+            "max_dev_fit": max(abs(y - intercept - slope * x) / y for x, y in zip(xs, ys)),
+            "slope_origin": origin, "max_dev_origin": max(abs(y - origin * x) / y for x, y in zip(xs, ys))}
+
+
+def prepare_case(sizes, side: int, out_side: int, workers, folder: Path) -> dict:
+    """Phantoms of each size written once (not timed), then each (size, workers) prepared in its own
+    subprocess: images/s, peak RSS, speed-up over one worker, time vs size, RSS spread."""
+    import shutil
+
+    import pydicom
+    t0 = time.perf_counter()
+    sources = rsna_sources(folder, sizes, side)
+    generate_s = time.perf_counter() - t0
+    headers = [pydicom.dcmread(f, stop_before_pixels=True)
+               for f in sorted((sources[max(sizes)] / "stage_2_train_images").glob("*.dcm"))]
+    out = {"input": sorted({(int(d.Rows), int(d.Columns)) for d in headers})[0],
+           "bits_allocated": sorted({int(d.BitsAllocated) for d in headers}),
+           "bits_stored": sorted({int(d.BitsStored) for d in headers}), "output_side": out_side,
+           "sizes": list(sizes), "workers": list(workers), "generate_seconds": generate_s,
+           "rss": "max of the prepare process's peak RSS (VmHWM) and its largest pool worker's "
+                  "(getrusage RUSAGE_CHILDREN ru_maxrss): one process, not their sum",
+           "runs": []}
+    for n in sizes:
+        for w in workers:
+            dest = folder / f"prepared-n{n}-w{w}"
+            if dest.exists():  # prepare skips finished images: every timed run starts empty
+                shutil.rmtree(dest)
+            cmd = [sys.executable, "-m", "benchmarks.run", "--prepare-run", str(sources[n]), str(dest), str(w),
+                   str(out_side)]
+            r = child_result(cmd, f"prepare n={n} workers={w}")
+            out["runs"].append({**r, "out": str(dest)})
+            log.info("prepare %d images, %d worker(s): %.1f images/s, %.2f s, peak RSS %.0f MiB", n, w,
+                     r["images_per_s"], r["seconds"], r["peak_rss_mib"])
+    runs = {(r["images"], r["workers"]): r for r in out["runs"]}
+    lo, hi = min(workers), max(workers)
+    out["speedup"] = [{"images": n, "workers": hi, "over_workers": lo,
+                       "x": runs[n, hi]["images_per_s"] / runs[n, lo]["images_per_s"]} for n in sizes]
+    out["fits"] = []
+    for w in workers:
+        times = [runs[n, w]["seconds"] for n in sizes]
+        rss = [runs[n, w]["peak_rss_mib"] for n in sizes]
+        out["fits"].append({"workers": w, **line_fit(list(sizes), times), "rss_spread": max(rss) / min(rss) - 1})
+    return out
+
+
+def prepare_table(p: dict) -> list:
+    """The prepare case's lines of the markdown report."""
+    bits = lambda v: "/".join(map(str, v))  # noqa: E731
+    lines = ["", f"Prepare (`data_prep.prepare rsna`): {p['input'][0]}×{p['input'][1]} DICOMs "
+             f"({bits(p['bits_allocated'])} bits allocated, {bits(p['bits_stored'])} stored) → "
+             f"{p['output_side']}² PNGs; "
+             f"phantoms written in {p['generate_seconds']:.0f} s, not timed. Seconds: the whole `prepare` call "
+             "(reading the tables, the split, the images, the statistics, the manifest); image phase: the pool's "
+             f"start and the images alone. Peak RSS: {p['rss']}.", "",
+             "| images | workers | pool | seconds (image phase) | images/s | peak RSS MiB (main, worker) |",
+             "|---|---|---|---|---|---|"]
+    for r in p["runs"]:
+        lines.append(f"| {r['images']} | {r['workers']} | {'yes' if r['pool'] else 'no'} | {r['seconds']:.2f} "
+                     f"({r['image_seconds']:.2f}) | "
+                     f"{r['images_per_s']:.1f} | {r['peak_rss_mib']:.0f} ({r['peak_rss_main_mib']:.0f}, "
+                     f"{r['peak_rss_worker_mib']:.0f}) |")
+    lines += ["", "| images | speed-up: most workers / fewest |", "|---|---|"]
+    lines += [f"| {s['images']} | {s['workers']} / {s['over_workers']}: **{s['x']:.2f}×** |" for s in p["speedup"]]
+    lines += ["", "| workers | fitted line: s/image, intercept s, largest deviation | through the origin: s/image, "
+              "largest deviation | peak RSS spread (max/min − 1) |", "|---|---|---|---|"]
+    for f in p["fits"]:
+        lines.append(f"| {f['workers']} | {f['slope'] * 1e3:.1f} ms, {f['intercept']:.2f} s, {f['max_dev_fit']:.1%} | "
+                     f"{f['slope_origin'] * 1e3:.1f} ms, {f['max_dev_origin']:.1%} | {f['rss_spread']:.1%} |")
+    return lines
+
+
 def latency(set_name: str, size: int, repeats: int) -> dict:
     """Milliseconds for one batch of 16: the shared model with every head vs separate models."""
     import keras
@@ -354,10 +523,13 @@ def compute_saving(preset: str, epochs: int, workdir: Path, sets=SETS, strategie
 
 
 def markdown(report: dict) -> str:
+    head = (f"Machine: {report['machine']['processor']}, {report['machine']['cpus']} CPUs, "
+            f"GPUs {report['machine']['gpus'] or 'none'}; TensorFlow {report['machine']['tensorflow']}; "
+            f"{'quick' if report['quick'] else 'full'} run.")
+    if "training" not in report:  # --cases prepare alone
+        return "\n".join([head] + prepare_table(report["prepare"])) + "\n"
     mm = report["matmul_gflops"]
-    lines = [f"Machine: {report['machine']['processor']}, {report['machine']['cpus']} CPUs, "
-             f"GPUs {report['machine']['gpus'] or 'none'}; TensorFlow {report['machine']['tensorflow']}; "
-             f"{'quick' if report['quick'] else 'full'} run. Dense matmul: **{mm:.0f} GFLOP/s**.", "",
+    lines = [f"{head} Dense matmul: **{mm:.0f} GFLOP/s**.", "",
              "| model | input × batch | GFLOP/step (counted) | mode | images/s | GFLOP/s | of matmul | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|"]
     for t in report["training"]:
@@ -390,6 +562,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['set']} | {r['best_shared']} | {r['shared_seconds']:.0f} s / {r['baseline_seconds']:.0f} s"
                          f" = **{r['time_ratio']:.2f}** | {r['shared_params']:,} / {r['baseline_params']:,} = "
                          f"**{r['param_ratio']:.2f}** | {r['paper']} |")
+    if report.get("prepare"):
+        lines += prepare_table(report["prepare"])
     return "\n".join(lines) + "\n"
 
 
@@ -419,7 +593,19 @@ def mixed_table(report: dict) -> list:
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.cli import describe
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=describe(__doc__))
-    add_common_options(parser)
+    add_common_options(parser, extra_cases=("prepare",))
+    parser.add_argument("--prepare-sizes", nargs=3, type=int, default=None, metavar="N",
+                        help="prepare: the three dataset sizes in images (default %s; %s with --quick)"
+                             % ("/".join(map(str, PREPARE["sizes"])), "/".join(map(str, PREPARE["quick"][0]))))
+    parser.add_argument("--prepare-side", type=int, default=None, metavar="PX",
+                        help="prepare: side of the phantom DICOMs (default %d, RSNA's; %d with --quick)"
+                             % (PREPARE["side"], PREPARE["quick"][1]))
+    parser.add_argument("--prepare-workers", nargs="+", type=int, default=None, metavar="W",
+                        help="prepare: worker counts to time, each at every size (default: 1 and all cores)")
+    parser.add_argument("--prepare-dir", type=Path, default=None, metavar="DIR",
+                        help="prepare: write the phantoms and prepared folders here and keep them "
+                             "(default: a temporary folder, removed after the run)")
+    parser.add_argument("--prepare-run", nargs=4, default=None, help=argparse.SUPPRESS)  # internal: one timed run
     parser.add_argument("--mixed", action="store_true",
                         help="also time the custom loop (with and without XLA) under the mixed precision policy, "
                              "beside float32 in the same run, with a 16-bit matmul reference")
@@ -442,9 +628,29 @@ def main(argv=None) -> int:
     if args.case:  # child process: one model, every mode
         print(BENCH + json.dumps(train_case(args.case, args.quick, steps, repeats, args.mixed)))
         return 0
+    if args.prepare_run:  # child process: one timed prepare
+        src, dest, workers, side = args.prepare_run
+        print(BENCH + json.dumps(prepare_run(Path(src), Path(dest), int(workers), int(side))))
+        return 0
     from ums_rep.runs import versions
-    report = {"quick": args.quick, "repeats": repeats, "steps_per_block": steps, "machine": versions(),
-              "matmul_gflops": matmul_gflops(1024 if args.quick else 2048, repeats)}
+    report = {"quick": args.quick, "repeats": repeats, "steps_per_block": steps, "machine": versions()}
+    if "prepare" in args.cases:
+        sizes, side = PREPARE["quick"] if args.quick else (PREPARE["sizes"], PREPARE["side"])
+        sizes, side = tuple(args.prepare_sizes or sizes), args.prepare_side or side
+        workers = tuple(args.prepare_workers or sorted({1, os.cpu_count() or 1}))
+        with contextlib.ExitStack() as stack:
+            folder = args.prepare_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ums_prepare_")))
+            folder.mkdir(parents=True, exist_ok=True)
+            report["prepare"] = prepare_case(sizes, side, PREPARE["out_side"], workers, folder)
+        if args.prepare_dir is None:
+            for r in report["prepare"]["runs"]:
+                r.pop("out")  # removed with the temporary folder
+        if args.cases == ["prepare"]:
+            text = markdown(report)
+            write_report(report, text, args.out, args.markdown)
+            print(text)
+            return 0
+    report["matmul_gflops"] = matmul_gflops(1024 if args.quick else 2048, repeats)
     log.info("matmul: %.0f GFLOP/s", report["matmul_gflops"])
     if args.mixed:
         from ums_rep.precision import choose
@@ -453,7 +659,7 @@ def main(argv=None) -> int:
                                                       report["mixed_policy"].split("_")[1])
         log.info("matmul %s: %.0f GFLOP/s", report["mixed_policy"], report["matmul_gflops_mixed"])
     report["training"] = []
-    for case in args.cases:
+    for case in (c for c in args.cases if c != "prepare"):
         cmd = [sys.executable, "-m", "benchmarks.run", "--case", case, "--repeats", str(repeats)] + \
               (["--quick"] if args.quick else []) + (["--mixed"] if args.mixed else [])
         report["training"].append(child_result(cmd, case, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}))

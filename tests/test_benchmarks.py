@@ -85,3 +85,39 @@ def test_mixed_modes_are_timed_beside_float32(monkeypatch):
     text = "\n".join(mixed_table(report))
     assert "mixed_bfloat16" in text and text.count("| cdae |") == 2
     assert mixed_table({**report, "training": [{**t, "modes": {"custom": t["modes"]["custom"]}}]}) == []
+
+
+def test_prepare_case_times_three_sizes_single_process_and_pooled(tmp_path):
+    """``--cases prepare`` alone (issue 19): RSNA-layout 16-bit DICOM phantoms prepared at three
+    dataset sizes with 1 and 2 workers, each run in its own process. Tiny: 128² inputs and 30-32
+    images (``prepare``'s 70/20/10 split needs a class with 10 patients; it starts a pool from 32
+    images, so only the 32-image run with 2 workers starts one). No speed is asserted."""
+    from pathlib import Path
+
+    out, md, work = tmp_path / "prep.json", tmp_path / "prep.md", tmp_path / "work"
+    assert main(["--cases", "prepare", "--prepare-sizes", "30", "31", "32", "--prepare-side", "128",
+                 "--prepare-workers", "1", "2", "--prepare-dir", str(work), "--out", str(out),
+                 "--markdown", str(md)]) == 0
+    r = json.loads(out.read_text())
+    assert "training" not in r and "matmul_gflops" not in r  # prepare alone skips the rest
+    p = r["prepare"]
+    assert p["input"] == [128, 128] and p["bits_allocated"] == [16] and p["output_side"] == 256
+    assert sorted((x["images"], x["workers"]) for x in p["runs"]) == [(n, w) for n in (30, 31, 32) for w in (1, 2)]
+    for x in p["runs"]:
+        assert x["images_per_s"] > 0 and x["seconds"] > 0 and x["image_seconds"] <= x["seconds"]
+        # every image prepared, in the folder itself as well as in the report
+        assert x["images_written"] == x["manifest_rows"] == x["images"]
+        assert len(list(Path(x["out"]).glob("images/*.png"))) == x["images"]
+        assert (Path(x["out"]) / "manifest.csv").is_file()
+        # the child's own peak (Python, pandas, OpenCV, pydicom), not the parent's TensorFlow
+        assert 50 < x["peak_rss_main_mib"] < 500, x
+        assert x["pool"] == (x["images"] >= 32 and x["workers"] == 2)
+        assert (x["peak_rss_worker_mib"] > 0) == x["pool"]
+        assert x["peak_rss_mib"] == max(x["peak_rss_main_mib"], x["peak_rss_worker_mib"])
+    assert [s["images"] for s in p["speedup"]] == [30, 31, 32] and all(s["x"] > 0 for s in p["speedup"])
+    assert [f["workers"] for f in p["fits"]] == [1, 2]
+    for f in p["fits"]:
+        assert {"slope", "intercept", "max_dev_fit", "slope_origin", "max_dev_origin", "rss_spread"} <= set(f)
+        assert f["slope_origin"] > 0 and f["rss_spread"] >= 0
+    text = md.read_text()
+    assert "speed-up" in text and text.count("| 32 |") == 3  # its runs with 1 and 2 workers and its speed-up
