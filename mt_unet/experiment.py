@@ -19,7 +19,7 @@ from data_prep.io import atomic_write_text
 from mt_unet import data, figures, scoring
 from mt_unet.model import DISEASE, SALIENCY, TASKS, build
 from mt_unet.schedule import fit_config_kwargs
-from ums_rep.precision import set_precision
+from ums_rep.precision import clear_session, set_precision
 from ums_rep.report import collect
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, results, resume_args, run_dir, save_args,
                           save_model, set_seed, trainable_params, write_json)
@@ -122,7 +122,7 @@ def run(args) -> int:
     policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
     # everything that can be checked is checked before data is prepared or a model built
     build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
-    keras.backend.clear_session()
+    clear_session()
     out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}", "mt_unet.train",
                   resume=bool(args.resume), dist=dist)
     if not args.resume:
@@ -133,7 +133,7 @@ def run(args) -> int:
     for k in range(n_seeds):
         seed = args.seed + k
         per_seed.append(train_one(args, preset, prepared, seed, out / f"seed{seed}", dist))
-        keras.backend.clear_session()
+        clear_session()
     med, std = summarise(per_seed)
     params = None
     with dist.scope():

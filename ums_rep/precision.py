@@ -91,6 +91,14 @@ def set_precision(mode: str = "float32") -> str:
     return policy
 
 
+def clear_session() -> None:
+    """``keras.backend.clear_session()`` keeping the dtype policy in force (Keras' own resets the
+    global policy to float32, which silently turned MT-UNet's ``--precision mixed`` into float32)."""
+    policy = current()
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(policy)
+
+
 def current() -> str:
     """The name of the global dtype policy in force."""
     return keras.mixed_precision.global_policy().name

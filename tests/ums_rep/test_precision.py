@@ -195,6 +195,46 @@ def test_a_run_records_the_policy_it_used(tmp_path, tmp_path_factory, monkeypatc
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
 
 
+def _saved_policies(path) -> set:
+    import json
+    import zipfile
+    config = json.loads(zipfile.ZipFile(path).read("config.json"))
+    found = set()
+
+    def walk(o):
+        if isinstance(o, dict):
+            if o.get("class_name") == "DTypePolicy":
+                found.add(o["config"]["name"])
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(config)
+    return found
+
+
+@pytest.mark.parametrize("command", ["pretrain", "mt_unet"])
+def test_a_mixed_run_trains_in_mixed_precision(command, tmp_path, tmp_path_factory, monkeypatch):
+    """What a run records is what it ran: the saved model's layers carry the mixed policy (MT-UNet's
+    run once cleared the Keras session after choosing it, which resets the policy to float32)."""
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    _hardware(monkeypatch, cpu=True)
+    out = tmp_path / command
+    if command == "pretrain":
+        from ums_rep.pretrain import main
+        assert main(["--backbone", "cdae", "--preset", "tiny", "--out", str(out), "--epochs", "1",
+                     "--precision", "mixed", "--no-progress"]) == 0
+        model = out / "model.keras"
+    else:
+        from mt_unet.train import main
+        assert main(["--preset", "tiny", "--seeds", "1", "--epochs", "1", "--out", str(out),
+                     "--precision", "mixed", "--no-progress"]) == 0
+        model = next(out.glob("seed*/model.keras"))
+    keras.mixed_precision.set_global_policy("float32")
+    assert "mixed_bfloat16" in _saved_policies(model)
+
+
 def test_grad_cam_under_mixed_is_float32():
     from ums_rep.derive import grad_cam
     from ums_rep.heads import classification_head
