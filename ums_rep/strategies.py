@@ -254,7 +254,7 @@ def _batch_norm_layers(models) -> list:
     return list({id(layer): layer for layer in layers}.values())  # tasks share the encoder's layers
 
 
-def precise_batch_norm(models, images, dist=None) -> int:
+def precise_batch_norm(models, images, dist=None, chunk: int = 32) -> int:
     """Set every trainable batch-norm layer's moving statistics to those of ``images`` (one batch
     of training images, no augmentation): PreciseBN (Wu & Johnson 2021, "Rethinking 'Batch' in
     BatchNorm", Section 3). The moving averages otherwise hold the last few batches, taken with
@@ -262,17 +262,21 @@ def precise_batch_norm(models, images, dist=None) -> int:
     an epoch) the validation loss they give swings by a factor of 4 from one epoch to the next
     while its AUC hardly moves, and the plateau and early-stopping rules then act on that noise.
     Frozen layers (``trainable = False``: the independent strategy's encoder) keep theirs.
+    The images go through in chunks of ``chunk`` (bounded memory at the paper's 256 px); each
+    layer then holds the mean of the chunks' means and of their variances, as PreciseBN does.
     Returns the number of layers set."""
     dist = dist or tf.distribute.get_strategy()
     layers = [layer for layer in _batch_norm_layers(models) if layer.trainable]
     if not layers:
         return 0
     momentum = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0  # the moving statistics become this batch's
+    chunks = [images[i:i + chunk] for i in range(0, int(images.shape[0]), chunk)]
     try:
-        for model in models:  # each model's own layers; shared ones see the same batch each time
-            dist.run(lambda x, m=model: m(x, training=True), args=(images,))
+        for model in models:  # each model's own layers; shared ones see the same images each time
+            for k, part in enumerate(chunks):
+                for layer in layers:  # a running mean over the chunks: chunk k weighs 1/(k+1)
+                    layer.momentum = k / (k + 1)
+                dist.run(lambda x, m=model: m(x, training=True), args=(part,))
     finally:
         for layer, m in zip(layers, momentum):
             layer.momentum = m

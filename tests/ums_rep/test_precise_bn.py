@@ -37,6 +37,19 @@ def test_moving_statistics_become_those_of_the_images_and_frozen_layers_keep_the
         assert np.array_equal(b, v.numpy())
 
 
+def test_chunks_average_their_statistics():
+    keras.utils.set_random_seed(2)
+    images = tf.random.normal((24, 8, 8, 1)) * 2.0 + 1.0
+    model = _model("c")
+    precise_batch_norm([model], images, chunk=8)
+    conv = keras.Model(model.inputs, model.get_layer("c.conv").output)
+    parts = [conv(images[i:i + 8]).numpy() for i in (0, 8, 16)]
+    bn = model.get_layer("c.bn")
+    assert np.allclose(bn.moving_mean.numpy(), np.mean([p.mean(axis=(0, 1, 2)) for p in parts], axis=0), atol=1e-5)
+    assert np.allclose(bn.moving_variance.numpy(), np.mean([p.var(axis=(0, 1, 2)) for p in parts], axis=0),
+                       rtol=1e-4)
+
+
 def test_fit_re_estimates_batch_norm_after_every_epoch_on_the_images_given():
     keras.utils.set_random_seed(1)
     x = np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype(np.float32) * 3 + 2
