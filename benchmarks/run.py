@@ -57,6 +57,8 @@ log = logging.getLogger("benchmarks.run")
 CASES = {
     "cdae": {"shape": (256, 256), "batch": 16, "quick": ((64, 64), 8)},
     "echo": {"shape": (256, 256), "batch": 16, "quick": ((64, 64), 8)},
+    # the tiny/quick presets' echo encoder: layers 2-3 strided (the paper's does not stride)
+    "echo-strided": {"shape": (256, 256), "batch": 16, "strides": 2, "quick": ((64, 64), 8)},
     "mtunet-quick": {"shape": (96, 64), "batch": 8, "base": 8, "quick": ((64, 48), 4)},
     "mtunet-paper": {"shape": (320, 208), "base": 64, "batch": 2, "quick": ((64, 48), 2), "steps": 2},
 }
@@ -159,8 +161,8 @@ def _model_and_task(case: str, shape, base=None):
     from ums_rep.tasks import Task
     if case == "cdae":
         return {"denoise": cdae(shape + (1,))}, {"denoise": Task("denoise", "reconstruction", optimizer="rmsprop")}, None
-    if case == "echo":
-        return ({"flow": echo_encoder(shape + (1,))},
+    if case.startswith("echo"):
+        return ({"flow": echo_encoder(shape + (1,), strides=CASES[case].get("strides", 1))},
                 {"flow": Task("flow", "classification", classes=FLOW_CLASSES)}, None)
     from mt_unet.model import TASKS, build
     net, tasks = build("mtunet", shape + (1,), 3, base)
