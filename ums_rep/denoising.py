@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.io import ImageReadError, atomic_write_text, read_image
+from data_prep.io import atomic_write_text
 from ums_rep.runs import ModelFileError
 
 log = logging.getLogger("ums_rep.denoising")
@@ -238,20 +238,6 @@ def denoise_image(predictor, image: np.ndarray, mode: str = "model", noise: str 
     return result
 
 
-def _stems(paths) -> list:
-    used, stems = set(), []
-    for path in paths:
-        stem = path.stem
-        if stem in used:
-            stem = f"{path.stem}_{path.suffix.lstrip('.').lower() or 'noext'}"
-            n = 2
-            while stem in used:
-                stem, n = f"{path.stem}_{n}", n + 1
-        used.add(stem)
-        stems.append(stem)
-    return stems
-
-
 def denoise_files(predictor, paths, out, mode: str = "model", noise: str | None = None, seed: int = 0) -> tuple:
     """Denoise every image of ``paths`` into ``out``: ``<stem>_denoised.png`` (the original
     size), with ``noise`` also ``<stem>_noisy.png`` (the noisy input, at the original size) and
@@ -259,20 +245,14 @@ def denoise_files(predictor, paths, out, mode: str = "model", noise: str | None 
     line) and skipped. Returns ``(quality table or None, failures [(path, message)])``."""
     import pandas as pd
 
-    from ums_rep.inference import gray8, write_png
+    from ums_rep.inference import gray8, read_images, unique_stem, write_png
     denoiser(predictor)
     out = Path(out)
     if noise:
         check_noise(noise)
-    rows, failures = [], []
-    paths = [Path(p) for p in paths]
-    for path, stem in zip(paths, _stems(paths)):
-        try:
-            image = read_image(path)
-        except ImageReadError as e:
-            log.error("%s", e)
-            failures.append((str(path), str(e)))
-            continue
+    rows, failures, used = [], [], set()
+    for path, image in read_images(paths, failures):
+        stem = unique_stem(path, used)
         res = denoise_image(predictor, image, mode, noise, noise_seed(seed, stem))
         write_png(out / f"{stem}_denoised.png", gray8(res["denoised"]))
         files = [f"{stem}_denoised.png"]

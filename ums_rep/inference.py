@@ -459,6 +459,32 @@ def _row(path: Path, stem: str, pred: Prediction, tasks: dict) -> dict:
     return row
 
 
+def read_images(paths, failures: list):
+    """``(path, gray image)`` for every path :func:`data_prep.io.read_image` can read; one that
+    it cannot is logged in one line and appended to ``failures`` as ``(path, message)``."""
+    for path in map(Path, paths):
+        try:
+            image = read_image(path)
+        except ImageReadError as e:
+            log.error("%s", e)
+            failures.append((str(path), str(e)))
+            continue
+        yield path, image
+
+
+def unique_stem(path: Path, used: set) -> str:
+    """The file name stem outputs are written under, made unique among ``used`` (and added to it):
+    ``x.png`` and ``x.dcm`` become ``x`` and ``x_dcm``."""
+    stem = path.stem
+    if stem in used:
+        stem = f"{path.stem}_{path.suffix.lstrip('.').lower() or 'noext'}"
+        n = 2
+        while stem in used:
+            stem, n = f"{path.stem}_{n}", n + 1
+    used.add(stem)
+    return stem
+
+
 def predict_files(predictor: Predictor, paths, out) -> tuple:
     """Predict every image of ``paths``, writing the PNGs and ``predictions.csv`` under ``out``.
     An image that cannot be read is logged (one line) and skipped. Returns ``(table,
@@ -469,20 +495,8 @@ def predict_files(predictor: Predictor, paths, out) -> tuple:
     out = Path(out)
     tasks = {t.name: t for t in predictor.tasks}
     rows, failures, used = [], [], set()
-    for path in map(Path, paths):
-        try:
-            image = read_image(path)
-        except ImageReadError as e:
-            log.error("%s", e)
-            failures.append((str(path), str(e)))
-            continue
-        stem = path.stem
-        if stem in used:
-            stem = f"{path.stem}_{path.suffix.lstrip('.').lower() or 'noext'}"
-            n = 2
-            while stem in used:
-                stem, n = f"{path.stem}_{n}", n + 1
-        used.add(stem)
+    for path, image in read_images(paths, failures):
+        stem = unique_stem(path, used)
         pred = predictor.predict([image])[0]
         files = write_prediction(out, stem, image, pred)
         row = _row(path, stem, pred, tasks)
