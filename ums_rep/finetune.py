@@ -263,7 +263,7 @@ def settings(args) -> Settings:
 
 def shared_encoder(args, out: Path, modality: str, size: int):
     """``(path, model)``: the ``--encoder`` given, or one pretrained now into ``out/encoder``
-    (:func:`ums_rep.pretrain.run` with this run's preset, seed, data and precision)."""
+    (:func:`ums_rep.pretrain.pretrain_encoder` with this run's preset, seed, data and precision)."""
     encoder_path = args.encoder
     if encoder_path is None:
         encoder_path = pretrain.pretrain_encoder(

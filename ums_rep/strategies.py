@@ -271,8 +271,13 @@ def precise_batch_norm(models, images, dist=None, chunk: int = 32) -> int:
         return 0
     momentum = [layer.momentum for layer in layers]
     chunks = [images[i:i + chunk] for i in range(0, int(images.shape[0]), chunk)]
+    done = set()
     try:
-        for model in models:  # each model's own layers; shared ones see the same images each time
+        for model in models:
+            own = {id(layer) for layer in _batch_norm_layers([model]) if layer.trainable}
+            if own <= done:  # a shared encoder's layers, already set from the same images
+                continue
+            done |= own
             for k, part in enumerate(chunks):
                 for layer in layers:  # a running mean over the chunks: chunk k weighs 1/(k+1)
                     layer.momentum = k / (k + 1)
