@@ -64,3 +64,24 @@ def test_fit_re_estimates_batch_norm_after_every_epoch_on_the_images_given():
     mean, var = _moments(model, images)  # the final weights' statistics on those images
     assert np.allclose(model.get_layer("m.bn").moving_mean.numpy(), mean, atol=1e-4)
     assert np.allclose(model.get_layer("m.bn").moving_variance.numpy(), var, rtol=1e-3)
+
+
+class _Counting(keras.layers.Layer):
+    calls = 0
+
+    def call(self, x):
+        _Counting.calls += 1
+        return x
+
+
+def test_a_model_whose_layers_are_already_set_is_not_run_again():
+    """Heads on a shared encoder: the encoder's statistics are estimated once, not once per head."""
+    keras.utils.set_random_seed(3)
+    images = tf.random.normal((16, 8, 8, 1))
+    seg = _model("s")
+    head = keras.Model(seg.inputs, keras.layers.Dense(2)(_Counting()(seg.get_layer("s.bn").output)))
+    _Counting.calls = 0
+    assert precise_batch_norm([seg, head], images) == 1
+    assert _Counting.calls == 0
+    mean, _ = _moments(seg, images)
+    assert np.allclose(seg.get_layer("s.bn").moving_mean.numpy(), mean, atol=1e-5)
