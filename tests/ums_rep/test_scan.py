@@ -19,6 +19,15 @@ from ums_rep.tasks import TASK_SETS
 ROUNDS = 4
 
 
+def _committed_rounds(out):
+    """Rounds Talos has committed (its checkpoint.json), 0 before the first."""
+    try:
+        checkpoint = json.loads(next(out.glob("talos/*/checkpoint.json")).read_text())
+        return checkpoint["metadata"]["experiment_round"] + 1
+    except (StopIteration, OSError, ValueError, KeyError):
+        return 0
+
+
 @pytest.fixture(scope="module")
 def resumed_scan(tmp_path_factory):
     """A 4-round echo scan killed after 2 finished rounds, then resumed."""
@@ -28,18 +37,20 @@ def resumed_scan(tmp_path_factory):
     cmd = [sys.executable, "-m", "ums_rep.scan", "--model", "echo", "--preset", "tiny", "--epochs", "3",
            "--round-limit", str(ROUNDS), "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done_before_kill = 0
+    committed = 0
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        rounds = list(out.glob("talos/*/round_data.jsonl"))
-        done_before_kill = len(rounds[0].read_text().splitlines()) if rounds else 0
-        if done_before_kill >= 2:
+        committed = _committed_rounds(out)
+        if committed >= 2:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"the scan was not killed mid-way: {proc.stderr.read()[-2000:]}"
-    first = pd.read_csv(next(out.glob("talos/*/results.csv")))
+    # Talos commits a round by its checkpoint; round_data.jsonl and results.csv are appended just
+    # before and after it, so a kill can land between them (CI once read 1 row after 2 jsonl lines)
+    committed = _committed_rounds(out)
+    first = pd.read_csv(next(out.glob("talos/*/results.csv"))).head(committed)
     os.environ["UMS_REP_CACHE"] = env["UMS_REP_CACHE"]
     assert main(["--resume", str(out), "--no-progress"]) == 0  # the scan's own arguments, from args.json
     return out, first
