@@ -1,7 +1,7 @@
-"""The eye-gaze data recipe of MT-UNet (Section 4): the presets, the prepared data, the tf.data
+"""The eye-gaze data recipe of MT-UNet (Section 4): the prepared data, the tf.data
 pipeline, the split check, and the data settings a saved model was trained on.
 
-The eye-gaze layout is letter-boxed to the preset's shape (paper 640×416; ``--shape 640x512`` is
+The eye-gaze layout is letter-boxed to the preset's image size (``ums_rep.presets.MT_UNET``) (paper 640×416; ``--shape 640x512`` is
 the authors' code), saliency comes from duration-weighted fixations, and the split is
 patient-level, class-stratified 70/10/20 (the authors split per class, not per patient).
 ``mt_unet.train`` and ``mt_unet.evaluate`` both take their data from here, so a model is scored
@@ -16,31 +16,16 @@ from pathlib import Path
 from data_prep.egd import CLASSES
 from data_prep.pipeline import make_dataset
 from mt_unet.model import DISEASE, SALIENCY
+from ums_rep.presets import MT_UNET
 from ums_rep.runs import prepared_data
 
-PRESETS = {
-    "tiny": {"shape": (64, 48), "base": 4, "epochs": 2, "batch": 4, "patience": 1, "lr": 1e-3, "seeds": 1,
-             "n": 40, "phantom_size": 96},
-    "quick": {"shape": (96, 64), "base": 8, "epochs": 20, "batch": 8, "patience": 3, "lr": 1e-3, "seeds": 3,
-              "n": 300, "phantom_size": 256},
-    "paper": {"shape": (640, 416), "base": 64, "epochs": 500, "batch": 6, "patience": 40, "lr": 1e-4, "seeds": 5,
-              "n": 1083, "phantom_size": 640},
-}
 TRAIN_COMMAND = "mt_unet.train"
-
-
-def preset(name: str, **overrides) -> dict:
-    """A copy of ``PRESETS[name]`` with the given overrides (``epochs``, ``lr``, ``patience``,
-    ``batch``, ``shape``, ...); an override that is ``None`` (or 0) keeps the preset's value."""
-    p = dict(PRESETS[name])
-    p.update({k: v for k, v in overrides.items() if v})
-    return p
 
 
 def egd_data(data_root, preset_name: str, shape, seed: int):
     """The prepared eye-gaze data (``ums_rep.runs.prepared_data``) of ``--data`` (``None``: the
     preset's phantom) letter-boxed to ``shape`` (H, W), split with ``seed``."""
-    p = PRESETS[preset_name]
+    p = MT_UNET[preset_name]
     return prepared_data("egd", data_root, shape=tuple(shape), seed=seed, phantom_n=p["n"],
                          phantom_size=p["phantom_size"])
 
@@ -107,14 +92,14 @@ def evaluation_settings(model_file, input_shape, *, preset: str | None = None, d
     recorded = json.loads((run / "args.json").read_text()) if run else {}
     name = preset or recorded.get("preset")
     if name is None:
-        matching = [p for p, v in PRESETS.items() if tuple(v["shape"]) == shape]
+        matching = [p for p, v in MT_UNET.items() if tuple(v["image"]) == shape]
         if not matching:
             raise ValueError(f"{model_file}: no mt_unet.train run folder records its preset and no preset "
                              f"prepares {_hw(shape)} images; give --preset")
         name = matching[0]
     if preset is not None:
         same_run = recorded.get("preset") == preset and recorded.get("shape")
-        expected = tuple(recorded["shape"]) if same_run else tuple(PRESETS[preset]["shape"])
+        expected = tuple(recorded["shape"]) if same_run else tuple(MT_UNET[preset]["image"])
         if expected != shape:
             trained = f" (trained with --preset {recorded['preset']}, {run}/args.json)" if recorded.get("preset") else ""
             raise ValueError(f"{model_file}: the model takes {_hw(shape)} images, --preset {preset} prepares "

@@ -19,6 +19,7 @@ from data_prep.io import atomic_write_text
 from mt_unet import data, figures, scoring
 from mt_unet.model import DISEASE, SALIENCY, TASKS, build
 from mt_unet.schedule import fit_config_kwargs
+from ums_rep import presets
 from ums_rep.precision import clear_session, set_precision
 from ums_rep.report import collect
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, results, resume_args, run_dir, save_args,
@@ -59,7 +60,7 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
         log.info("seed %d already finished in %s", seed, out)
         return json.loads((out / "seed_results.json").read_text())
     set_seed(seed, args.deterministic)
-    shape = tuple(preset["shape"]) + (1,)
+    shape = tuple(preset["image"]) + (1,)
     with dist.scope():
         net, task_names = build(args.model, shape, len(CLASSES), preset["base"], args.variant)
         weighting = loss_weighting(args.scheme, task_names)
@@ -73,7 +74,7 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     val = data.dataset(prepared, rows["val"], batch, task_names)
     config = FitConfig(epochs=preset["epochs"], steps_per_epoch={"joint": max(1, len(rows["train"]) // batch)},
                        checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
-                       resume=bool(args.resume), on_nonfinite="stop", **fit_config_kwargs(preset["patience"]),
+                       resume=bool(args.resume), on_nonfinite="stop", **fit_config_kwargs(preset["lr_patience"]),
                        label=f"{label(args.model, args.variant, args.scheme)} seed {seed}")
     log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s", label(args.model, args.variant, args.scheme),
              seed, net.count_params(), *(len(rows[s]) for s in ("train", "val", "test")), "x".join(map(str, shape[:2])))
@@ -115,19 +116,19 @@ def summarise(per_seed: list) -> tuple[dict, dict]:
 def run(args) -> int:
     args = resume_args(args, "mt_unet.train")
     dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
-    preset = data.preset(args.preset, epochs=args.epochs, lr=args.lr, patience=args.patience, batch=args.batch,
-                         shape=args.shape)
+    preset = presets.preset(args.preset, epochs=args.epochs, lr=args.lr, lr_patience=args.patience,
+                            batch=args.batch, image=args.shape)
     n_seeds = args.seeds or preset["seeds"]
     name = label(args.model, args.variant, args.scheme)
     policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
     # everything that can be checked is checked before data is prepared or a model built
-    build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
+    build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)
     clear_session()
     out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}", "mt_unet.train",
                   resume=bool(args.resume), dist=dist)
     if not args.resume:
         save_args(args, out)
-    prepared = data.egd_data(args.data, args.preset, preset["shape"], args.seed)
+    prepared = data.egd_data(args.data, args.preset, preset["image"], args.seed)
     atomic_write_text(out / "normalizer.json", prepared.normalizer.to_json())  # for ums_rep.predict
     per_seed = []
     for k in range(n_seeds):
@@ -137,7 +138,7 @@ def run(args) -> int:
     med, std = summarise(per_seed)
     params = None
     with dist.scope():
-        net, _ = build(args.model, tuple(preset["shape"]) + (1,), len(CLASSES), preset["base"], args.variant)
+        net, _ = build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)
         params = trainable_params(net.trainable_variables)
     entry = {"label": name, "metrics": med, "std": std, "per_seed": per_seed,
              "train_seconds": float(np.median([r["train_seconds"] for r in per_seed])),

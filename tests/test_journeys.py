@@ -16,6 +16,7 @@ import pytest
 from data_prep import datasets
 from data_prep.io import ImageReadError, read_image
 from ums_rep import runs
+from ums_rep.presets import UMS_REP
 
 
 # --------------------------------------------------------------------------- 2: run folders
@@ -121,7 +122,7 @@ def test_report_and_compares_skip_what_they_do_not_use_and_refuse_mixed_presets(
 
 def test_head_scan_has_data_for_every_task(tmp_path, monkeypatch):
     from ums_rep import scan
-    for preset in scan.PRESETS:  # every classification task's datasets, every preset
+    for preset in UMS_REP:  # every classification task's datasets, every preset
         counts = scan.phantom_counts(preset)
         for set_name, _ in scan.CLASSIFICATION_TASKS.values():
             sdef = scan.TASK_SETS[set_name]
@@ -130,7 +131,7 @@ def test_head_scan_has_data_for_every_task(tmp_path, monkeypatch):
     monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(scan, "_encoder", lambda args, modality: keras.Sequential([keras.layers.Flatten()]))
     args = argparse.Namespace(task="abnormal", data=None, seed=0, no_progress=True, preset="tiny")
-    preset = {**scan.PRESETS["tiny"], "n": scan.phantom_counts("tiny")}
+    preset = {**UMS_REP["tiny"]["scan"], "n": scan.phantom_counts("tiny")}
     xt, yt, xv, yv, info = scan.scan_data("head", args, preset)
     assert len(xt) == len(yt) > 0 and len(xv) == len(yv) > 0 and yt.shape[1] == 2
     assert all(str(tmp_path / "cache" / "prepared") in p for p in info["prepared"])

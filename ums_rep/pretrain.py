@@ -20,24 +20,14 @@ import logging
 import time
 from pathlib import Path
 
-from data_prep.cli import add_training_options, base_parser, parse_early, setup_logging
-
-PRESETS = {
-    # phantom count per dataset and side, training image side, epochs, plateau patience, early-stop patience
-    "tiny": {"phantom_n": {"rsna": 40, "doppler": 300}, "phantom_size": 64, "image": 32, "epochs": 2, "lr_patience": 1, "stop": 2,
-             "batch": 8, "eval_images": 6, "echo_strides": 2},
-    "quick": {"phantom_n": {"rsna": 300, "doppler": 600}, "phantom_size": 128,
-              "image": {"cxr": 128, "echo": 64}, "epochs": 30, "lr_patience": 3, "stop": 6,
-              "batch": 16, "eval_images": 30, "echo_strides": 2},
-    "paper": {"phantom_n": {"rsna": 2000, "doppler": 2444}, "phantom_size": 256, "image": 256, "epochs": 100, "lr_patience": 5, "stop": 10,
-              "batch": 16, "eval_images": None, "echo_strides": 1},
-}
-
+from data_prep.cli import add_training_options, base_parser, parse_early, run_cli
+from ums_rep import presets
+from ums_rep.presets import UMS_REP
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m ums_rep.pretrain", "Pretrain the shared CXR denoising autoencoder "
                          "(UMS-Rep Section 4.1.1, Table 2) or the dilated echo encoder (Section 4.2.1).",
-                         presets=PRESETS)
+                         presets=UMS_REP)
     parser.add_argument("--backbone", choices=("cdae", "echo"), default="cdae",
                         help="cdae (default): the denoising autoencoder on RSNA chest X-rays; echo: the dilated "
                              "encoder on Doppler flow types")
@@ -146,13 +136,7 @@ def _figure(path, clean, examples) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return run(args)
-    except ValueError as e:
-        log.error("%s", e)
-        return 1
+    return run_cli(build_parser, run, argv, log)
 
 
 def pretrain_encoder(modality: str, out: Path, *, preset: str, seed: int, data=None, params=None,
@@ -175,9 +159,7 @@ def pretrain_encoder(modality: str, out: Path, *, preset: str, seed: int, data=N
 def run(args) -> int:
     args = resume_args(args, "ums_rep.pretrain")
     dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
-    preset = dict(PRESETS[args.preset])
-    if args.epochs:
-        preset["epochs"] = args.epochs
+    preset = presets.preset(args.preset, "pretrain", epochs=args.epochs)
     params = load_params(args.params)
     set_seed(args.seed, getattr(args, "deterministic", False))
     policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
@@ -188,7 +170,7 @@ def run(args) -> int:
     dataset = "rsna" if args.backbone == "cdae" else "doppler"
     side = image_side(preset, "cxr" if args.backbone == "cdae" else "echo")
     data = prepared_data(dataset, args.data, size=side, seed=args.seed,
-                         phantom_n=preset["phantom_n"][dataset], phantom_size=preset["phantom_size"])
+                         phantom_n=preset["n"][dataset], phantom_size=preset["phantom_size"])
     batch = int(params.get("batch_size", preset["batch"]))
     with dist.scope():
         model, task, used = build(args.backbone, side, params, preset["echo_strides"])

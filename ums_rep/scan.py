@@ -44,7 +44,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from data_prep.cli import base_parser, parse_early, setup_logging
+from data_prep.cli import base_parser, parse_early, run_cli
+from ums_rep.presets import UMS_REP
 from ums_rep.tasks import TASK_SETS
 
 SPACES = {
@@ -56,18 +57,13 @@ SPACES = {
 }
 PAPER_ECHO_CHOICE = {"kernel_size": 3, "dilation": 2, "dropout": 0.5, "optimizer": "adam", "batch_size": 16}
 OBJECTIVE = {"echo": ("val_accuracy", "max"), "cdae": ("val_loss", "min"), "head": ("val_accuracy", "max")}
-PRESETS = {  # phantom counts: phantom_counts(), those of pretrain and finetune
-    "tiny": {"epochs": 1, "image": 32, "phantom_size": 64, "pretrain": "tiny"},
-    "quick": {"epochs": 8, "image": {"cxr": 128, "echo": 64}, "phantom_size": 128, "pretrain": "quick"},
-    "paper": {"epochs": 64, "image": 256, "phantom_size": 256, "pretrain": "paper"},
-}
 CLASSIFICATION_TASKS = {s.task.name: (set_name, s) for set_name, d in TASK_SETS.items() for s in d["tasks"]
                         if s.task.kind == "classification"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m ums_rep.scan", "Talos hyper-parameter scan for a shared encoder or a "
-                         "classification head (UMS-Rep Sections 4 and 4.2.1).", presets=PRESETS)
+                         "classification head (UMS-Rep Sections 4 and 4.2.1).", presets=UMS_REP)
     parser.add_argument("--model", choices=sorted(SPACES), default="echo",
                         help="echo (default): the dilated echo encoder, the paper's space; cdae: the denoising "
                              "autoencoder; head: a classification head on the frozen shared encoder")
@@ -113,7 +109,7 @@ from data_prep.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from data_prep.noise import random_training_noise  # noqa: E402
 from data_prep.pipeline import make_dataset  # noqa: E402
 from ums_rep.backbones import FLOW_CLASSES, encoder as encoder_of  # noqa: E402
-from ums_rep import finetune, pretrain  # noqa: E402
+from ums_rep import pretrain, presets  # noqa: E402
 from ums_rep.heads import classification_head  # noqa: E402
 from ums_rep.runs import (image_side, load_model, prepared_data, results, resume_args, run_dir, save_args, set_seed,  # noqa: E402
                           write_json)
@@ -128,7 +124,7 @@ log = logging.getLogger("ums_rep.scan")
 def phantom_counts(preset: str) -> dict:
     """Phantom images per dataset: those ``pretrain`` and ``finetune`` use with ``preset``, so a
     scan sees their data (every dataset of every task set)."""
-    return {**pretrain.PRESETS[preset]["phantom_n"], **finetune.PRESETS[preset]["n"]}
+    return {**UMS_REP[preset]["pretrain"]["n"], **UMS_REP[preset]["finetune"]["n"]}
 
 
 def _arrays(prepared, rows, **kw):
@@ -192,7 +188,7 @@ def scan_data(model: str, args, preset: dict):
 def _encoder(args, modality: str) -> keras.Model:
     path = args.encoder
     if path is None:  # pretrain one with the matching preset, as finetune does
-        path = pretrain.pretrain_encoder(modality, Path(args.out) / "encoder", preset=PRESETS[args.preset]["pretrain"],
+        path = pretrain.pretrain_encoder(modality, Path(args.out) / "encoder", preset=args.preset,
                                          seed=args.seed, data=args.data,
                                          deterministic=getattr(args, "deterministic", False),
                                          no_progress=getattr(args, "no_progress", False),
@@ -375,9 +371,7 @@ def run(args) -> int:
         raise ValueError(f"--fraction-limit must be in (0, 1], got {args.fraction_limit}")
     time_limit = _time_limit(args.time_limit)
     shard = tuple(args.shard) if getattr(args, "shard", None) else None  # a list once read back from args.json
-    preset = {**PRESETS[args.preset], "n": phantom_counts(args.preset)}
-    if args.epochs:
-        preset["epochs"] = args.epochs
+    preset = {**presets.preset(args.preset, "scan", epochs=args.epochs), "n": phantom_counts(args.preset)}
     name = f"scan-{args.model}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "")
     out = run_dir(args.out, name, "ums_rep.scan", resume=resume)
     args.out = out
@@ -402,7 +396,7 @@ def run(args) -> int:
     from ums_rep.scan import model_fn
     t0 = time.perf_counter()
     scan = talos.Scan(xt, yt, params, model_fn(args.model, image_side(preset, scan_modality(args.model, args)), preset["epochs"],
-                                                  pretrain.PRESETS[preset["pretrain"]]["echo_strides"], seed=args.seed),
+                                                  UMS_REP[args.preset]["pretrain"]["echo_strides"], seed=args.seed),
                       experiment_name=str(talos_dir), x_val=xv, y_val=yv, seed=args.seed,
                       round_limit=args.round_limit, fraction_limit=args.fraction_limit, time_limit=time_limit,
                       reduction_metric=metric, minimize_loss=direction == "min",
@@ -498,17 +492,15 @@ def merge(folders, out=None) -> Path:
     return out
 
 
+def _scan_or_merge(args) -> int:
+    if args.merge:
+        merge(args.merge, args.out)
+        return 0
+    return run(args)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        if args.merge:
-            merge(args.merge, args.out)
-            return 0
-        return run(args)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 1
+    return run_cli(build_parser, _scan_or_merge, argv, log)
 
 
 if __name__ == "__main__":

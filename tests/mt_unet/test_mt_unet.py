@@ -257,9 +257,10 @@ def test_a_model_file_outside_its_run_takes_the_preset_of_its_input_size(tiny_ru
         data.evaluation_settings(bare, (32, 32))
 
 
-def test_the_parsers_name_the_presets_the_recipe_defines():
+def test_the_parsers_name_the_presets_the_tables_define():
     from data_prep.cli import PRESETS
-    assert tuple(data.PRESETS) == PRESETS
+    from ums_rep.presets import MT_UNET, UMS_REP
+    assert tuple(MT_UNET) == tuple(UMS_REP) == PRESETS
 
 
 def test_compare_puts_models_side_by_side(tiny_run):

@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from ums_rep import finetune, pretrain
+from ums_rep import finetune
+from ums_rep.presets import UMS_REP
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +21,14 @@ def main_job(tmp_path_factory):
     import os
     root = tmp_path_factory.mktemp("main_job")
     os.environ["UMS_REP_CACHE"] = str(root / "cache")
-    saved = pretrain.PRESETS["quick"], finetune.PRESETS["quick"]
-    pretrain.PRESETS["quick"] = {**saved[0], "epochs": 8}
-    finetune.PRESETS["quick"] = {**saved[1], "epochs": 10}
+    quick = UMS_REP["quick"]
+    saved = dict(quick)
+    quick["pretrain"] = {**saved["pretrain"], "epochs": 8}
+    quick["finetune"] = {**saved["finetune"], "epochs": 10}
     try:
         assert finetune.main(["--strategy", "joint", "--out", str(root / "run"), "--no-progress"]) == 0
     finally:
-        pretrain.PRESETS["quick"], finetune.PRESETS["quick"] = saved
+        UMS_REP["quick"] = saved
     return json.loads((root / "run" / "results.json").read_text())
 
 

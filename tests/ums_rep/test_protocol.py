@@ -16,6 +16,7 @@ from data_prep.transforms import MeanNormalizer
 from ums_rep.backbones import cdae
 from ums_rep.finetune import main
 from ums_rep.models import build_shared, copy_model, weights_digest
+from ums_rep.presets import UMS_REP
 from ums_rep.strategies import Engine, FitConfig, fit
 from ums_rep.tasks import TASK_SETS, Task, cross_validation
 
@@ -238,10 +239,9 @@ def test_costs_count_the_source_model_on_both_sides(cxr_runs):
 def test_every_task_set_can_be_cross_validated_on_the_presets_phantoms(preset, tmp_path, monkeypatch):
     """The default --folds of each preset finds enough patients of every class in every task
     set's pool (cxr-homo's tiny Kermany phantoms once had a single viral patient)."""
-    from ums_rep.finetune import PRESETS
     from ums_rep.runs import prepared_data
     monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
-    p = PRESETS[preset]
+    p = UMS_REP[preset]["finetune"]
     for set_name, sdef in TASK_SETS.items():
         if preset == "quick" and sdef["modality"] == "cxr" and set_name != "cxr-homo":
             continue  # Shenzhen/Montgomery at the quick size are covered by the main job's test

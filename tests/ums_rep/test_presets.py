@@ -1,0 +1,35 @@
+"""One preset table per paper (``ums_rep.presets``): the same names in every entry, one override
+rule, and every command reading its values from there."""
+import pytest
+
+from ums_rep import finetune, presets, pretrain, scan
+from ums_rep.presets import MT_UNET, UMS_REP
+
+
+def test_every_entry_of_a_stage_has_the_same_keys():
+    for stage in ("pretrain", "finetune", "scan"):
+        keys = {name: set(UMS_REP[name][stage]) for name in UMS_REP}
+        assert len({frozenset(k) for k in keys.values()}) == 1, (stage, keys)
+    assert len({frozenset(v) for v in MT_UNET.values()}) == 1
+    # the names the table's docstring defines, not the old n/phantom_n, stop/patience, image/shape
+    for entry in [*MT_UNET.values(), *(e for p in UMS_REP.values() for e in p.values())]:
+        assert not {"phantom_n", "shape", "patience"} & set(entry)
+
+
+def test_an_override_replaces_only_what_is_given():
+    base = UMS_REP["quick"]["finetune"]
+    p = presets.preset("quick", "finetune", epochs=3, augment=False, batch=None)
+    assert p["epochs"] == 3 and p["augment"] is False and p["batch"] == base["batch"]
+    assert base["epochs"] == 30 and base["augment"] is True  # the table itself is untouched
+    m = presets.preset("tiny", image=(32, 24), lr_patience=None)
+    assert m["image"] == (32, 24) and m["lr_patience"] == MT_UNET["tiny"]["lr_patience"]
+    with pytest.raises(KeyError, match="epoch"):
+        presets.preset("tiny", "pretrain", epoch=3)  # a misspelt override is an error, not ignored
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        presets.preset("fast", "finetune")
+
+
+def test_the_commands_offer_the_presets_of_the_table():
+    for module in (pretrain, finetune, scan):
+        action = next(a for a in module.build_parser()._actions if a.dest == "preset")
+        assert tuple(action.choices) == tuple(UMS_REP)
