@@ -45,26 +45,13 @@ import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, setup_logging
+from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, run_cli
+from ums_rep import presets
+from ums_rep.presets import UMS_REP
 from ums_rep.tasks import FLOW_CLASSES, TASK_SETS
 
-PRESETS = {
-    "tiny": {"image": 32, "epochs": 2, "batch": 8, "lr_patience": 1, "stop": 2, "folds": 1, "augment": True,
-             "n": {"shenzhen": 40, "montgomery": 20, "kermany": 120, "doppler": 300}, "phantom_size": 64},
-    # quick: chest X-rays at 128 px — at 64 px a TB nodule is 1-3 pixels, and the CDAE's stride-2
-    # convolutions (no pooling, as the paper's) sample past it (main job TB AUC 0.65 at 64 px).
-    # 160 training images: without augmentation the TB head memorises them in ~10 epochs (test
-    # AUC 0.69 on 138 images); with it, it needs ~30 epochs to learn the finding. Montgomery keeps
-    # its real 138 images, so the test AUC is not a 60-image coin toss (±0.06).
-    "quick": {"image": {"cxr": 128, "echo": 64}, "epochs": 30, "batch": 16, "lr_patience": 3, "stop": 5, "folds": 1,
-              "augment": True, "n": {"shenzhen": 200, "montgomery": 138, "kermany": 300, "doppler": 600},
-              "phantom_size": 128},
-    # paper: no augmentation (the paper names none)
-    "paper": {"image": 256, "epochs": 100, "batch": 16, "lr_patience": 5, "stop": 10, "folds": 10, "augment": False,
-              "n": {"shenzhen": 662, "montgomery": 138, "kermany": 5856, "doppler": 2444}, "phantom_size": 256},
-}
 BN_SAMPLE = 128  # training images batch norm is re-estimated on after every epoch (PreciseBN)
-ALL_STRATEGIES = ("independent", "alternating", "joint", "baseline")  # ums_rep.strategies.STRATEGIES + the baseline
+ALL_STRATEGIES = ("independent", "alternating", "joint", "baseline")  # ums_rep.strategies.REGISTRY (no TF for --help)
 
 POOLS = {"all": "all of {train}", "non-test": "the {train} training set (its test split held out)",
          "val": "the 20% {train} part left after building the encoder"}
@@ -88,7 +75,7 @@ def _task_sets_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m ums_rep.finetune", "Fine-tune UMS-Rep heads on a shared encoder with a strategy "
-                         "(UMS-Rep Sections 4.1.2 and 4.2, Tables 3-10), or compare finished runs.", presets=PRESETS,
+                         "(UMS-Rep Sections 4.1.2 and 4.2, Tables 3-10), or compare finished runs.", presets=UMS_REP,
                          epilog=_task_sets_help())
     parser.add_argument("--strategy", choices=ALL_STRATEGIES, default="joint",
                         help="independent: encoder frozen, each head trained on its own task; alternating: n_i batches of each "
@@ -126,55 +113,22 @@ from data_prep.augment import Affine  # noqa: E402
 from data_prep.io import atomic_write_text, read_image  # noqa: E402
 from data_prep.pipeline import make_dataset  # noqa: E402
 from data_prep.transforms import MeanNormalizer  # noqa: E402
-from ums_rep import derive, metrics, pretrain, report  # noqa: E402
-from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model, feature_layer,  # noqa: E402
+from ums_rep import evaluate as evaluation, pretrain, report  # noqa: E402
+from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model,  # noqa: E402
                             head_params, weights_digest)
 from ums_rep.precision import set_precision  # noqa: E402
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, image_side, load_model,  # noqa: E402
                           prepared_data, results, resume_args, run_dir, save_args, save_model, set_seed,
                           trainable_params, write_json)
-from ums_rep.strategies import FitConfig, fit  # noqa: E402
-from ums_rep.tasks import Spec, cross_validation  # noqa: E402
+from ums_rep.strategies import REGISTRY, FitConfig, fit  # noqa: E402
+from ums_rep.tasks import cross_validation  # noqa: E402
 from ums_rep import weighting as weighting_rules  # noqa: E402
 from ums_rep.weighting import FixedWeights  # noqa: E402
 
 log = logging.getLogger("ums_rep.finetune")
-ENSEMBLE = "mean of the fold models' test probabilities (soft vote)"
 
 
-# --------------------------------------------------------------------------- evaluation
-
-def _predict(model, ds):
-    return model.predict(ds.map(lambda x, y: x), verbose=0)
-
-
-def evaluate(spec: Spec, probs: np.ndarray, rows: pd.DataFrame, test_root: Path) -> tuple[dict, pd.DataFrame]:
-    """Metrics and per-image predictions (with correctness, for McNemar) of one task."""
-    t = spec.task
-    ids = rows["id"].to_numpy()
-    if t.kind == "segmentation":
-        truth = np.stack([read_image(test_root / p) for p in rows["mask"]]) > 0.5
-        pred = probs[..., 0] > 0.5
-        m = metrics.segmentation(truth, pred)
-        dice = metrics.dice_per_image(truth, pred)
-        return m, pd.DataFrame({"id": ids, "dice": dice, "correct": dice >= 0.9})
-    lookup = {c: i for i, c in enumerate(t.classes)}
-    y = rows[spec.label_column].astype(str).map(lookup).to_numpy()
-    yhat = probs.argmax(1)
-    m = metrics.classification(y, yhat)
-    m["majority_accuracy"] = float(np.bincount(y, minlength=len(t.classes)).max() / len(y))
-    if len(np.unique(y)) > 1:
-        m.update(metrics.auc(y, probs, t.classes))
-    table = pd.DataFrame({"id": ids, "truth": y, "pred": yhat, "correct": y == yhat,
-                          **{f"p_{c}": probs[:, i] for i, c in enumerate(t.classes)}})
-    return m, table
-
-
-def _mean_std(per_fold: list) -> tuple[dict, dict]:
-    keys = [k for k in per_fold[0] if all(k in m and np.isscalar(m[k]) for m in per_fold)]
-    return ({k: float(np.mean([m[k] for m in per_fold])) for k in keys},
-            {k: float(np.std([m[k] for m in per_fold], ddof=1)) if len(per_fold) > 1 else 0.0 for k in keys})
-
+# --------------------------------------------------------------------------- cost
 
 def _source_cost(encoder_path: Path, backbone: keras.Model) -> tuple[float | None, int]:
     """Training seconds and parameters of the source model (Tables 4, 6, 8, 10 count it on the
@@ -237,11 +191,7 @@ class Settings:
 def settings(args) -> Settings:
     """The preset with the command line's overrides, the task specs with ``--params``' head keys,
     and the loss weights / batch ratio (unknown task names refused)."""
-    preset = dict(PRESETS[args.preset])
-    if args.epochs:
-        preset["epochs"] = args.epochs
-    if getattr(args, "augment", None) is not None:
-        preset["augment"] = args.augment
+    preset = presets.preset(args.preset, "finetune", epochs=args.epochs, augment=getattr(args, "augment", None))
     sdef = TASK_SETS[args.tasks]
     params = pretrain.load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
     head = {k: params[k] for k in HEAD_PARAMS if k in params}
@@ -280,11 +230,12 @@ def shared_encoder(args, out: Path, modality: str, size: int):
 def fold_models(strategy: str, pretrained, modality: str, specs, head: dict, denoiser, dist):
     """``(models, encoder layers)`` of one fold: the baseline's separate models from fresh random
     weights, or heads on a copy of the pretrained encoder (frozen for ``independent``)."""
+    declared = REGISTRY[strategy]
     with dist.scope():
-        if strategy == "baseline":
+        if not declared.shared:
             return {s.task.name: baseline_model(pretrained, modality, s, head, denoiser) for s in specs}, []
         models, enc_layers = build_shared(copy_model(pretrained), modality, specs, head)
-        if strategy == "independent":
+        if declared.freeze_encoder:
             for layer in enc_layers:
                 layer.trainable = False
     return models, enc_layers
@@ -311,20 +262,75 @@ def fold_data(specs, prepared, fold: int, train_rows, val_rows, test_rows: dict,
 
 
 def train_fold(args, models: dict, tasks: dict, trains, vals, config: FitConfig, weights: dict, dist):
-    """``(fitted, stopped)``: the strategy's fit, or for the baseline one joint fit per model."""
-    if args.strategy == "baseline":
-        fitted, stopped = {"history": [], "seconds": {}}, []
-        for name in tasks:
-            f = fit("joint", {name: models[name]}, {name: tasks[name]}, {name: trains[name]}, {name: vals[name]},
-                    replace(config, checkpoint_dir=config.checkpoint_dir / name), dist=dist)
-            fitted["history"] += [{"task": name, **h} for h in f["history"]]
-            fitted["seconds"][name] = f["seconds"][name]
-            stopped.append(f"{name}: {f['stopped']}")
-        return fitted, stopped
+    """``(fitted, stopped)``: the strategy's fit (:func:`ums_rep.strategies.fit`) and why each
+    part of it stopped."""
     fitted = fit(args.strategy, models, tasks, trains, vals, config, dist=dist,
                  weighting=_weighting(args, weights, tasks, dist))
     why = fitted["stopped"]
     return fitted, ([f"{t}: {w}" for t, w in why.items()] if isinstance(why, dict) else [why])
+
+
+@dataclass
+class FoldOutcome:
+    """What one fold leaves: per task its test probabilities and metrics, its training seconds, the
+    quality head's probabilities on the flow test images (echo-hetero), its record, and per task the
+    parameters it trains as the paper counts them and all those it updated."""
+
+    probs: dict
+    metrics: dict
+    seconds: dict
+    quality_on_flow: np.ndarray | None
+    record: dict
+    params: dict
+    nonfinite: list
+
+
+def run_fold(args, cfg: Settings, fold: int, cv, train_p, test_p, test_rows: dict, pretrained, denoiser,
+             out: Path, resume: bool, dist) -> FoldOutcome:
+    """One fold: its normaliser (from its training images), models, data and training; then each
+    task scored on the test set (``predictions_<task>_fold<k>.csv``), fold 0's models saved."""
+    keras.utils.set_random_seed(args.seed + fold)
+    preset, specs, batch = cfg.preset, cfg.specs, cfg.preset["batch"]
+    modality = TASK_SETS[args.tasks]["modality"]
+    train_rows, val_rows = cv.fold(fold)
+    norm = _fold_normalizer(train_p, train_rows)
+    atomic_write_text(out / f"normalizer_fold{fold}.json", norm.to_json())
+    fold_train, fold_test = replace(train_p, normalizer=norm), replace(test_p, normalizer=norm)
+    models, enc_layers = fold_models(args.strategy, pretrained, modality, specs, cfg.head, denoiser, dist)
+    enc_weights = [w for layer in enc_layers for w in layer.weights]
+    start_digest = weights_digest(enc_weights) if enc_weights else None
+    trains, vals, steps, counts = fold_data(specs, fold_train, fold, train_rows, val_rows, test_rows, batch,
+                                            args.seed + fold, Affine() if preset.get("augment") else None)
+    config = FitConfig(epochs=preset["epochs"], steps_per_epoch=steps, lr_patience=preset["lr_patience"],
+                       stop_patience=preset["stop"], ratio=cfg.ratio, progress=not args.no_progress,
+                       checkpoint_dir=out / "checkpoints" / f"fold{fold}", resume=resume, on_nonfinite="stop",
+                       bn_images=_bn_images(fold_train, specs, train_rows, args.seed + fold))
+    fitted, stopped = train_fold(args, models, cfg.tasks, trains, vals, config, cfg.weights, dist)
+    history_csv(out / f"history_fold{fold}.csv", fitted["history"])
+    probs, scores = {}, {}
+    for s in specs:
+        name = s.task.name
+        probs[name] = evaluation.predict(models[name], make_dataset(fold_test, test_rows[name], batch_size=batch))
+        scores[name], table = evaluation.score_task(s, probs[name], test_rows[name], test_p.root)
+        atomic_write_text(out / f"predictions_{name}_fold{fold}.csv", table.to_csv(index=False))
+    quality_on_flow = None
+    if args.tasks == "echo-hetero":
+        quality_on_flow = evaluation.predict(models["quality"], make_dataset(fold_test, test_rows["flow"],
+                                                                              batch_size=batch))
+    record = {"fold": fold, "val_fold": fold, "of": cv.n_parts, "patients": counts,
+              "encoder_start_sha1": start_digest,
+              "encoder_end_sha1": weights_digest(enc_weights) if enc_weights else None, "stopped": stopped}
+    if fold == 0:
+        _save_fold0(out, norm, args.strategy, models, specs, fold_test, test_rows, probs)
+    params = {}
+    for name, model in models.items():
+        if not REGISTRY[args.strategy].shared:  # one end-to-end model per task (its denoiser counted apart)
+            own = trainable_params(model.trainable_variables)
+        else:  # the task's head; the shared encoder is counted once, in the source model
+            own = head_params(model, enc_layers)
+        params[name] = {"trainable_params": own, "updated_params": trainable_params(model.trainable_variables)}
+    return FoldOutcome(probs, scores, {t: fitted["seconds"][t] for t in cfg.tasks}, quality_on_flow, record,
+                       params, [f"fold {fold}: {w}" for w in stopped if "non-finite" in w])
 
 
 def run(args) -> int:
@@ -335,7 +341,7 @@ def run(args) -> int:
     policy = set_precision(getattr(args, "precision", "float32"))  # before the encoder is loaded or built
     sdef = TASK_SETS[args.tasks]
     cfg = settings(args)  # arguments are checked before any data is prepared or any encoder trained
-    preset, specs, tasks, size, modality = cfg.preset, cfg.specs, cfg.tasks, cfg.size, sdef["modality"]
+    preset, specs, size, modality = cfg.preset, cfg.specs, cfg.size, sdef["modality"]
     out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}", "ums_rep.finetune", resume=resume, dist=dist)
     if not resume:
         save_args(args, out)
@@ -348,93 +354,47 @@ def run(args) -> int:
     cv = cross_validation(args.tasks, train_p.manifest, test_p.manifest, cfg.folds, args.seed)  # fails early if too small
     encoder_path, pretrained = shared_encoder(args, out, modality, size)
     source_seconds, source_params = _source_cost(encoder_path, pretrained)
-    batch = preset["batch"]
     denoiser = None
-    if args.strategy == "baseline" and modality == "cxr":
+    shared = REGISTRY[args.strategy].shared
+    if not shared and modality == "cxr":
         denoiser = load_model(encoder_path)  # model 1: the separately trained denoiser, frozen
         denoiser.trainable = False
-
-    per_fold_probs, per_fold_metrics = {t: [] for t in tasks}, {t: [] for t in tasks}
-    fold_records, nonfinite, seconds = [], [], {t: 0.0 for t in tasks}
-    quality_on_flow = []  # echo recommendation: each fold's quality model on the flow test images
     test_rows = {s.task.name: s.select(cv.test) for s in specs}
     for name, rows in test_rows.items():
         if rows.empty:
             raise ValueError(f"task {name}: no test images in {sdef['test']}")
-    for fold in range(cv.n_runs):
-        keras.utils.set_random_seed(args.seed + fold)
-        train_rows, val_rows = cv.fold(fold)
-        norm = _fold_normalizer(train_p, train_rows)
-        atomic_write_text(out / f"normalizer_fold{fold}.json", norm.to_json())
-        fold_train, fold_test = replace(train_p, normalizer=norm), replace(test_p, normalizer=norm)
-        models, enc_layers = fold_models(args.strategy, pretrained, modality, specs, cfg.head, denoiser, dist)
-        enc_weights = [w for layer in enc_layers for w in layer.weights]
-        start_digest = weights_digest(enc_weights) if enc_weights else None
-        trains, vals, steps, counts = fold_data(specs, fold_train, fold, train_rows, val_rows, test_rows, batch,
-                                                args.seed + fold, Affine() if preset.get("augment") else None)
-        config = FitConfig(epochs=preset["epochs"], steps_per_epoch=steps, lr_patience=preset["lr_patience"],
-                           stop_patience=preset["stop"], ratio=cfg.ratio, progress=not args.no_progress,
-                           checkpoint_dir=out / "checkpoints" / f"fold{fold}", resume=resume, on_nonfinite="stop",
-                           bn_images=_bn_images(fold_train, specs, train_rows, args.seed + fold))
-        fitted, stopped = train_fold(args, models, tasks, trains, vals, config, cfg.weights, dist)
-        for t in tasks:
-            seconds[t] += fitted["seconds"][t]
-        nonfinite += [f"fold {fold}: {w}" for w in stopped if "non-finite" in w]
-        history_csv(out / f"history_fold{fold}.csv", fitted["history"])
-        for s in specs:
-            name = s.task.name
-            probs = _predict(models[name], make_dataset(fold_test, test_rows[name], batch_size=batch))
-            per_fold_probs[name].append(probs)
-            m, table = evaluate(s, probs, test_rows[name], test_p.root)
-            per_fold_metrics[name].append(m)
-            atomic_write_text(out / f"predictions_{name}_fold{fold}.csv", table.to_csv(index=False))
-        if args.tasks == "echo-hetero":
-            quality_on_flow.append(_predict(models["quality"], make_dataset(fold_test, test_rows["flow"],
-                                                                            batch_size=batch)))
-        fold_records.append({
-            "fold": fold, "val_fold": fold, "of": cv.n_parts, "patients": counts,
-            "encoder_start_sha1": start_digest,
-            "encoder_end_sha1": weights_digest(enc_weights) if enc_weights else None,
-            "stopped": stopped})
-        if fold == 0:
-            _save_fold0(out, norm, args.strategy, models, specs, fold_test, test_rows, per_fold_probs)
-
-    task_results = {}
-    for s in specs:
-        name = s.task.name
-        m, table = evaluate(s, np.mean(per_fold_probs[name], axis=0), test_rows[name], test_p.root)
-        atomic_write_text(out / f"predictions_{name}.csv", table.to_csv(index=False))
-        mean, std = _mean_std(per_fold_metrics[name])
-        if args.strategy == "baseline":  # one end-to-end model per task (its denoiser counted apart)
-            own = trainable_params(models[name].trainable_variables)
-        else:  # the task's head; the shared encoder is counted once, in the source model
-            own = head_params(models[name], enc_layers)
-        task_results[name] = {"metrics": m, "fold_mean": mean, "fold_std": std, "train_seconds": seconds[name],
-                              "trainable_params": own,
-                              "updated_params": trainable_params(models[name].trainable_variables)}
+    folds = [run_fold(args, cfg, fold, cv, train_p, test_p, test_rows, pretrained, denoiser, out, resume, dist)
+             for fold in range(cv.n_runs)]
+    task_results = {s.task.name: {**evaluation.fold_ensemble(s, [f.probs[s.task.name] for f in folds],
+                                                             [f.metrics[s.task.name] for f in folds],
+                                                             test_rows[s.task.name], test_p.root, out),
+                                  "train_seconds": sum(f.seconds[s.task.name] for f in folds),
+                                  **folds[-1].params[s.task.name]} for s in specs}
     # the source model: the shared encoder's pretraining, or the CXR baseline's separate denoiser
     source = None
-    if args.strategy != "baseline" or modality == "cxr":
-        source = {"role": "shared encoder" if args.strategy != "baseline" else "separate denoiser",
+    if shared or modality == "cxr":
+        source = {"role": "shared encoder" if shared else "separate denoiser",
                   "path": str(encoder_path), "train_seconds": source_seconds or 0.0,
                   "trainable_params": source_params, "seconds_known": source_seconds is not None}
     if args.tasks == "echo-hetero":
-        _recommendation(out, args, test_rows, per_fold_probs, quality_on_flow)
+        evaluation.recommendation(out, test_rows["flow"], [f.probs["flow"] for f in folds],
+                                  [f.quality_on_flow for f in folds], args.recommend_flow)
     body = results(f"finetune --strategy {args.strategy} --tasks {args.tasks}",
                    {"strategy": args.strategy, "tasks": args.tasks, "preset": args.preset, **preset, "image": size,
-                    "folds": cv.n_runs, "fold_partition": cv.n_parts, "test_score": ENSEMBLE,
+                    "folds": cv.n_runs, "fold_partition": cv.n_parts, "test_score": evaluation.ENSEMBLE,
                     "weights": cfg.weights, "weighting": getattr(args, "weighting", "fixed"), "params": cfg.params,
                     "ratio": cfg.ratio, "encoder": str(encoder_path),
                     "pretrain_seconds": source_seconds, "precision": policy,
-                    "monitor": "each task's own validation loss" if args.strategy in ("independent", "baseline")
+                    "monitor": "each task's own validation loss" if REGISTRY[args.strategy].per_task_schedule
                     else "sum of the tasks' validation losses",
                     "data": "phantom" if args.data is None else str(args.data),
                     "prepared": {"train": str(train_p.root), "test": str(test_p.root)},
-                    "fold_records": fold_records},
+                    "fold_records": [f.record for f in folds]},
                    task_results, args.seed, source=source)
     write_json(out / "results.json", body)
-    _summary(out, args, body)
+    log.info("%s", evaluation.summary(out, args.strategy, args.tasks, body))
     discard_worker_folder(out, dist)
+    nonfinite = [w for f in folds for w in f.nonfinite]
     if nonfinite:
         log.error("training stopped on a non-finite loss (%s); the outputs are those of the restored weights",
                   "; ".join(nonfinite))
@@ -442,91 +402,34 @@ def run(args) -> int:
     return 0
 
 
-def _save_fold0(out: Path, norm, strategy: str, models: dict, specs, fold_test, test_rows, per_fold_probs) -> None:
+def _save_fold0(out: Path, norm, strategy: str, models: dict, specs, fold_test, test_rows, probs: dict) -> None:
     """Fold 0's model(s), the normaliser they were trained with, and the Grad-CAM figure."""
     atomic_write_text(out / "normalizer.json", norm.to_json())  # travels with the saved model(s)
-    if strategy == "baseline":
+    if not REGISTRY[strategy].shared:
         for name, m in models.items():
             save_model(m, out / f"model_{name}.keras")
     else:
         shared = keras.Model(models[specs[0].task.name].inputs, {n: m.output for n, m in models.items()})
         save_model(shared, out / "model.keras")
-    _grad_cam(out, specs, models, fold_test, test_rows, per_fold_probs)
-
-
-def _summary(out: Path, args, body: dict) -> None:
-    """A short per-task summary: the test metric beside the majority-class rate."""
-    lines = [f"{args.strategy} on {args.tasks} ({body['config']['folds']} fold(s), test = {ENSEMBLE}):"]
-    for t, r in body["tasks"].items():
-        m = r["metrics"]
-        if "iou" in m:
-            lines.append(f"  {t:<20} IoU {m['iou']:.3f}  Dice-F {m.get('f_score', float('nan')):.3f}")
-        elif "accuracy" in m:
-            lines.append(f"  {t:<20} accuracy {m['accuracy']:.3f} (majority class {m['majority_accuracy']:.3f})"
-                         + (f"  AUC {m['auc']:.3f}" if "auc" in m else ""))
-    counted = f" (with the {body['source']['role']})" if body.get("source") else ""
-    lines.append(f"  cost: {body['total_train_seconds']:.0f} s, {body['total_params']:,} parameters{counted}")
-    lines.append(f"  {out}: results.json, predictions_*.csv, model(s), normalizer.json, gradcam_*.png")
-    log.info("%s", "\n".join(lines))
-
-
-def _grad_cam(out, specs, models, prepared, test_rows, probs):
-    """Grad-CAM overlays for the first classification task (fold 0's model; paper 4.1.3), titled
-    with the true and the predicted class."""
-    cls = [s for s in specs if s.task.kind == "classification"]
-    if not cls:
-        return
-    s = cls[0]
-    model = models[s.task.name]
-    rows = test_rows[s.task.name].head(4)
-    layer = feature_layer(model)
-    if layer is None:  # (a baseline model wrapping a denoiser has no such top-level layer)
-        return
-    raw = np.stack([read_image(prepared.root / p) for p in rows.image])
-    x = prepared.normalizer(raw)[..., None].astype("float32")
-    heat = derive.grad_cam(model, x, layer)
-    p = probs[s.task.name][-1][: len(rows)]
-    classes = s.task.classes
-    titles = [f"true {t} / pred {classes[int(np.argmax(q))]} ({q.max():.2f})"
-              for t, q in zip(rows[s.label_column].astype(str), p)]
-    derive.overlay_png(out / f"gradcam_{s.task.name}.png", raw, heat, titles)
-
-
-def _recommendation(out, args, test_rows, probs, quality_on_flow):
-    """The echo recommendation (paper 4.2.3) from the fold ensembles of both heads."""
-    flow = np.mean(probs["flow"], axis=0)
-    q = np.mean(quality_on_flow, axis=0)
-    keep = derive.recommend(flow, q, flow=args.recommend_flow)
-    rec = pd.DataFrame({"id": test_rows["flow"]["id"].to_numpy(), "flow_pred": np.array(FLOW_CLASSES)[flow.argmax(1)],
-                        "p_good": q[:, 1], "recommended": keep})
-    atomic_write_text(out / "recommendation.csv", rec.to_csv(index=False))
+    evaluation.grad_cam_figure(out, specs, models, fold_test, test_rows, {t: [p] for t, p in probs.items()})
 
 
 # --------------------------------------------------------------------------- compare
 
 def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """The report's strategy tables for finished finetune runs (metrics with fold spread, McNemar
-    p-values for every pair, time and parameters beside the paper's) and the claims they
-    support; writes ``compare.md`` in ``out``. Other folders are skipped with a logged reason."""
-    runs = report.collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
-    text = "\n".join(report.strategy_tables(runs) + report.claims(runs))
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(out) / "compare.md", text)
-    return text
+    """``--compare``: :func:`ums_rep.report.compare_strategies` (kept here for the notebooks)."""
+    return report.compare_strategies(run_dirs, out, mix_presets)
+
+
+def _run_or_compare(args) -> int:
+    if args.compare:
+        print(compare(args.compare, args.out, args.mix_presets))
+        return 0
+    return run(args)  # (a bad --weights/--ratio JSON is a ValueError: one line)
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        if args.compare:
-            print(compare(args.compare, args.out, args.mix_presets))
-            return 0
-        return run(args)
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as e:
-        log.error("%s", e)
-        return 1
+    return run_cli(build_parser, _run_or_compare, argv, log)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from data_prep.cli import PRESETS as PRESET_NAMES, base_parser, default_out_dir, parse_early, setup_logging
+from data_prep.cli import PRESETS as PRESET_NAMES, base_parser, default_out_dir, parse_early, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +318,19 @@ def strategy_tables(runs) -> list:
     return lines
 
 
+def compare_strategies(run_dirs, out=None, mix_presets: bool = False) -> str:
+    """What ``finetune --compare`` prints: the strategy tables of finished finetune runs (metrics
+    with fold spread, McNemar p-values for every pair, time and parameters beside the paper's) and
+    the claims they support; writes ``compare.md`` in ``out``. Other folders are skipped with a
+    logged reason."""
+    runs = collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
+    text = "\n".join(strategy_tables(runs) + claims(runs))
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "compare.md", text)
+    return text
+
+
 def _verdict(diff: float, significant: bool) -> str:
     if not significant:
         return "not significant"
@@ -521,15 +534,12 @@ def to_html(text: str, base: Path) -> str:
            f"<style>{style}</style></head><body>{body}</body></html>\n"
 
 
+def _report(args) -> None:
+    build(args.runs, args.out or default_out_dir("report"), args.bench, args.mix_presets, args.preset)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        build(args.runs, args.out or default_out_dir("report"), args.bench, args.mix_presets, args.preset)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 1
-    return 0
+    return run_cli(build_parser, _report, argv, log)
 
 
 if __name__ == "__main__":
