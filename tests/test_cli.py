@@ -189,12 +189,13 @@ def test_the_package_cites_the_papers_not_files_users_lack():
 
 def test_constants_the_parsers_repeat_match_their_sources():
     """The light parsers name choices without importing TensorFlow; they must match the library."""
-    from data_prep import datasets, doppler, prepare, splits
+    from data_prep import datasets, doppler, egd, prepare, splits
     from data_prep.phantoms import __main__ as phantoms, layouts
     from mt_unet import model, train
     from ums_rep import backbones, finetune, strategies, tasks
-    assert finetune.ALL_STRATEGIES == strategies.STRATEGIES + ("baseline",)
+    assert finetune.ALL_STRATEGIES == tuple(strategies.REGISTRY)
     assert tasks.FLOW_CLASSES == backbones.FLOW_CLASSES == doppler.CLASSES
+    assert tasks.EYE_GAZE_CLASSES == egd.CLASSES == model.TASKS[model.DISEASE].classes
     assert train.VARIANTS == model.VARIANTS and set(train.MODELS) == set(model.models())
     assert set(prepare.DEFAULT_SPLIT) == set(datasets.DATASETS) and set(prepare.SPLITS) == set(splits.SPLIT_PRESETS)
     assert phantoms.LAYOUTS == layouts.LAYOUTS

@@ -12,8 +12,13 @@ touches and in the order of task batches:
 * ``independent`` — the encoder is frozen (its layers' ``trainable = False``, so batch norm runs
   in inference mode); each head is trained on its own task with its own optimizer.
 
-(The baseline — one separately initialised model per task — is a ``joint`` fit of one task on a
-model of its own; see :mod:`ums_rep.finetune`.)
+* ``baseline`` — no shared encoder: one model per task from random weights, each a ``joint``
+  fit of its one task (UMS-Rep's comparison, Tables 4, 6, 8, 10).
+
+Each strategy is one :class:`Strategy` entry of :data:`REGISTRY`, which declares all that makes it
+what it is (shared or separate models, frozen encoder, the batch order, one optimizer or one per
+task, one plateau rule or one per task); :func:`fit` and :mod:`ums_rep.finetune` read nothing
+else. A new strategy is a new entry (and a test).
 
 Where every task labels the *same* images (MT-UNet: one chest X-ray, its gaze map and its class),
 ``joint_model`` — one model with a dict of outputs keyed by task — replaces the per-task models
@@ -39,7 +44,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -54,7 +59,34 @@ from ums_rep.weighting import FixedWeights
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("independent", "alternating", "joint")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What one fine-tuning strategy declares (UMS-Rep Section 3.2.3).
+
+    ``shared``: heads on one copy of the pretrained encoder (False: one model per task from
+    random weights); ``freeze_encoder``: the shared encoder's layers are not trained; ``order``:
+    "joint" (every step one batch of every task, one optimizer on the weighted loss sum),
+    "alternating" (``ratio[t]`` batches of each task in turn, each task's own optimizer) or
+    "interleaved" (one batch of each task in turn, each task's own optimizer, no ratio);
+    ``per_task_schedule``: each task its own plateau / early-stop / best-epoch rule on its own
+    validation loss (else one rule on the sum)."""
+
+    name: str
+    order: str
+    shared: bool = True
+    freeze_encoder: bool = False
+    per_task_schedule: bool = False
+
+
+REGISTRY = {s.name: s for s in (
+    Strategy("independent", "interleaved", freeze_encoder=True, per_task_schedule=True),
+    Strategy("alternating", "alternating"),
+    Strategy("joint", "joint"),
+    Strategy("baseline", "joint", shared=False, per_task_schedule=True),
+)}
+STRATEGIES = tuple(n for n, s in REGISTRY.items() if s.shared)  # those training heads on a shared encoder
 
 
 class NonFiniteLossError(RuntimeError):
@@ -120,9 +152,10 @@ class Engine:
 
     def __init__(self, strategy_name: str, models: dict, tasks: dict, optimizers: dict,
                  weighting=None, dist=None, joint_model=None, jit_compile: bool = False):
-        if strategy_name not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy_name!r}; expected one of {STRATEGIES}")
-        if joint_model is not None and strategy_name != "joint":
+        if strategy_name not in REGISTRY:
+            raise ValueError(f"unknown strategy {strategy_name!r}; expected one of {tuple(REGISTRY)}")
+        self.order = REGISTRY[strategy_name].order
+        if joint_model is not None and self.order != "joint":
             raise ValueError(f"a multi-output joint_model needs the joint strategy, not {strategy_name!r}")
         self.name, self.models, self.tasks = strategy_name, models, tasks
         self.joint_model = joint_model
@@ -130,7 +163,7 @@ class Engine:
         self.dist = dist or tf.distribute.get_strategy()
         self.weighting = weighting or FixedWeights()
         self.n_replicas = self.dist.num_replicas_in_sync
-        if strategy_name == "joint":
+        if self.order == "joint":
             self.variables = {"joint": _unique([v for m in models.values() for v in m.trainable_variables]
                                                + list(getattr(self.weighting, "trainable_variables", [])))}
         else:
@@ -308,6 +341,10 @@ def _synchronized_batch_norm(dist, models):
 def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data, config: FitConfig, *,
         dist=None, joint_model=None, **kw) -> dict:
     dist = dist or tf.distribute.get_strategy()
+    if strategy_name not in REGISTRY:
+        raise ValueError(f"unknown strategy {strategy_name!r}; expected one of {tuple(REGISTRY)}")
+    if not REGISTRY[strategy_name].shared:
+        return _fit_separately(models, tasks, train_data, val_data, config, dist=dist, **kw)
     with _synchronized_batch_norm(dist, [*models.values(), *([joint_model] if joint_model is not None else [])]):
         return _fit(strategy_name, models, tasks, train_data, val_data, config, dist=dist, joint_model=joint_model,
                     **kw)
@@ -333,12 +370,7 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
     names = list(tasks)
     steps = {t: int(config.steps_per_epoch.get(t, 1)) for t in names}
     if optimizers is None:
-        with dist.scope():
-            if strategy_name == "joint":
-                first = tasks[names[0]]
-                optimizers = {"joint": make_optimizer(first.optimizer, first.learning_rate)}
-            else:
-                optimizers = {t: make_optimizer(tasks[t].optimizer, tasks[t].learning_rate) for t in names}
+        optimizers = _default_optimizers(strategy_name, tasks, dist)
     engine = Engine(strategy_name, models, tasks, optimizers, weighting, dist, joint_model, config.jit_compile)
     if joint_model is not None:
         steps = {"joint": int(config.steps_per_epoch.get("joint", max(steps.values())))}
@@ -346,134 +378,184 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
     else:
         iters = {t: iter(dist.experimental_distribute_dataset(train_data[t])) for t in names}
     weighting_vars = list(getattr(engine.weighting, "trainable_variables", []))
-    per_task = strategy_name == "independent"
-    if per_task:  # each task its own rule, optimizer and best epoch
-        rules = {t: _Rule([t], {t: optimizers[t]}, {t: models[t]}, config) for t in names}
-    else:  # σ are reset with the weights
-        rules = {"all": _Rule(names, optimizers, models, config, weighting_vars)}
-    history, seconds, stopped = [], {t: 0.0 for t in names}, {g: "epochs" for g in rules}
+    spec = REGISTRY[strategy_name]
+    per_task = spec.per_task_schedule  # each task its own rule, optimizer and best epoch
+    rules = ({t: _Rule([t], {t: optimizers[t]}, {t: models[t]}, config) for t in names} if per_task
+             else {"all": _Rule(names, optimizers, models, config, weighting_vars)})  # σ reset with the weights
+    run = {"history": [], "seconds": {t: 0.0 for t in names}, "stopped": {g: "epochs" for g in rules}}
     store = None
-
-    def result():
-        if config.restore_best:
-            for rule in rules.values():
-                rule.holder.restore_best()
-        out = {g: (r.schedule.best_epoch + 1, stopped[g], r.schedule.state()) for g, r in rules.items()}
-        if per_task:
-            return {"history": history, "seconds": seconds, "best_epoch": {g: o[0] for g, o in out.items()},
-                    "stopped": {g: o[1] for g, o in out.items()}, "schedule": {g: o[2] for g, o in out.items()}}
-        best, why, state = out["all"]
-        return {"history": history, "seconds": seconds, "best_epoch": best, "stopped": why, "schedule": state}
-
     if config.checkpoint_dir is not None:
         store = _Store(config.checkpoint_dir, models, optimizers,
                        weighting_vars + list(getattr(engine.weighting, "state_variables", [])), iters)
-        if config.resume and store.state is not None:
-            state = store.restore(rules)
-            history, seconds, stopped = state["history"], state["seconds"], state["stopped"]
-            for g, rule in rules.items():
-                rule.schedule.load_state(state["schedules"][g])
-                rule.stopped = state["rules_stopped"][g]
-                rule.apply_lr()
-            log.info("resumed from %s after epoch %d", config.checkpoint_dir, state["epoch"])
-            if state["finished"]:
-                return result()
-    first_epoch = len(history)
-    for epoch in range(first_epoch, config.epochs):
+        if config.resume and store.state is not None and _resume(store, rules, run, config):
+            return _result(rules, run, per_task, config)
+    for epoch in range(len(run["history"]), config.epochs):
         t0 = time.perf_counter()
         active = [t for t in names if not rules[t if per_task else "all"].stopped]
-        if strategy_name == "joint":
+        if spec.order == "joint":
             order = ["joint"] * max(steps.values())
         else:
-            order = alternating_schedule(active, config.ratio if strategy_name == "alternating" else {}, steps)
-        sums = {t: 0.0 for t in names}
-        counts = {t: 0 for t in names}
-        bar = tqdm(order, desc=f"{config.label or strategy_name} epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=not config.progress, leave=False)
-        nonfinite = None
-        for key in bar:
-            ts = time.perf_counter()
-            if key == "joint" and joint_model is not None:
-                losses = engine.step_fn("joint")(next(iters["joint"]))
-            elif key == "joint":
-                losses = engine.step_fn("joint")({t: next(iters[t]) for t in names})
-            else:
-                losses = engine.step_fn(key)(next(iters[key]))
-            bad = {t: float(v) for t, v in losses.items() if not math.isfinite(float(v))}
-            if bad:
-                for rule in rules.values():
-                    rule.holder.restore_best()
-                best = {g: r.schedule.best_epoch + 1 for g, r in rules.items()}
-                nonfinite = (f"non-finite {', '.join(f'{t} loss ({v})' for t, v in bad.items())} at epoch "
-                             f"{epoch + 1}; the best weights so far (epoch {best['all'] if 'all' in best else best}) "
-                             "have been restored")
-                if config.on_nonfinite == "raise":
-                    raise NonFiniteLossError(nonfinite)
-                log.error("%s", nonfinite)
-                break
-            for t, v in losses.items():
-                sums[t] += float(v)
-                counts[t] += 1
-            elapsed = time.perf_counter() - ts
-            if key == "joint":
-                for t in names:
-                    seconds[t] += elapsed / len(names)
-            else:
-                seconds[key] += elapsed
+            order = alternating_schedule(active, config.ratio if spec.order == "alternating" else {}, steps)
+        means, nonfinite = _train_epoch(engine, order, iters, names, joint_model, rules, run["seconds"], epoch,
+                                        config, f"{config.label or strategy_name} epoch {epoch + 1}/{config.epochs}")
         if nonfinite is not None:
-            stopped = {g: nonfinite for g in rules}
+            run["stopped"] = {g: nonfinite for g in rules}
             break
         if config.bn_images is not None:
             precise_batch_norm([*models.values(), *([joint_model] if joint_model is not None else [])],
                                config.bn_images, dist)
         val = engine.evaluate(val_data)
         total_val = float(sum(val.values()))  # the shared rule's value: unweighted sum of task losses
-        record = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "val_total": total_val,
-                  **{f"train_{t}": sums[t] / max(counts[t], 1) for t in names if counts[t]},
-                  **{f"val_{t}": v for t, v in val.items()}}
-        lrs = {k: v for rule in rules.values() for k, v in rule.lrs().items()}  # the rates this epoch trained with
-        record["lr"] = next(iter(lrs.values()))
-        if len(lrs) > 1:
-            record.update({f"lr_{k}": v for k, v in lrs.items()})
-        any_cut = any_reset = False
-        for g, rule in rules.items():
-            if rule.stopped:
-                continue
-            value = val[g] if per_task else total_val
-            action = rule.schedule.update(epoch, value)
-            if action["improved"]:
-                rule.holder.save_best()
-            if action["reset"]:
-                rule.holder.restore_best()
-            if action["cut"]:
-                rule.apply_lr()
-            any_cut |= action["cut"]
-            any_reset |= action["reset"]
-            if action["stop"]:
-                rule.stopped = True
-                stopped[g] = "non-finite validation loss" if not math.isfinite(value) else "early stopping"
+        record = _epoch_record(epoch, time.perf_counter() - t0, total_val, means, val, rules)
+        any_cut, any_reset = _schedule_step(rules, epoch, {g: val[g] if per_task else total_val for g in rules},
+                                            run["stopped"])
         if hasattr(engine.weighting, "values"):
             record.update(engine.weighting.values())  # what this epoch trained with
         # the weighting rule's epoch hook (a no-op by default; DWA computes the next epoch's weights)
         if hasattr(engine.weighting, "on_epoch_end"):
-            engine.weighting.on_epoch_end(epoch, {t: record[f"train_{t}"] for t in names if counts[t]})
+            engine.weighting.on_epoch_end(epoch, means)
         record["lr_cut"], record["reset"] = any_cut, any_reset
-        history.append(record)
+        run["history"].append(record)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                                                        if k.startswith(("train_", "val_", "lr"))
                                                        and not isinstance(v, bool)))
         done = all(r.stopped for r in rules.values())
         if store is not None:
             store.save(epoch + 1, rules, {
-                "history": history, "seconds": seconds, "stopped": stopped,
-                "schedules": {g: r.schedule.state() for g, r in rules.items()},
+                **run, "schedules": {g: r.schedule.state() for g, r in rules.items()},
                 "rules_stopped": {g: r.stopped for g, r in rules.items()},
                 "finished": done or epoch + 1 == config.epochs})
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
         if done:
             break
-    return result()
+    return _result(rules, run, per_task, config)
+
+
+def _fit_separately(models: dict, tasks: dict, train_data, val_data, config: FitConfig, *, dist, weighting=None,
+                    **kw) -> dict:
+    """The baseline: each task's own model a ``joint`` fit of that task alone (checkpoints in
+    ``checkpoint_dir/<task>``), returned keyed by task as ``independent``'s are."""
+    out = {"history": [], "seconds": {}, "best_epoch": {}, "stopped": {}, "schedule": {}}
+    for name in tasks:
+        cfg = config if config.checkpoint_dir is None else replace(config, checkpoint_dir=config.checkpoint_dir / name)
+        f = fit("joint", {name: models[name]}, {name: tasks[name]}, {name: train_data[name]}, {name: val_data[name]},
+                cfg, dist=dist, **kw)
+        out["history"] += [{"task": name, **h} for h in f["history"]]
+        out["seconds"][name] = f["seconds"][name]
+        for key in ("best_epoch", "stopped", "schedule"):
+            out[key][name] = f[key]
+    return out
+
+
+def _default_optimizers(strategy_name: str, tasks: dict, dist) -> dict:
+    """One optimizer for the joint sum (the first task's kind and rate), else one per task, each
+    with its own task's kind and learning rate."""
+    names = list(tasks)
+    with dist.scope():
+        if REGISTRY[strategy_name].order == "joint":
+            first = tasks[names[0]]
+            return {"joint": make_optimizer(first.optimizer, first.learning_rate)}
+        return {t: make_optimizer(tasks[t].optimizer, tasks[t].learning_rate) for t in names}
+
+
+def _epoch_record(epoch: int, seconds: float, total_val: float, means: dict, val: dict, rules: dict) -> dict:
+    """One epoch's history row: losses, and the learning rates it trained with (``lr``, and
+    ``lr_<group>`` for each where there are several)."""
+    record = {"epoch": epoch + 1, "seconds": seconds, "val_total": total_val,
+              **{f"train_{t}": v for t, v in means.items()}, **{f"val_{t}": v for t, v in val.items()}}
+    lrs = {k: v for rule in rules.values() for k, v in rule.lrs().items()}
+    record["lr"] = next(iter(lrs.values()))
+    if len(lrs) > 1:
+        record.update({f"lr_{k}": v for k, v in lrs.items()})
+    return record
+
+
+def _resume(store, rules: dict, run: dict, config: FitConfig) -> bool:
+    """Load the checkpoint into ``rules`` and ``run``; True when that run had finished."""
+    state = store.restore(rules)
+    run.update(history=state["history"], seconds=state["seconds"], stopped=state["stopped"])
+    for g, rule in rules.items():
+        rule.schedule.load_state(state["schedules"][g])
+        rule.stopped = state["rules_stopped"][g]
+        rule.apply_lr()
+    log.info("resumed from %s after epoch %d", config.checkpoint_dir, state["epoch"])
+    return bool(state["finished"])
+
+
+def _train_epoch(engine, order, iters, names, joint_model, rules, seconds: dict, epoch: int, config, desc: str):
+    """One epoch's training steps in ``order``: ``({task: mean training loss}, None)``, or, at a
+    non-finite loss, the best weights restored and ``(partial means, reason)`` (raised instead with
+    ``on_nonfinite="raise"``). Adds each step's time to ``seconds`` (a joint step split evenly)."""
+    sums, counts = {t: 0.0 for t in names}, {t: 0 for t in names}
+    nonfinite = None
+    for key in tqdm(order, desc=desc, unit="batch", disable=not config.progress, leave=False):
+        ts = time.perf_counter()
+        if key == "joint" and joint_model is not None:
+            losses = engine.step_fn("joint")(next(iters["joint"]))
+        elif key == "joint":
+            losses = engine.step_fn("joint")({t: next(iters[t]) for t in names})
+        else:
+            losses = engine.step_fn(key)(next(iters[key]))
+        bad = {t: float(v) for t, v in losses.items() if not math.isfinite(float(v))}
+        if bad:
+            for rule in rules.values():
+                rule.holder.restore_best()
+            best = {g: r.schedule.best_epoch + 1 for g, r in rules.items()}
+            nonfinite = (f"non-finite {', '.join(f'{t} loss ({v})' for t, v in bad.items())} at epoch "
+                         f"{epoch + 1}; the best weights so far (epoch {best['all'] if 'all' in best else best}) "
+                         "have been restored")
+            if config.on_nonfinite == "raise":
+                raise NonFiniteLossError(nonfinite)
+            log.error("%s", nonfinite)
+            break
+        for t, v in losses.items():
+            sums[t] += float(v)
+            counts[t] += 1
+        elapsed = time.perf_counter() - ts
+        if key == "joint":
+            for t in names:
+                seconds[t] += elapsed / len(names)
+        else:
+            seconds[key] += elapsed
+    return {t: sums[t] / max(counts[t], 1) for t in names if counts[t]}, nonfinite
+
+
+def _schedule_step(rules: dict, epoch: int, values: dict, stopped: dict) -> tuple[bool, bool]:
+    """Each running rule's plateau schedule on its validation value: keep the best weights, cut
+    the rate and reset to the best epoch, or stop (the reason goes to ``stopped``). Returns
+    whether any rule cut and whether any reset."""
+    any_cut = any_reset = False
+    for g, rule in rules.items():
+        if rule.stopped:
+            continue
+        action = rule.schedule.update(epoch, values[g])
+        if action["improved"]:
+            rule.holder.save_best()
+        if action["reset"]:
+            rule.holder.restore_best()
+        if action["cut"]:
+            rule.apply_lr()
+        any_cut |= action["cut"]
+        any_reset |= action["reset"]
+        if action["stop"]:
+            rule.stopped = True
+            stopped[g] = "non-finite validation loss" if not math.isfinite(values[g]) else "early stopping"
+    return any_cut, any_reset
+
+
+def _result(rules: dict, run: dict, per_task: bool, config: FitConfig) -> dict:
+    """What :func:`fit` returns, after restoring each rule's best weights (``restore_best``)."""
+    if config.restore_best:
+        for rule in rules.values():
+            rule.holder.restore_best()
+    out = {g: (r.schedule.best_epoch + 1, run["stopped"][g], r.schedule.state()) for g, r in rules.items()}
+    if per_task:
+        return {"history": run["history"], "seconds": run["seconds"], "best_epoch": {g: o[0] for g, o in out.items()},
+                "stopped": {g: o[1] for g, o in out.items()}, "schedule": {g: o[2] for g, o in out.items()}}
+    best, why, state = out["all"]
+    return {"history": run["history"], "seconds": run["seconds"], "best_epoch": best, "stopped": why,
+            "schedule": state}
 
 
 fit.__doc__ = _fit.__doc__

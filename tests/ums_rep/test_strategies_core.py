@@ -78,3 +78,41 @@ def test_checkpoint_written_every_epoch(tmp_path):
     assert int(epoch) == 3
     for a, b in zip(model.weights, fresh.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _two_tasks():
+    """Two reconstruction tasks on two small models (no shared layers)."""
+    tasks = {t: Task(t, "reconstruction", optimizer="adam", learning_rate=lr) for t, lr in (("a", 1e-2), ("b", 1e-3))}
+    ds = _regression_data()
+    return ({t: _model() for t in tasks}, tasks, {t: ds.repeat().batch(16, drop_remainder=True) for t in tasks},
+            {t: ds.batch(16) for t in tasks})
+
+
+def test_a_strategy_added_to_the_registry_trains_without_touching_the_loop(monkeypatch, tmp_path):
+    """One file declares a strategy: a registry entry, here "round-robin, one rule" (interleaved
+    batches like independent, one plateau rule on the sum like alternating), is all fit needs."""
+    from ums_rep import strategies
+    monkeypatch.setitem(strategies.REGISTRY, "round-robin", strategies.Strategy("round-robin", "interleaved"))
+    keras.utils.set_random_seed(0)
+    models, tasks, trains, vals = _two_tasks()
+    fitted = fit("round-robin", models, tasks, trains, vals,
+                 FitConfig(epochs=2, steps_per_epoch={"a": 2, "b": 2}, progress=False))
+    assert isinstance(fitted["best_epoch"], int)  # one rule on the sum of the validation losses
+    h = fitted["history"][0]
+    assert {"train_a", "train_b"} <= set(h) and h["lr_a"] == pytest.approx(1e-2) and h["lr_b"] == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        fit("nope", models, tasks, trains, vals, FitConfig(epochs=1, progress=False))
+
+
+def test_the_baseline_fits_each_model_alone_with_its_own_checkpoints(tmp_path):
+    """The registry's non-shared entry: one joint fit per task, its own rule and checkpoint folder."""
+    keras.utils.set_random_seed(0)
+    models, tasks, trains, vals = _two_tasks()
+    before = {t: [w.numpy().copy() for w in m.weights] for t, m in models.items()}
+    fitted = fit("baseline", models, tasks, trains, vals,
+                 FitConfig(epochs=2, steps_per_epoch={"a": 2, "b": 2}, progress=False, checkpoint_dir=tmp_path))
+    assert set(fitted["best_epoch"]) == set(fitted["stopped"]) == {"a", "b"}
+    assert [h["task"] for h in fitted["history"]] == ["a", "a", "b", "b"]
+    assert {p.name for p in tmp_path.iterdir()} == {"a", "b"}
+    assert all(not np.allclose(b, w.numpy()) for t, m in models.items() for b, w in zip(before[t], m.weights)
+               if w.trainable)
