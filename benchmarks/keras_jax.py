@@ -36,7 +36,7 @@ import logging  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 
-from benchmarks.run import (BENCH, _batch, _median_time, _model_and_task, add_common_options,  # noqa: E402
+from benchmarks.run import (BENCH, synthetic_batch, median_time, case_models, add_common_options,  # noqa: E402
                             case_size, child_result, write_report)
 
 log = logging.getLogger("benchmarks.keras_jax")
@@ -51,7 +51,7 @@ def matmul_tflops(dtype: str, n: int, repeats: int) -> float:
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     f = jax.jit(lambda a, b: jnp.matmul(a, b))
-    return 2 * n ** 3 / _median_time(lambda: f(a, b).block_until_ready(), repeats, warmup=2) / 1e12
+    return 2 * n ** 3 / median_time(lambda: f(a, b).block_until_ready(), repeats, warmup=2) / 1e12
 
 
 def _loss(tasks):
@@ -118,11 +118,11 @@ def train_case(case: str, batch: int, quick: bool, steps: int, repeats: int, pol
             keras.backend.clear_session()
             keras.mixed_precision.set_global_policy(policy)
             keras.utils.set_random_seed(0)
-            models, tasks, joint = _model_and_task(case, shape, base)
+            models, tasks, joint = case_models(case, shape, base)
             model = joint if joint is not None else next(iter(models.values()))
             optimizer = type(keras.optimizers.get(next(iter(tasks.values())).optimizer))(learning_rate=1e-4)
             out.setdefault("params", int(model.count_params()))
-            x, targets = _batch(case, shape, batch, tasks)
+            x, targets = synthetic_batch(case, shape, batch, tasks)
             y = {n: targets[t.target] for n, t in tasks.items()}
             if mode == "fit":
                 xs = x.repeat(steps, axis=0)
@@ -147,7 +147,7 @@ def train_case(case: str, batch: int, quick: bool, steps: int, repeats: int, pol
                     for _ in range(steps):
                         loss, state[0] = step(state[0], xd, yd)
                     loss.block_until_ready()
-            seconds = _median_time(run, repeats, warmup=1)
+            seconds = median_time(run, repeats, warmup=1)
             out["modes"][f"{mode}, {policy}"] = {"images_per_s": batch * steps / seconds, "step_s": seconds / steps}
             log.info("%s b%d %s %s: %.1f images/s", case, batch, mode, policy, batch * steps / seconds)
     keras.mixed_precision.set_global_policy("float32")

@@ -71,7 +71,7 @@ BENCH = "BENCH "  # a child process's result line: this prefix, then JSON
 
 # --------------------------------------------------------------------------- helpers
 
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -121,7 +121,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> fl
     a = tf.cast(tf.random.normal((n, n)), dtype)
     b = tf.cast(tf.random.normal((n, n)), dtype)
     f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    seconds = _median_time(lambda: f().numpy(), repeats, warmup=2)
+    seconds = median_time(lambda: f().numpy(), repeats, warmup=2)
     return 2 * n ** 3 / seconds / 1e9
 
 
@@ -155,7 +155,7 @@ def case_size(case: str, quick: bool):
     return tuple(shape), batch, base
 
 
-def _model_and_task(case: str, shape, base=None):
+def case_models(case: str, shape, base=None):
     """A model and its training task for a benchmark case."""
     from ums_rep.backbones import FLOW_CLASSES, cdae, echo_encoder
     from ums_rep.tasks import Task
@@ -169,7 +169,7 @@ def _model_and_task(case: str, shape, base=None):
     return {"model": net}, {t: TASKS[t] for t in tasks}, net
 
 
-def _batch(case, shape, batch, tasks):
+def synthetic_batch(case, shape, batch, tasks):
     import numpy as np
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, *shape, 1)).astype("float32")
@@ -202,7 +202,7 @@ def count_train_flops(models, tasks, joint, x, y) -> float:
     return float(model_analyzer.profile(graph=concrete.graph, options=opts).total_float_ops)
 
 
-def _convs(models):
+def conv_layers(models):
     """Each Conv2D of the models, and whether a training step needs its input gradient (the first
     layer needs none: 2 of the 3 convolution passes)."""
     import keras
@@ -227,7 +227,7 @@ def conv_ceiling(models, batch: int, repeats: int) -> dict:
     """
     import tensorflow as tf
     seconds = flops = 0.0
-    for layer, grad_x in _convs(models):
+    for layer, grad_x in conv_layers(models):
         x = tf.random.normal((batch, *layer.input.shape[1:]))
         kernel = tf.Variable(tf.convert_to_tensor(layer.kernel))
 
@@ -240,7 +240,7 @@ def conv_ceiling(models, batch: int, repeats: int) -> dict:
             return tape.gradient(loss, [x, kernel] if grad_x else [kernel])
 
         flops += conv_train_flops(layer, batch, grad_x)
-        seconds += _median_time(lambda: float(tf.reduce_sum(step(x)[-1])), repeats)
+        seconds += median_time(lambda: float(tf.reduce_sum(step(x)[-1])), repeats)
     return {"seconds_per_step": seconds, "flops_per_step": flops}
 
 
@@ -263,8 +263,8 @@ def train_case(case: str, quick: bool, steps: int, repeats: int, mixed: bool = F
         keras.backend.clear_session()
         keras.mixed_precision.set_global_policy(mixed_policy if mode.endswith("mixed") else "float32")
         keras.utils.set_random_seed(0)
-        models, tasks, joint = _model_and_task(case, shape, base)
-        x, y = _batch(case, shape, batch, tasks)
+        models, tasks, joint = case_models(case, shape, base)
+        x, y = synthetic_batch(case, shape, batch, tasks)
         if "flops_per_step" not in out:
             out["flops_per_step"] = count_train_flops(models, tasks, joint, x, y)
             out["params"] = int(sum(m.count_params() for m in models.values()))
@@ -291,7 +291,7 @@ def train_case(case: str, quick: bool, steps: int, repeats: int, mixed: bool = F
                 for _ in range(steps):
                     losses = step(batches())
                 float(next(iter(losses.values())))  # wait for the device
-        seconds = _median_time(run, repeats, warmup=1)
+        seconds = median_time(run, repeats, warmup=1)
         out["modes"][mode] = {"images_per_s": batch * steps / seconds, "step_s": seconds / steps}
     keras.mixed_precision.set_global_policy("float32")
     # the last mode's models give the layer shapes; the timed convolutions are float32 in any policy
@@ -308,7 +308,7 @@ def input_pipeline(quick: bool, repeats: int) -> dict:
     p = prepared_data("rsna", None, size=size, phantom_n=40 if quick else 300, phantom_size=size, progress=False)
     rows = p.rows()
     ds = make_dataset(p, rows, batch_size=16, cache=False)
-    seconds = _median_time(lambda: [None for _ in ds], repeats, warmup=1)
+    seconds = median_time(lambda: [None for _ in ds], repeats, warmup=1)
     return {"images": len(rows), "side": size, "images_per_s": len(rows) / seconds}
 
 
@@ -468,8 +468,8 @@ def latency(set_name: str, size: int, repeats: int) -> dict:
     denoiser = fresh_backbone(backbone) if sdef["modality"] == "cxr" else None  # the baseline's, run first
     separate = [baseline_model(backbone, sdef["modality"], s, denoiser=denoiser) for s in sdef["tasks"]]
     x = np.random.default_rng(0).normal(size=(16, size, size, 1)).astype("float32")
-    shared_s = _median_time(lambda: shared.predict_on_batch(x), repeats, warmup=2)
-    separate_s = _median_time(lambda: [m.predict_on_batch(x) for m in separate], repeats, warmup=2)
+    shared_s = median_time(lambda: shared.predict_on_batch(x), repeats, warmup=2)
+    separate_s = median_time(lambda: [m.predict_on_batch(x) for m in separate], repeats, warmup=2)
     return {"set": set_name, "side": size, "shared_ms": shared_s * 1e3, "separate_ms": separate_s * 1e3,
             "ratio": shared_s / separate_s}
 

@@ -111,6 +111,20 @@ class _DropRetracing(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
+def run_cli(build_parser, run, argv, log: logging.Logger, errors=(ValueError, FileNotFoundError)) -> int:
+    """Every command's ``main(argv)``: parse, set up logging, ``run(args)``; an error the input
+    explains (a ``ValueError`` such as a bad file or argument, a missing file) becomes one logged
+    line on ``log`` and exit status 1 instead of a traceback. ``run`` returning None means 0."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        status = run(args)
+    except errors as e:
+        log.error("%s", e)
+        return 1
+    return 0 if status is None else int(status)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Configure the root logger: ``time LEVEL name: message`` on stderr (left alone where a
     handler is already installed, e.g. by pytest or an embedding application). Unless

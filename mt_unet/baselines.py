@@ -28,8 +28,8 @@ import keras
 from keras import layers
 
 from ums_rep.heads import SpatialSoftmax
+from ums_rep.tasks import DISEASE, SALIENCY
 
-SALIENCY, DISEASE = "saliency", "disease"
 VGG_BLOCKS = (2, 2, 3, 3, 3)
 
 

@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from data_prep.cli import PRESETS, base_parser, parse_early, setup_logging
+from data_prep.cli import PRESETS, base_parser, parse_early, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,16 +42,13 @@ from mt_unet.scoring import evaluate_saved  # noqa: E402
 log = logging.getLogger("mt_unet.evaluate")
 
 
+def _evaluate(args) -> None:
+    evaluate_saved(args.model, args.out, split=args.split, batch=args.batch, preset=args.preset, data=args.data,
+                   seed=args.seed)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        evaluate_saved(args.model, args.out, split=args.split, batch=args.batch, preset=args.preset,
-                       data=args.data, seed=args.seed)
-    except (ValueError, FileNotFoundError) as e:  # ModelFileError, RunFolderError, a preset that does not fit
-        log.error("%s", e)
-        return 1
-    return 0
+    return run_cli(build_parser, _evaluate, argv, log)  # ModelFileError, RunFolderError, a wrong preset: one line
 
 
 if __name__ == "__main__":

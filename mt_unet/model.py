@@ -21,14 +21,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from data_prep.egd import CLASSES
 from mt_unet import baselines
 from ums_rep.heads import classification_head, saliency_head
 from ums_rep.layers import BatchNorm
-from ums_rep.tasks import Task
+from ums_rep.tasks import DISEASE, EYE_GAZE_TASKS, SALIENCY
 
-SALIENCY, DISEASE = "saliency", "disease"
-TASKS = {SALIENCY: Task(SALIENCY, "saliency"), DISEASE: Task(DISEASE, "classification", classes=CLASSES)}
+TASKS = EYE_GAZE_TASKS  # saliency and disease (ums_rep.tasks: where ums_rep.inference finds them too)
 VARIANTS = ("full", "bottleneck", "top")
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
 BN_MOMENTUM = 0.9

@@ -39,7 +39,7 @@ def test_keras_jax_harness_builds_the_same_models_and_counts_their_flops(tmp_pat
     import subprocess
     import sys
 
-    from benchmarks.run import _convs, _model_and_task, conv_train_flops
+    from benchmarks.run import conv_layers, case_models, conv_train_flops
     out = tmp_path / "jax.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks.keras_jax", "--quick", "--cases", "echo",
                            "--policies", "mixed_bfloat16", "--repeats", "1", "--steps", "1",
@@ -52,13 +52,13 @@ def test_keras_jax_harness_builds_the_same_models_and_counts_their_flops(tmp_pat
     # float32 is left out for time: the mixed policy runs every path float32 does, plus the casts
     assert set(t["modes"]) == {"fit, mixed_bfloat16", "jit step, mixed_bfloat16"}
     assert all(m["images_per_s"] > 0 for m in t["modes"].values())
-    models, tasks, joint = _model_and_task("echo", tuple(t["input"]))
+    models, tasks, joint = case_models("echo", tuple(t["input"]))
     assert t["params"] == models["flow"].count_params()  # the same architecture on both backends
     # XLA counts the convolutions' multiply-adds without the taps that land in the zero padding,
     # which the hand count includes, plus the rest of the step (bias, activations, the dense head,
     # the loss, the optimizer). XLA / hand count measured: 0.87 at 64 px (dilations reach far into
     # the padding at this size), 0.97 for the echo encoder and 0.99 for the CDAE at 256 px
-    convs = sum(conv_train_flops(layer, t["batch"], grad_x) for layer, grad_x in _convs(models))
+    convs = sum(conv_train_flops(layer, t["batch"], grad_x) for layer, grad_x in conv_layers(models))
     assert 0.8 * convs < t["flops_per_step"] < 1.2 * convs, (t["flops_per_step"], convs)
     assert "jit step" in (tmp_path / "j.md").read_text()
 

@@ -31,10 +31,10 @@ from keras import layers
 
 from ums_rep.heads import classification_head
 from ums_rep.layers import conv_bn_relu, decoder
+from ums_rep.tasks import FLOW_CLASSES
 
 CDAE_FILTERS = (32, 64, 128, 256)
 ECHO_FILTERS = (32, 64, 64, 128, 128, 128)
-FLOW_CLASSES = ("MV", "MA", "TR")
 
 FEATURES = {
     # the encoder's deepest features (where classification heads attach)

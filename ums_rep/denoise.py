@@ -29,7 +29,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from data_prep.cli import base_parser, describe, parse_early, setup_logging
+from data_prep.cli import base_parser, describe, parse_early, run_cli
 
 log = logging.getLogger("ums_rep.denoise")
 
@@ -55,26 +55,20 @@ parse_early(__name__, build_parser)  # python -m: --help and usage errors answer
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as e:  # RunFolderError, ModelFileError, ImageReadError are ValueErrors
-        log.error("%s", e)
-        return 1
+    return run_cli(build_parser, run, argv, log)  # RunFolderError, ModelFileError, ImageReadError: one line
 
 
 def run(args) -> int:
     from ums_rep.denoising import OVERLAP, check_noise, denoise_files, denoiser, pipe_table
-    from ums_rep.inference import Predictor, image_files
-    from ums_rep.runs import run_dir, save_args, write_json
+    from ums_rep.inference import Predictor, image_files, output_folder
+    from ums_rep.runs import save_args, write_json
 
     if args.noise:
         check_noise(args.noise)
     paths = image_files(args.images)
     predictor = Predictor.from_run(args.model, gradcam=False)
     denoiser(predictor)
-    out = _out_dir(args.out, run_dir)
+    out = output_folder(args.out, "denoise", COMMAND)
     args.command = COMMAND
     save_args(args, out)
     table, failures = denoise_files(predictor, paths, out, args.mode, args.noise, args.seed)
@@ -91,13 +85,6 @@ def run(args) -> int:
         log.info("quality against the clean image (%s):\n%s", out / "quality.csv", pipe_table(table[cols]))
     log.info("wrote %s: %d image(s) denoised%s", out, n, f", {len(failures)} could not be read" if failures else "")
     return 1 if failures else 0
-
-
-def _out_dir(out, run_dir) -> Path:
-    """``--out``: new, or an earlier denoise output (reused); another command's folder is refused."""
-    from ums_rep.inference import run_command
-    own = out is not None and Path(out).is_dir() and run_command(Path(out)) == COMMAND
-    return run_dir(out, "denoise", COMMAND, resume=own)
 
 
 if __name__ == "__main__":

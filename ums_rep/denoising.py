@@ -27,8 +27,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import tensorflow as tf
 
 from data_prep.io import atomic_write_text
+from data_prep.noise import NOISE_LEVELS, apply
+from ums_rep import metrics
+from ums_rep.inference import gray8, read_images, unique_stem, write_png
 from ums_rep.runs import ModelFileError
 
 log = logging.getLogger("ums_rep.denoising")
@@ -70,9 +75,6 @@ def noise_seed(seed: int, name: str) -> tuple:
 def add_noise(image: np.ndarray, level: str, seed) -> np.ndarray:
     """``data_prep.noise.apply(image, level)`` with the stateless seed pair ``seed``: the same
     seed gives the same noise. ``level``: ``gaussian<σ>`` (σ on the 0–255 scale) or ``poisson``."""
-    import tensorflow as tf
-
-    from data_prep.noise import apply
     x = tf.convert_to_tensor(np.asarray(image, np.float32))
     return apply(x, level, seed=tf.constant(seed, tf.int64)).numpy()
 
@@ -81,7 +83,6 @@ def check_noise(level: str) -> str:
     """``level`` if ``data_prep.noise.apply`` knows it, else ``ValueError`` (one line)."""
     if level == "poisson" or (level.startswith("gaussian") and level[8:].isdigit() and 0 < int(level[8:]) <= 255):
         return level
-    from data_prep.noise import NOISE_LEVELS
     raise ValueError(f"--noise {level}: unknown noise; expected gaussian<σ> (σ on the 0-255 scale, e.g. "
                      f"{', '.join(NOISE_LEVELS[:-1])}) or poisson")
 
@@ -189,7 +190,6 @@ def score(clean: np.ndarray, outputs: dict) -> list:
     """One row per output (``{method: image}``, each the clean image's shape): PSNR, SSIM and
     MS-SSIM against ``clean`` (:func:`ums_rep.metrics.image_quality`), and the PSNR gain over
     the ``noisy`` row where there is one."""
-    from ums_rep import metrics
     rows = []
     for method, img in outputs.items():
         q = metrics.image_quality(np.asarray(clean, np.float32)[None], np.asarray(img, np.float32)[None])
@@ -243,9 +243,6 @@ def denoise_files(predictor, paths, out, mode: str = "model", noise: str | None 
     size), with ``noise`` also ``<stem>_noisy.png`` (the noisy input, at the original size) and
     ``quality.csv`` (one row per image and method). An image that cannot be read is logged (one
     line) and skipped. Returns ``(quality table or None, failures [(path, message)])``."""
-    import pandas as pd
-
-    from ums_rep.inference import gray8, read_images, unique_stem, write_png
     denoiser(predictor)
     out = Path(out)
     if noise:

@@ -13,6 +13,8 @@ import tensorflow as tf
 
 import keras
 
+from ums_rep.tasks import FLOW_CLASSES
+
 
 def grad_cam(model: keras.Model, images, layer_name: str, class_index=None) -> np.ndarray:
     """Heatmaps (N, H, W) in [0, 1] for a classification model's winning (or given) class."""
@@ -52,7 +54,7 @@ def overlay_png(path, images, heatmaps, titles=None) -> None:
     plt.close(fig)
 
 
-def recommend(flow_probs, quality_probs, flow_classes=("MV", "MA", "TR"), quality_classes=("low", "good"),
+def recommend(flow_probs, quality_probs, flow_classes=FLOW_CLASSES, quality_classes=("low", "good"),
               flow: str = "TR", min_quality: float = 0.5) -> np.ndarray:
     """Boolean per image: predicted flow is ``flow`` and P(good quality) ≥ ``min_quality``."""
     if flow not in flow_classes:

@@ -37,11 +37,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 import keras
-from data_prep.io import ImageReadError, atomic_write_bytes, read_image
+from data_prep.io import ImageReadError, atomic_write_bytes, atomic_write_text, read_image
 from data_prep.transforms import Letterbox, MeanNormalizer, resize
-from ums_rep.runs import ModelFileError, RunFolderError, load_model
+from ums_rep.derive import grad_cam
+from ums_rep.models import feature_layer
+from ums_rep.runs import ModelFileError, RunFolderError, load_model, run_dir
+from ums_rep.tasks import EYE_GAZE_TASKS, FLOW_CLASSES, TASK_SETS, Task
 
 log = logging.getLogger("ums_rep.inference")
 
@@ -109,7 +113,6 @@ class Prediction:
 
 
 def _feature_layer(model: keras.Model) -> str | None:
-    from ums_rep.models import feature_layer
     name = feature_layer(model)
     if name is None and any(layer.name == MT_UNET_FEATURES for layer in model.layers):
         name = MT_UNET_FEATURES
@@ -138,6 +141,13 @@ def _read_json(path: Path) -> dict:
     if not isinstance(body, dict):
         raise RunFolderError(f"{path}: not a JSON object")
     return body
+
+
+def output_folder(out, name: str, command: str) -> Path:
+    """``--out`` of ``command`` (predict, denoise): a new folder (default ``runs/<name>-<time>``) or
+    an earlier output of the same command (reused); another command's run folder is refused."""
+    own = out is not None and Path(out).is_dir() and run_command(Path(out)) == command
+    return run_dir(out, name, command, resume=own)
 
 
 def run_command(folder: Path) -> str | None:
@@ -209,7 +219,6 @@ def _check_output(head: Head, path: Path) -> None:
 
 
 def _finetune_heads(run: Path, model_file: Path | None) -> list:
-    from ums_rep.tasks import TASK_SETS
     set_name = _read_json(run / "args.json").get("tasks") if (run / "args.json").is_file() else None
     if set_name is None and (run / "results.json").is_file():
         set_name = _read_json(run / "results.json").get("config", {}).get("tasks")
@@ -238,8 +247,6 @@ def _finetune_heads(run: Path, model_file: Path | None) -> list:
 
 
 def _pretrain_heads(run: Path, model_file: Path | None) -> list:
-    from ums_rep.backbones import FLOW_CLASSES
-    from ums_rep.tasks import Task
     backbone = _read_json(run / "args.json").get("backbone") if (run / "args.json").is_file() else None
     f = model_file or run / "model.keras"
     model = load_model(f, expect="encoder")
@@ -251,7 +258,6 @@ def _pretrain_heads(run: Path, model_file: Path | None) -> list:
 
 
 def _mt_unet_heads(run: Path, model_file: Path | None, given: Path) -> list:
-    from mt_unet.model import TASKS
     if model_file is None:
         if (given / "model.keras").exists():
             model_file = given / "model.keras"
@@ -264,7 +270,7 @@ def _mt_unet_heads(run: Path, model_file: Path | None, given: Path) -> list:
                 log.info("%s: %d seeds' models; using %s (give --model %s for another)", run, len(seeds),
                          model_file.parent.name, run / "seed<k>")
     model = load_model(model_file, expect="mt_unet")
-    return [Head(TASKS[k], model, k, file=model_file) for k in model.output if k in TASKS]
+    return [Head(EYE_GAZE_TASKS[k], model, k, file=model_file) for k in model.output if k in EYE_GAZE_TASKS]
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -347,7 +353,6 @@ class Predictor:
             if kind == "classification":
                 pred.probs[name] = out.astype(np.float64)
                 if h.cam is not None:
-                    from ums_rep.derive import grad_cam
                     heat = grad_cam(h.cam[0], x, h.cam[1])[0]
                     pred.gradcam[name] = np.clip(self.geometry.back(heat, image.shape, lb), 0, 1)
             elif kind == "segmentation":
@@ -489,9 +494,6 @@ def predict_files(predictor: Predictor, paths, out) -> tuple:
     """Predict every image of ``paths``, writing the PNGs and ``predictions.csv`` under ``out``.
     An image that cannot be read is logged (one line) and skipped. Returns ``(table,
     failures)``: the predictions.csv rows (a DataFrame) and ``[(path, message)]``."""
-    import pandas as pd
-
-    from data_prep.io import atomic_write_text
     out = Path(out)
     tasks = {t.name: t for t in predictor.tasks}
     rows, failures, used = [], [], set()

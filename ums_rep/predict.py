@@ -25,12 +25,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from data_prep.cli import base_parser, setup_logging
+from data_prep.cli import base_parser, run_cli
 
 log = logging.getLogger("ums_rep.predict")
 
 
-def main(argv=None) -> int:
+def build_parser():
     parser = base_parser("python -m ums_rep.predict", "Run a trained model (a finetune, pretrain or mt_unet.train "
                          "run folder) on your own images.", data=False, preset=False)
     parser.add_argument("--model", type=Path, required=True, metavar="RUN_DIR",
@@ -39,22 +39,20 @@ def main(argv=None) -> int:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
                         help="DICOM/PNG/JPEG/TIFF/BMP files, or folders: every image file directly inside")
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heatmaps")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as e:  # RunFolderError, ModelFileError, ImageReadError are ValueErrors
-        log.error("%s", e)
-        return 1
+    return parser
+
+
+def main(argv=None) -> int:
+    return run_cli(build_parser, run, argv, log)  # RunFolderError, ModelFileError, ImageReadError: one line
 
 
 def run(args) -> int:
-    from ums_rep.inference import Predictor, image_files, predict_files
-    from ums_rep.runs import run_dir, save_args, write_json
+    from ums_rep.inference import Predictor, image_files, output_folder, predict_files
+    from ums_rep.runs import save_args, write_json
 
     paths = image_files(args.images)
     predictor = Predictor.from_run(args.model, gradcam=not args.no_gradcam)
-    out = _out_dir(args.out, run_dir)
+    out = output_folder(args.out, "predict", "ums_rep.predict")
     args.command = "ums_rep.predict"
     save_args(args, out)
     table, failures = predict_files(predictor, paths, out)
@@ -68,13 +66,6 @@ def run(args) -> int:
     log.info("wrote %s: %d image(s) predicted%s", out, len(table),
              f", {len(failures)} could not be read" if failures else "")
     return 1 if failures else 0
-
-
-def _out_dir(out, run_dir) -> Path:
-    """``--out``: new, or an earlier predict output (reused); another command's folder is refused."""
-    from ums_rep.inference import run_command
-    own = out is not None and Path(out).is_dir() and run_command(Path(out)) == "ums_rep.predict"
-    return run_dir(out, "predict", "ums_rep.predict", resume=own)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # This module is data: it imports neither TensorFlow nor pandas/scikit-learn at load time, so the
 # commands' --help can list the task sets (the losses and the fold assignment load when used).
-FLOW_CLASSES = ("MV", "MA", "TR")  # Doppler flow types (data_prep.doppler.CLASSES, ums_rep.backbones)
+FLOW_CLASSES = ("MV", "MA", "TR")  # Doppler flow types; data_prep.doppler.CLASSES (pandas-free here: --help)
 
 KIND_LOSS = {"classification": "cce", "segmentation": "bce_dice", "reconstruction": "mse", "saliency": "kld"}
 KIND_TARGET = {"classification": "label", "segmentation": "mask", "reconstruction": "clean", "saliency": "saliency"}
@@ -61,6 +61,13 @@ class Spec:
     task: Task
     select: Callable  # manifest rows -> the rows this task trains and tests on
     label_column: str = "label"
+
+
+# MT-UNet's two tasks on the eye-gaze data (Section 3): the gaze saliency map and the disease class
+SALIENCY, DISEASE = "saliency", "disease"
+EYE_GAZE_CLASSES = ("Normal", "CHF", "pneumonia")  # data_prep.egd.CLASSES (pandas-free here: --help)
+EYE_GAZE_TASKS = {SALIENCY: Task(SALIENCY, "saliency"),
+                  DISEASE: Task(DISEASE, "classification", classes=EYE_GAZE_CLASSES)}
 
 
 def _cls(name, classes, column="label", optimizer="sgd", lr=1e-2):

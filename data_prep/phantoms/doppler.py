@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-FLOW_TYPES = ("MV", "MA", "TR")
+from data_prep.doppler import CLASSES  # the flow types, as the loader names them
+
+FLOW_TYPES = CLASSES
 QUALITIES = ("good", "low")
 DEFECTS = ("noise", "dropout", "saturation", "aliasing")
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from data_prep.cli import worker_pool
 from data_prep.io import atomic_directory
 from data_prep.phantoms.cxr import render_cxr
-from data_prep.phantoms.doppler import render_doppler
+from data_prep.phantoms.doppler import FLOW_TYPES, render_doppler
 from data_prep.egd import Display
 from data_prep.phantoms.gaze import raw_samples, regions_of, simulate_fixations
 
@@ -297,7 +297,7 @@ def _plan(layout: str, n: int, seed: int) -> list:
         owner = rng.permutation(np.concatenate([np.arange(n_patients), rng.integers(0, n_patients, n - n_patients)]))
         for i in range(n):  # every patient has at least one strip
             specs.append({"i": i, "patient_id": patients[int(owner[i])],
-                          "flow_type": str(rng.choice(["MV", "MA", "TR"], p=[855 / 2444, 490 / 2444, 1099 / 2444])),
+                          "flow_type": str(rng.choice(list(FLOW_TYPES), p=[855 / 2444, 490 / 2444, 1099 / 2444])),
                           "true_quality": "good" if rng.random() < 0.6 else "low",
                           "quality_assessed": bool(rng.random() < 814 / 2444)})
     else:

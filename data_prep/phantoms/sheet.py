@@ -9,7 +9,7 @@ import numpy as np
 
 from data_prep.io import atomic_write_bytes
 from data_prep.phantoms.cxr import render_cxr
-from data_prep.phantoms.doppler import DEFECTS, render_doppler
+from data_prep.phantoms.doppler import DEFECTS, FLOW_TYPES, render_doppler
 from data_prep.phantoms.gaze import regions_of, simulate_fixations
 
 
@@ -84,7 +84,7 @@ def contact_sheet(out, seed: int = 0, size: int = 256, real=None) -> Path:
     _contour(axes[1, 4], ph.finding_mask, "red")
     axes[1, 4].set_title("Kermany-style pediatric, bacterial")
 
-    for ax, flow in zip(axes[2], ["MV", "MA", "TR"]):
+    for ax, flow in zip(axes[2], FLOW_TYPES):
         ph = render_doppler(next(seeds), (size, size), flow, "good")
         ax.imshow(ph.image, cmap="gray", vmin=0, vmax=1)
         _contour(ax, ph.envelope_mask, "lime")
