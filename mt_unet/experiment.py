@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import keras
@@ -21,7 +20,7 @@ from mt_unet.model import DISEASE, SALIENCY, TASKS, build
 from mt_unet.schedule import fit_config_kwargs
 from ums_rep import presets
 from ums_rep.precision import clear_session, set_precision
-from ums_rep.report import collect
+from ums_rep.report import MT_UNET_METRICS, mt_unet_compare
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, results, resume_args, run_dir, save_args,
                           save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
@@ -29,8 +28,6 @@ from ums_rep.weighting import FixedWeights, get as get_weighting, mtl
 
 log = logging.getLogger("mt_unet.train")
 
-METRIC_ORDER = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in CLASSES))
-LOWER_IS_BETTER = {"kld"}
 
 
 def label(model: str, variant: str, scheme: str) -> str:
@@ -152,43 +149,12 @@ def run(args) -> int:
                    {name: entry}, args.seed)
     write_json(out / "results.json", body)
     log.info("%s over %d seed(s): %s", name, n_seeds,
-             ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in METRIC_ORDER if k in med))
+             ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in MT_UNET_METRICS if k in med))
     log.info("wrote %s", out)
     discard_worker_folder(out, dist)
     return 0
 
 
-def _fmt(entry: dict, key: str) -> str:
-    if key not in entry["metrics"]:
-        return ""
-    return f"{entry['metrics'][key]:.3f} ± {entry['std'].get(key, 0.0):.3f}"
-
-
 def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """Table 1/2/3-style Markdown of finished runs: median ± std over seeds of every metric,
-    training seconds and trainable parameters; the best value of each column in bold. Folders
-    that are not mt_unet.train runs are skipped (logged); see :func:`ums_rep.report.collect`."""
-    entries = []
-    for _, body in collect(run_dirs, ("mt_unet.train",), recursive=False, mix_presets=mix_presets):
-        for e in body["tasks"].values():
-            entries.append({**e, "seeds": body["config"].get("seeds"), "preset": body["config"].get("preset")})
-    cols = [k for k in METRIC_ORDER if any(k in e["metrics"] for e in entries)]
-    best = {}
-    for k in cols:
-        vals = [e["metrics"][k] for e in entries if k in e["metrics"]]
-        best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
-    head = ["model", *(k.upper().replace("AUC_", "AUC ") + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
-            "train s", "params", "seeds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for e in entries:
-        cells = [e["label"]]
-        for k in cols:
-            cell = _fmt(e, k)
-            cells.append(f"**{cell}**" if cell and math.isclose(e["metrics"][k], best[k]) else cell)
-        cells += [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(out) / "compare.md", text)
-    return text
+    """``mt_unet.train --compare``: :func:`ums_rep.report.mt_unet_compare`."""
+    return mt_unet_compare(run_dirs, out, mix_presets)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import logging
 import os
 import re
@@ -45,8 +46,11 @@ import pandas as pd  # noqa: E402
 
 from data_prep.io import atomic_write_text  # noqa: E402
 from ums_rep import metrics  # noqa: E402
+from ums_rep.tasks import EYE_GAZE_CLASSES  # noqa: E402
 
 log = logging.getLogger("ums_rep.report")
+MT_UNET_METRICS = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in EYE_GAZE_CLASSES))  # Tables 1-3
+LOWER_IS_BETTER = {"kld"}
 
 PAPER = {
     # UMS-Rep Table 2: PSNR / SSIM / MS-SSIM of the CDAE on RSNA
@@ -412,6 +416,42 @@ def _mt_unet_claims(runs) -> list:
     return rows
 
 
+def _median_std(entry: dict, key: str) -> str:
+    if key not in entry["metrics"]:
+        return ""
+    return f"{entry['metrics'][key]:.3f} ± {entry['std'].get(key, 0.0):.3f}"
+
+
+def mt_unet_compare(run_dirs, out=None, mix_presets: bool = False) -> str:
+    """Table 1/2/3-style Markdown of finished runs: median ± std over seeds of every metric,
+    training seconds and trainable parameters; the best value of each column in bold. Folders
+    that are not mt_unet.train runs are skipped (logged); see :func:`collect`. (``mt_unet.train --compare``.)"""
+    entries = []
+    for _, body in collect(run_dirs, ("mt_unet.train",), recursive=False, mix_presets=mix_presets):
+        for e in body["tasks"].values():
+            entries.append({**e, "seeds": body["config"].get("seeds"), "preset": body["config"].get("preset")})
+    cols = [k for k in MT_UNET_METRICS if any(k in e["metrics"] for e in entries)]
+    best = {}
+    for k in cols:
+        vals = [e["metrics"][k] for e in entries if k in e["metrics"]]
+        best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
+    head = ["model", *(k.upper().replace("AUC_", "AUC ") + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
+            "train s", "params", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        cells = [e["label"]]
+        for k in cols:
+            cell = _median_std(e, k)
+            cells.append(f"**{cell}**" if cell and math.isclose(e["metrics"][k], best[k]) else cell)
+        cells += [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "compare.md", text)
+    return text
+
+
 def mt_unet_tables(runs) -> list:
     entries = []
     for folder, r in runs:
@@ -420,14 +460,14 @@ def mt_unet_tables(runs) -> list:
                 entries.append((folder, r, e))
     if not entries:
         return []
-    keys = ("kld", "cc", "hs", "accuracy", "auc", "auc_Normal", "auc_CHF", "auc_pneumonia")
+    keys = MT_UNET_METRICS
     c = entries[0][1]["config"]
     lines = [f"### MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
              f"{'×'.join(map(str, c.get('shape', [])))}, {c.get('seeds')} seed(s); median ± std; paper below each row)",
              "", "| model | " + " | ".join(k.upper().replace("AUC_", "AUC ") for k in keys)
              + " | train s | params | preset, seeds |", "|" + "---|" * (len(keys) + 4)]
     for folder, r, e in entries:
-        cells = [f"{e['metrics'][k]:.3f} ± {e['std'].get(k, 0):.3f}" if k in e["metrics"] else "" for k in keys]
+        cells = [_median_std(e, k) for k in keys]
         lines.append(f"| {e['label']} | " + " | ".join(cells) + f" | {e['train_seconds']:.0f} | "
                      f"{e['trainable_params']:,} | {r['config'].get('preset')}, {r['config'].get('seeds')} |")
         paper = PAPER["mt_unet"].get(e["label"])
