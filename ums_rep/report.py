@@ -463,7 +463,8 @@ def mt_unet_tables(runs) -> list:
     keys = MT_UNET_METRICS
     c = entries[0][1]["config"]
     lines = [f"### MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
-             f"{'×'.join(map(str, c.get('shape', [])))}, {c.get('seeds')} seed(s); median ± std; paper below each row)",
+             f"{'×'.join(map(str, c.get('image', c.get('shape', []))))}, {c.get('seeds')} seed(s); "  # shape: before 2026-12
+             f"median ± std; paper below each row)",
              "", "| model | " + " | ".join(k.upper().replace("AUC_", "AUC ") for k in keys)
              + " | train s | params | preset, seeds |", "|" + "---|" * (len(keys) + 4)]
     for folder, r, e in entries:

@@ -33,3 +33,14 @@ def test_the_commands_offer_the_presets_of_the_table():
     for module in (pretrain, finetune, scan):
         action = next(a for a in module.build_parser()._actions if a.dest == "preset")
         assert tuple(action.choices) == tuple(UMS_REP)
+
+
+@pytest.mark.parametrize("key", ["image", "shape"])
+def test_the_report_reads_the_input_size_under_the_new_and_the_old_name(key, tmp_path):
+    """Runs written before the preset tables recorded MT-UNet's input as config["shape"]."""
+    from ums_rep import report
+    entry = {"label": "MT-UNet (MTL3)", "metrics": {"kld": 0.5}, "std": {}, "train_seconds": 1.0,
+             "trainable_params": 10}
+    body = {"command": "mt_unet.train --model mtunet", "config": {key: [64, 48], "preset": "tiny", "seeds": 1,
+                                                                   "data": "phantom"}, "tasks": {"mt": entry}}
+    assert "input 64×48" in report.mt_unet_tables([(tmp_path, body)])[0]
