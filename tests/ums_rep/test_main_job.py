@@ -3,9 +3,10 @@ preset) learns every task it trains: the TB head ranks and separates the externa
 than chance and the lung masks overlap. Run shorter: the quick preset's data, image side, heads and
 optimisers, with 8 encoder and 10 head epochs instead of the preset's 30 and 30.
 
-At 10 epochs the TB head is still learning (val loss 0.60), and its accuracy at the 0.5 threshold
-sits on the majority-class rate (0.659 = 0.659 on CI and here, AUC 0.78, MCC 0.34), so this test
-asserts what a head that does not learn would fail — AUC and MCC (0 for a head that answers one
+At 10 epochs the TB head is still learning: with the 200 training phantoms of an earlier quick
+preset its accuracy at the 0.5 threshold sat on the majority-class rate (0.659 = 0.659 on CI and
+here, AUC 0.78, MCC 0.34; val loss 0.60), so this test asserts what a head that does not learn
+would fail — AUC and MCC (0 for a head that answers one
 class, as issue 17's alternating run did) — while the full job's accuracy against the majority
 rate is measured by the command itself and quoted, with its date, in the README."""
 import json
