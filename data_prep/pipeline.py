@@ -1,6 +1,11 @@
 """``tf.data`` pipelines from a prepared folder (``data_prep.prepare``), used by every training
 command: decode → (resize) → normalise → cache → shuffle → batch → prefetch.
 
+The in-memory cache holds every decoded image (float32) of the selection; where that would take
+more than :data:`MEMORY_CACHE_FRACTION` of the memory now available, the pipeline streams from
+the prepared PNGs instead (shuffling file names before decoding, so the shuffle buffer holds
+names, not images), and says so once.
+
 Elements are ``(image, targets)`` with ``image`` of shape (H, W, 1) float32 normalised by the
 training split's statistics and ``targets`` a dict holding what was asked for: ``label``
 (one-hot), ``mask`` (H, W, 1 in {0, 1}), ``saliency`` (H, W, 1, summing to 1), ``index`` (the
@@ -9,6 +14,8 @@ manifest row, to match predictions back to images).
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +25,9 @@ import tensorflow as tf
 
 from data_prep.splits import check_no_leakage
 from data_prep.transforms import MeanNormalizer
+
+log = logging.getLogger("data_prep.pipeline")
+MEMORY_CACHE_FRACTION = 0.25  # of the memory available when the pipeline is built
 
 
 @dataclass
@@ -57,6 +67,43 @@ def _decode_gray(path, dtype=tf.uint8):
     return tf.cast(img, tf.float32) / (255.0 if dtype == tf.uint8 else 65535.0)
 
 
+def available_memory() -> int:
+    """Bytes of memory available now (Linux ``MemAvailable``; else free physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def cache_bytes(n_images: int, image_hw, planes: int = 1) -> int:
+    """What an in-memory cache of ``n_images`` decoded float32 (H, W) images takes, with
+    ``planes`` - 1 more maps (mask, saliency) per image."""
+    h, w = (int(v) for v in image_hw)
+    return n_images * h * w * 4 * planes
+
+
+def memory_cache_fits(nbytes: int, available: int | None = None) -> bool:
+    """Whether a cache of ``nbytes`` stays within :data:`MEMORY_CACHE_FRACTION` of the memory
+    available (``available``, default :func:`available_memory`)."""
+    return nbytes <= MEMORY_CACHE_FRACTION * (available_memory() if available is None else available)
+
+
+def _image_hw(prepared: Prepared, rows: pd.DataFrame, image_size) -> tuple:
+    """(H, W) of the pipeline's images: ``image_size``, else the prepared size, else the first file's."""
+    if image_size is not None:
+        return tuple(image_size)
+    for key in ("shape", "size"):
+        if prepared.info.get(key):
+            return tuple(prepared.info[key])
+    import cv2
+    first = cv2.imread(str(Path(prepared.root) / rows.image.iloc[0]), cv2.IMREAD_UNCHANGED)
+    return first.shape[:2]
+
+
 def make_dataset(prepared: Prepared, rows: pd.DataFrame, *, label_column: str | None = None,
                  classes=None, mask: bool = False, saliency: bool = False, batch_size: int = 16,
                  shuffle: bool = False, seed: int = 0, cache: bool | str = True, normalize: bool = True,
@@ -68,9 +115,18 @@ def make_dataset(prepared: Prepared, rows: pd.DataFrame, *, label_column: str | 
     ``image_size`` (H, W) resizes (bicubic) after decoding; ``map_fn(image, targets, seed)`` runs
     on each element after the cache (on-the-fly augmentation or noise, fresh every epoch), with
     ``seed`` = (``seed``, element number) for stateless random ops: the pipeline stays
-    checkpointable and a resumed run draws what an uninterrupted one would."""
+    checkpointable and a resumed run draws what an uninterrupted one would. ``cache=True`` caches
+    in memory when that fits (:func:`memory_cache_fits`) and streams otherwise; a string caches
+    in that file."""
     if rows.empty:
         raise ValueError("make_dataset: no rows selected")
+    if cache is True:
+        need = cache_bytes(len(rows), _image_hw(prepared, rows, image_size), 1 + int(mask) + int(saliency))
+        if not memory_cache_fits(need):
+            log.info("%s: %d images (%.1f GiB decoded) would take over %d%% of the available memory; "
+                     "streaming them from disk every epoch instead of caching", prepared.root, len(rows),
+                     need / 2 ** 30, round(100 * MEMORY_CACHE_FRACTION))
+            cache = False
     root = str(prepared.root) + "/"
     tensors = {"image": (root + rows.image).to_numpy(), "index": rows.index.to_numpy(np.int64)}
     if label_column is not None:
@@ -110,11 +166,15 @@ def make_dataset(prepared: Prepared, rows: pd.DataFrame, *, label_column: str | 
             targets["saliency"] = s / tf.reduce_sum(s)
         return image, targets
 
-    ds = tf.data.Dataset.from_tensor_slices(tensors).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
     if cache:
-        ds = ds.cache(cache if isinstance(cache, str) else "")
-    if shuffle:
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache(cache if isinstance(cache, str) else "")
+        if shuffle:
+            ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    else:  # streaming: shuffle the file names, then decode (a buffer of names, not of images)
+        if shuffle:
+            ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if repeat:
         ds = ds.repeat()
     if map_fn is not None:

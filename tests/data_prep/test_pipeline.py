@@ -72,3 +72,27 @@ def test_leaky_manifest_is_refused(prepared, tmp_path):
         load_prepared(bad)
     with pytest.raises(FileNotFoundError, match="run `python -m data_prep.prepare`"):
         load_prepared(tmp_path / "nothing")
+
+
+def test_a_cache_that_would_not_fit_streams_the_same_elements(prepared, monkeypatch, caplog):
+    """Over MEMORY_CACHE_FRACTION of the available memory, the pipeline streams (no cache) and
+    shuffles file names before decoding: the same images, in the same shuffled order."""
+    import logging
+    from data_prep import pipeline
+    assert pipeline.cache_bytes(100, (256, 256), planes=2) == 100 * 256 * 256 * 4 * 2
+    assert pipeline.memory_cache_fits(10, available=100) and not pipeline.memory_cache_fits(30, available=100)
+    p = load_prepared(prepared / "shenzhen")
+    rows = p.rows("train")
+    kw = dict(label_column="label", classes=("normal", "tb"), batch_size=4, shuffle=True, seed=3)
+    cached = [(x.numpy(), y["index"].numpy()) for x, y in make_dataset(p, rows, **kw)]
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 1000)  # a machine with no room to cache
+    with caplog.at_level(logging.INFO, logger="data_prep.pipeline"):
+        ds = make_dataset(p, rows, **kw)
+    assert "streaming them from disk" in caplog.text
+    monkeypatch.undo()
+    assert b"CacheDataset" in make_dataset(p, rows, **kw)._as_serialized_graph().numpy()  # the check can fail
+    assert b"CacheDataset" not in ds._as_serialized_graph().numpy()
+    streamed = [(x.numpy(), y["index"].numpy()) for x, y in ds]
+    for (xc, ic), (xs, is_) in zip(cached, streamed, strict=True):
+        np.testing.assert_array_equal(ic, is_)
+        np.testing.assert_allclose(xc, xs)
