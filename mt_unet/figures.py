@@ -8,27 +8,22 @@ import io
 import numpy as np
 import pandas as pd
 
+from data_prep.plotting import pyplot
 from data_prep.io import atomic_write_bytes
 
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def _save(fig, path, dpi=100) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def training_curves(history: pd.DataFrame, path, title: str = "") -> None:
     """One panel per task loss (train and validation), one for the σ values, one for the
     learning rate; dashed lines mark the epochs where RLRP cut the rate and reset the weights."""
-    plt = _pyplot()
+    plt = pyplot()
     h = pd.DataFrame(history)
     tasks = [c[len("train_"):] for c in h.columns if c.startswith("train_")]
     sigmas = [c for c in h.columns if c.startswith("sigma_")]
@@ -75,7 +70,7 @@ def jet_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.n
 
 def saliency_overlays(path, images, truths, preds, titles=None) -> None:
     """One row per image: the X-ray, the ground-truth gaze map over it, the prediction over it."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.6 * n * images[0].shape[0] / images[0].shape[1] / 1.5 + 0.4),
                              squeeze=False)

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import keras
 
+from data_prep.plotting import pyplot
 from ums_rep.tasks import FLOW_CLASSES
 
 
@@ -39,9 +40,7 @@ def grad_cam(model: keras.Model, images, layer_name: str, class_index=None) -> n
 
 def overlay_png(path, images, heatmaps, titles=None) -> None:
     """Heatmaps (jet) over the gray images, side by side, as one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
     for i, ax in enumerate(axes[0]):

@@ -20,6 +20,7 @@ import logging
 import time
 from pathlib import Path
 
+from data_prep.plotting import pyplot
 from data_prep.cli import add_training_options, base_parser, parse_early, run_cli
 from ums_rep import presets
 from ums_rep.presets import UMS_REP
@@ -119,9 +120,7 @@ def evaluate_denoising(model, clean: np.ndarray, norm, seed: int, batch: int = 1
 
 
 def _figure(path, clean, examples) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     levels = ["gaussian10", "gaussian30", "gaussian50", "poisson"]
     fig, axes = plt.subplots(len(levels), 3, figsize=(7.5, 2.6 * len(levels)))
     for row, level in zip(axes, levels):

@@ -44,6 +44,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from data_prep.plotting import pyplot
 from data_prep.cli import base_parser, parse_early, run_cli
 from ums_rep.presets import UMS_REP
 from ums_rep.tasks import TASK_SETS
@@ -263,9 +264,7 @@ def best_params(table: pd.DataFrame, model: str) -> dict:
 
 def analyze_figures(table_csv: Path, model: str, out: Path) -> list:
     """One box plot per hyper-parameter of the validation metric (Talos ``Analyze``)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from talos import Analyze
     metric, _ = OBJECTIVE[model]
     analysis = Analyze(str(table_csv))

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from data_prep.plotting import pyplot
 from data_prep.io import atomic_write_bytes, atomic_write_text, read_image, read_mask
 from data_prep.phantoms.cxr import render_cxr
 from data_prep.transforms import resize, resize_mask
@@ -177,9 +178,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def figure(data: dict, path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))
     centres = (np.arange(BINS) + 0.5) / BINS

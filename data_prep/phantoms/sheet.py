@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.plotting import pyplot
 from data_prep.io import atomic_write_bytes
 from data_prep.phantoms.cxr import render_cxr
 from data_prep.phantoms.doppler import DEFECTS, FLOW_TYPES, render_doppler
@@ -37,9 +38,7 @@ def contact_sheet(out, seed: int = 0, size: int = 256, real=None) -> Path:
     """Draw a 5×5 grid: a real radiograph (``real``, default pydicom-data's RG1_UNCR.dcm when
     installed) beside four phantom patients, CXR findings, gaze readings, Doppler flows, Doppler
     defects."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from data_prep.transforms import resize
 
