@@ -18,9 +18,8 @@ import pandas as pd
 
 from data_prep.io import atomic_write_text, read_image
 from ums_rep import derive, metrics
-from ums_rep.backbones import FLOW_CLASSES
 from ums_rep.models import feature_layer
-from ums_rep.tasks import Spec
+from ums_rep.tasks import FLOW_CLASSES, Spec
 
 ENSEMBLE = "mean of the fold models' test probabilities (soft vote)"
 DICE_CORRECT = 0.9  # a segmented image counts as correct for McNemar's test at Dice >= 0.9
