@@ -67,7 +67,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from data_prep import datasets  # noqa: E402
 from data_prep.io import ImageReadError, atomic_write_bytes, atomic_write_text, read_image, read_mask  # noqa: E402
-from data_prep.splits import SPLIT_PRESETS, assign_folds, check_no_leakage, split_patients  # noqa: E402
+from data_prep.splits import assign_folds, check_no_leakage, split_patients  # noqa: E402
 from data_prep.transforms import MTUNET_SHAPE, UMS_SIZE, Letterbox, MeanNormalizer, resize, resize_mask  # noqa: E402
 from data_prep.validate import DataValidationError, image_problems, manifest_problems  # noqa: E402
 
