@@ -17,7 +17,7 @@ touches and in the order of task batches:
 
 Each strategy is one :class:`Strategy` entry of :data:`REGISTRY`, which declares all that makes it
 what it is (shared or separate models, frozen encoder, the batch order, one optimizer or one per
-task, one plateau rule or one per task); :func:`fit` and :mod:`ums_rep.finetune` read nothing
+task, one plateau rule or one per task); :func:`fit` and :mod:`ums_rep.experiment` read nothing
 else. A new strategy is a new entry (and a test).
 
 Where every task labels the *same* images (MT-UNet: one chest X-ray, its gaze map and its class),
