@@ -86,7 +86,6 @@ REGISTRY = {s.name: s for s in (
     Strategy("joint", "joint"),
     Strategy("baseline", "joint", shared=False, per_task_schedule=True),
 )}
-STRATEGIES = tuple(n for n, s in REGISTRY.items() if s.shared)  # those training heads on a shared encoder
 
 
 class NonFiniteLossError(RuntimeError):
