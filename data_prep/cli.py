@@ -111,17 +111,21 @@ class _DropRetracing(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
-def run_cli(build_parser, run, argv, log: logging.Logger, errors=(ValueError, FileNotFoundError)) -> int:
-    """Every command's ``main(argv)``: parse, set up logging, ``run(args)``; an error the input
-    explains (a ``ValueError`` such as a bad file or argument, a missing file) becomes one logged
-    line on ``log`` and exit status 1 instead of a traceback. ``run`` returning None means 0."""
+INPUT_ERRORS = {ValueError: 1, FileNotFoundError: 1}  # a bad file or argument, a missing file: exit status 1
+
+
+def run_cli(build_parser, run, argv, log: logging.Logger, errors: dict = INPUT_ERRORS) -> int:
+    """Every command's ``main(argv)``: parse, set up logging, ``run(args)``; an error of a type
+    ``errors`` maps to an exit status (default: a ``ValueError`` such as a bad file or argument, a
+    missing file: 1) becomes one logged line on ``log`` and that status instead of a traceback.
+    ``run`` returning None means 0."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
         status = run(args)
-    except errors as e:
+    except tuple(errors) as e:
         log.error("%s", e)
-        return 1
+        return next(code for kind, code in errors.items() if isinstance(e, kind))
     return 0 if status is None else int(status)
 
 

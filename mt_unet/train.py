@@ -24,7 +24,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, setup_logging, shape_arg
+from data_prep.cli import (INPUT_ERRORS, add_compare_options, add_training_options, base_parser, parse_early, run_cli,
+                          shape_arg)
 
 SCHEMES = ("mtl1", "mtl2", "mtl3", "dwa")
 VARIANTS = ("full", "bottleneck", "top")  # mt_unet.model.VARIANTS
@@ -63,20 +64,16 @@ from ums_rep.strategies import NonFiniteLossError  # noqa: E402
 log = logging.getLogger("mt_unet.train")
 
 
+def _run_or_compare(args) -> int:
+    if args.compare:
+        print(compare(args.compare, args.out, args.mix_presets))
+        return 0
+    return run(args)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        if args.compare:
-            print(compare(args.compare, args.out, args.mix_presets))
-            return 0
-        return run(args)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 1
-    except NonFiniteLossError as e:
-        log.error("%s", e)
-        return 3
+    # a loss that turned non-finite: one line and exit status 3, as ums_rep.finetune gives
+    return run_cli(build_parser, _run_or_compare, argv, log, {**INPUT_ERRORS, NonFiniteLossError: 3})
 
 
 if __name__ == "__main__":

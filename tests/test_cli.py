@@ -268,3 +268,35 @@ def test_pool_workers_do_not_rerun_the_command(tmp_path):
                          timeout=120)
     assert out.stdout.split() == ["6", "probe_cmd", "True"], out.stderr[-2000:]
     assert not (tmp_path / "mark").exists()
+
+
+def test_run_cli_turns_the_errors_it_names_into_one_line_and_their_exit_status(caplog, monkeypatch):
+    """Every command's main: a named error is one logged line and its status; others propagate."""
+    import argparse
+
+    from data_prep.cli import INPUT_ERRORS, run_cli
+    from mt_unet import train
+    from ums_rep.strategies import NonFiniteLossError
+
+    def parser():
+        p = argparse.ArgumentParser()
+        p.add_argument("-v", "--verbose", action="store_true")
+        return p
+
+    def raising(error):
+        def run(args):
+            raise error
+        return run
+
+    log = logging.getLogger("test.run_cli")
+    assert run_cli(parser, lambda args: None, [], log) == 0
+    assert run_cli(parser, lambda args: 3, [], log) == 3
+    with caplog.at_level(logging.ERROR, logger="test.run_cli"):
+        assert run_cli(parser, raising(FileNotFoundError("no such file: x.png")), [], log) == 1
+    assert caplog.records[-1].getMessage() == "no such file: x.png"
+    assert run_cli(parser, raising(NonFiniteLossError("nan")), [], log, {**INPUT_ERRORS, NonFiniteLossError: 3}) == 3
+    with pytest.raises(NonFiniteLossError):
+        run_cli(parser, raising(NonFiniteLossError("nan")), [], log)
+    # mt_unet.train: a non-finite loss ends the command with status 3
+    monkeypatch.setattr(train, "run", raising(NonFiniteLossError("non-finite saliency loss at epoch 2")))
+    assert train.main(["--preset", "tiny", "--no-progress"]) == 3
