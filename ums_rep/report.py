@@ -328,7 +328,11 @@ def compare_strategies(run_dirs, out=None, mix_presets: bool = False) -> str:
     the claims they support; writes ``compare.md`` in ``out``. Other folders are skipped with a
     logged reason."""
     runs = collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
-    text = "\n".join(strategy_tables(runs) + claims(runs))
+    return _compare_md("\n".join(strategy_tables(runs) + claims(runs)), out)
+
+
+def _compare_md(text: str, out) -> str:
+    """``text``, written to ``out/compare.md`` when ``out`` is given (both commands' ``--compare``)."""
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out) / "compare.md", text)
@@ -416,6 +420,11 @@ def _mt_unet_claims(runs) -> list:
     return rows
 
 
+def _metric_label(key: str) -> str:
+    """An MT-UNet metric as the paper's tables head it: KLD, CC, HS, ACCURACY, AUC, AUC <class>."""
+    return key.upper().replace("AUC_", "AUC ")
+
+
 def _median_std(entry: dict, key: str) -> str:
     if key not in entry["metrics"]:
         return ""
@@ -435,7 +444,7 @@ def mt_unet_compare(run_dirs, out=None, mix_presets: bool = False) -> str:
     for k in cols:
         vals = [e["metrics"][k] for e in entries if k in e["metrics"]]
         best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
-    head = ["model", *(k.upper().replace("AUC_", "AUC ") + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
+    head = ["model", *(_metric_label(k) + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
             "train s", "params", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries:
@@ -445,11 +454,7 @@ def mt_unet_compare(run_dirs, out=None, mix_presets: bool = False) -> str:
             cells.append(f"**{cell}**" if cell and math.isclose(e["metrics"][k], best[k]) else cell)
         cells += [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])]
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(out) / "compare.md", text)
-    return text
+    return _compare_md("\n".join(lines) + "\n", out)
 
 
 def mt_unet_tables(runs) -> list:
@@ -465,7 +470,7 @@ def mt_unet_tables(runs) -> list:
     lines = [f"### MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
              f"{'×'.join(map(str, c.get('image', c.get('shape', []))))}, {c.get('seeds')} seed(s); "  # shape: before 2026-12
              f"median ± std; paper below each row)",
-             "", "| model | " + " | ".join(k.upper().replace("AUC_", "AUC ") for k in keys)
+             "", "| model | " + " | ".join(_metric_label(k) for k in keys)
              + " | train s | params | preset, seeds |", "|" + "---|" * (len(keys) + 4)]
     for folder, r, e in entries:
         cells = [_median_std(e, k) for k in keys]
