@@ -6,9 +6,9 @@ optimisers, with 8 encoder and 10 head epochs instead of the preset's 30 and 30.
 At 10 epochs the TB head is still learning: with the 200 training phantoms of an earlier quick
 preset its accuracy at the 0.5 threshold sat on the majority-class rate (0.659 = 0.659 on CI and
 here, AUC 0.78, MCC 0.34; val loss 0.60), so this test asserts what a head that does not learn
-would fail — AUC and MCC (0 for a head that answers one
-class, as issue 17's alternating run did) — while the full job's accuracy against the majority
-rate is measured by the command itself and quoted, with its date, in the README."""
+would fail — AUC and MCC (0 for a head that answers one class, as issue 17's alternating run did)
+— while the full job's accuracy against the majority rate is measured by the command itself and
+quoted, with its date, in the README."""
 import json
 
 import pytest
@@ -23,13 +23,10 @@ def main_job(tmp_path_factory):
     root = tmp_path_factory.mktemp("main_job")
     os.environ["UMS_REP_CACHE"] = str(root / "cache")
     quick = UMS_REP["quick"]
-    saved = dict(quick)
-    quick["pretrain"] = {**saved["pretrain"], "epochs": 8}
-    quick["finetune"] = {**saved["finetune"], "epochs": 10}
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the preset table is restored afterwards
+        mp.setitem(quick, "pretrain", {**quick["pretrain"], "epochs": 8})
+        mp.setitem(quick, "finetune", {**quick["finetune"], "epochs": 10})
         assert finetune.main(["--strategy", "joint", "--out", str(root / "run"), "--no-progress"]) == 0
-    finally:
-        UMS_REP["quick"] = saved
     return json.loads((root / "run" / "results.json").read_text())
 
 
