@@ -36,8 +36,8 @@ import logging  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 
-from benchmarks.run import (BENCH, synthetic_batch, median_time, case_models, add_common_options,  # noqa: E402
-                            case_size, child_result, write_report)
+from benchmarks.run import (BENCH, add_common_options, case_models, case_size, child_result, median_time,  # noqa: E402
+                            synthetic_batch, write_report)
 
 log = logging.getLogger("benchmarks.keras_jax")
 POLICIES = ("float32", "mixed_bfloat16")

@@ -1,8 +1,8 @@
 """The eye-gaze data recipe of MT-UNet (Section 4): the prepared data, the tf.data
 pipeline, the split check, and the data settings a saved model was trained on.
 
-The eye-gaze layout is letter-boxed to the preset's image size (``ums_rep.presets.MT_UNET``) (paper 640×416; ``--shape 640x512`` is
-the authors' code), saliency comes from duration-weighted fixations, and the split is
+The eye-gaze layout is letter-boxed to the preset's image size (``ums_rep.presets.MT_UNET``; paper
+640×416, ``--shape 640x512`` is the authors' code), saliency comes from duration-weighted fixations, and the split is
 patient-level, class-stratified 70/10/20 (the authors split per class, not per patient).
 ``mt_unet.train`` and ``mt_unet.evaluate`` both take their data from here, so a model is scored
 on the data it was trained on.

@@ -29,7 +29,6 @@ from ums_rep.weighting import FixedWeights, get as get_weighting, mtl
 log = logging.getLogger("mt_unet.train")
 
 
-
 def label(model: str, variant: str, scheme: str) -> str:
     """The model's name as the paper's tables write it."""
     if model == "mtunet":

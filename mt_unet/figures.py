@@ -8,9 +8,8 @@ import io
 import numpy as np
 import pandas as pd
 
-from data_prep.plotting import pyplot
 from data_prep.io import atomic_write_bytes
-
+from data_prep.plotting import pyplot
 
 
 def _save(fig, path, dpi=100) -> None:

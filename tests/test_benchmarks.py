@@ -39,7 +39,7 @@ def test_keras_jax_harness_builds_the_same_models_and_counts_their_flops(tmp_pat
     import subprocess
     import sys
 
-    from benchmarks.run import conv_layers, case_models, conv_train_flops
+    from benchmarks.run import case_models, conv_layers, conv_train_flops
     out = tmp_path / "jax.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks.keras_jax", "--quick", "--cases", "echo",
                            "--policies", "mixed_bfloat16", "--repeats", "1", "--steps", "1",

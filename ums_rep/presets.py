@@ -65,7 +65,6 @@ MT_UNET = {
 }
 
 
-
 def preset(name: str, stage: str | None = None, **overrides) -> dict:
     """A copy of preset ``name`` — of UMS-Rep's ``stage`` ("pretrain", "finetune", "scan"), or of
     MT-UNet's table when ``stage`` is None — with every override that is not None in place of the

@@ -20,8 +20,8 @@ import logging
 import time
 from pathlib import Path
 
-from data_prep.plotting import pyplot
 from data_prep.cli import add_training_options, base_parser, parse_early, run_cli
+from data_prep.plotting import pyplot
 from ums_rep import presets
 from ums_rep.presets import UMS_REP
 

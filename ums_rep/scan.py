@@ -44,8 +44,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from data_prep.plotting import pyplot
 from data_prep.cli import base_parser, parse_early, run_cli
+from data_prep.plotting import pyplot
 from ums_rep.presets import UMS_REP
 from ums_rep.tasks import TASK_SETS
 

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from data_prep.plotting import pyplot
 from data_prep.io import atomic_write_bytes, atomic_write_text, read_image, read_mask
 from data_prep.phantoms.cxr import render_cxr
+from data_prep.plotting import pyplot
 from data_prep.transforms import resize, resize_mask
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.plotting import pyplot
 from data_prep.io import atomic_write_bytes
 from data_prep.phantoms.cxr import render_cxr
 from data_prep.phantoms.doppler import DEFECTS, FLOW_TYPES, render_doppler
 from data_prep.phantoms.gaze import regions_of, simulate_fixations
+from data_prep.plotting import pyplot
 
 
 def _contour(ax, mask, color):
