@@ -112,8 +112,9 @@ def summarise(per_seed: list) -> tuple[dict, dict]:
 def run(args) -> int:
     args = resume_args(args, "mt_unet.train")
     dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
-    preset = presets.preset(args.preset, epochs=args.epochs, lr=args.lr, lr_patience=args.patience,
-                            batch=args.batch, image=args.shape)
+    # (as before the preset tables: 0 for a number means the preset's value)
+    preset = presets.preset(args.preset, epochs=args.epochs or None, lr=args.lr or None,
+                            lr_patience=args.patience or None, batch=args.batch or None, image=args.shape)
     n_seeds = args.seeds or preset["seeds"]
     name = label(args.model, args.variant, args.scheme)
     policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built

@@ -99,7 +99,7 @@ class Settings:
 def settings(args) -> Settings:
     """The preset with the command line's overrides, the task specs with ``--params``' head keys,
     and the loss weights / batch ratio (unknown task names refused)."""
-    preset = presets.preset(args.preset, "finetune", epochs=args.epochs, augment=getattr(args, "augment", None))
+    preset = presets.preset(args.preset, "finetune", epochs=args.epochs or None, augment=getattr(args, "augment", None))
     sdef = TASK_SETS[args.tasks]
     params = pretrain.load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
     head = {k: params[k] for k in HEAD_PARAMS if k in params}

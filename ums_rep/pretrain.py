@@ -158,7 +158,7 @@ def pretrain_encoder(modality: str, out: Path, *, preset: str, seed: int, data=N
 def run(args) -> int:
     args = resume_args(args, "ums_rep.pretrain")
     dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
-    preset = presets.preset(args.preset, "pretrain", epochs=args.epochs)
+    preset = presets.preset(args.preset, "pretrain", epochs=args.epochs or None)
     params = load_params(args.params)
     set_seed(args.seed, getattr(args, "deterministic", False))
     policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built

@@ -370,7 +370,7 @@ def run(args) -> int:
         raise ValueError(f"--fraction-limit must be in (0, 1], got {args.fraction_limit}")
     time_limit = _time_limit(args.time_limit)
     shard = tuple(args.shard) if getattr(args, "shard", None) else None  # a list once read back from args.json
-    preset = {**presets.preset(args.preset, "scan", epochs=args.epochs), "n": phantom_counts(args.preset)}
+    preset = {**presets.preset(args.preset, "scan", epochs=args.epochs or None), "n": phantom_counts(args.preset)}
     name = f"scan-{args.model}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "")
     out = run_dir(args.out, name, "ums_rep.scan", resume=resume)
     args.out = out

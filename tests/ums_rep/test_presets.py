@@ -44,3 +44,14 @@ def test_the_report_reads_the_input_size_under_the_new_and_the_old_name(key, tmp
     body = {"command": "mt_unet.train --model mtunet", "config": {key: [64, 48], "preset": "tiny", "seeds": 1,
                                                                    "data": "phantom"}, "tasks": {"mt": entry}}
     assert "input 64×48" in report.mt_unet_tables([(tmp_path, body)])[0]
+
+
+def test_an_epochs_option_of_zero_keeps_the_presets_epochs():
+    """As before the preset tables: ``--epochs 0`` means the preset's epochs, not a run of none."""
+    import argparse
+    from ums_rep import experiment
+    args = argparse.Namespace(preset="tiny", epochs=0, augment=None, tasks="cxr-hetero", params=None, weights=None,
+                              ratio=None, folds=None, weighting="fixed")
+    assert experiment.settings(args).preset["epochs"] == UMS_REP["tiny"]["finetune"]["epochs"]
+    args.epochs = 5
+    assert experiment.settings(args).preset["epochs"] == 5
