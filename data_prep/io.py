@@ -116,10 +116,40 @@ def _dicom_output_range(ds) -> tuple[float, float]:
     return lo, hi
 
 
+def monochrome_to_unit(arr: np.ndarray, ds, lookup: bool = True) -> np.ndarray:
+    """A monochrome DICOM frame through pydicom's modality LUT (rescale) and VOI LUT
+    (windowing), scaled from the range they map to (:func:`_dicom_output_range`) onto [0, 1],
+    MONOCHROME1 inverted; float32.
+
+    Every step is a function of the stored value alone, so for integer pixels (``lookup``) the
+    chain runs once over every value of the pixel type (at most 65,536) and the frame is looked up
+    in that table: the same figures as running it over every pixel (tested), without its float64
+    temporaries — for a 1024² radiograph 64 K values instead of 1 M pixels, which makes reading
+    about twice as fast and leaves memory bandwidth to the other cores (issue 19)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    def chain(values):
+        v = apply_modality_lut(values, ds)
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            v = apply_voi_lut(v, ds)
+        v = (np.asarray(v, np.float64) - lo) / max(hi - lo, 1e-12)
+        if str(ds.get("PhotometricInterpretation")) == "MONOCHROME1":  # high values are dark: invert
+            v = 1.0 - v
+        return np.clip(v, 0.0, 1.0).astype(np.float32)
+
+    lo, hi = _dicom_output_range(ds)
+    if not (lookup and arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2):
+        return chain(arr)
+    # one table entry per bit pattern of the pixel type, ordered as the unsigned view reads it
+    native = arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    unsigned = native.view(f"u{arr.dtype.itemsize}")
+    table = chain(np.arange(2 ** (8 * arr.dtype.itemsize), dtype=unsigned.dtype).view(native.dtype))
+    return table[unsigned]
+
+
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(path)
@@ -135,14 +165,7 @@ def _read_dicom(path: Path) -> np.ndarray:
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         arr = arr[0]  # a radiograph has one frame; take the first of a multi-frame file
     if photometric.startswith("MONOCHROME"):
-        lo, hi = _dicom_output_range(ds)
-        arr = apply_modality_lut(arr, ds)
-        if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            arr = apply_voi_lut(arr, ds)
-        arr = (np.asarray(arr, np.float64) - lo) / max(hi - lo, 1e-12)
-        if photometric == "MONOCHROME1":  # high values are dark: invert
-            arr = 1.0 - arr
-        return np.clip(arr, 0.0, 1.0).astype(np.float32)
+        return monochrome_to_unit(arr, ds)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # RGB / YBR decoded to RGB by pydicom
         if photometric.startswith("YBR"):
             from pydicom.pixels import convert_color_space

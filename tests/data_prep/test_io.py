@@ -5,7 +5,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from data_prep.io import ImageReadError, atomic_directory, atomic_write_text, read_image, read_mask
+from data_prep.io import ImageReadError, atomic_directory, atomic_write_text, monochrome_to_unit, read_image, read_mask
 from data_prep.phantoms.cxr import render_cxr
 from data_prep.phantoms.layouts import _write_dicom
 
@@ -22,6 +22,21 @@ def test_real_chest_radiograph_dicom():
     mediastinum = band[:, int(0.45 * w):int(0.55 * w)].mean()
     lungs = np.r_[band[:, int(0.2 * w):int(0.32 * w)].ravel(), band[:, int(0.68 * w):int(0.8 * w)].ravel()].mean()
     assert lungs < mediastinum - 0.1, (lungs, mediastinum)  # lungs dark, mediastinum bright
+
+
+@pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG3_UNCR.dcm", "CT_small.dcm", "MR_small.dcm", "mlut_18.dcm",
+                                  "vlut_04.dcm", "MR_small_bigendian.dcm", "emri_small.dcm"])
+def test_dicom_lookup_table_gives_the_figures_of_the_per_pixel_chain(name):
+    """read_image runs pydicom's modality and VOI LUTs once per stored value and looks the frame
+    up: exactly what running them over every pixel gives, for windowed MONOCHROME1/2 films,
+    signed CT/MR (big-endian too), a modality LUT sequence and a VOI LUT sequence."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    arr = ds.pixel_array
+    direct = monochrome_to_unit(arr, ds, lookup=False)
+    looked_up = monochrome_to_unit(arr, ds)
+    assert looked_up.dtype == direct.dtype == np.float32 and looked_up.shape == arr.shape
+    np.testing.assert_array_equal(looked_up, direct)
+    assert direct.max() > direct.min()  # a real image, not a constant one
 
 
 def test_phantom_dicom_round_trip_all_variants(tmp_path):
