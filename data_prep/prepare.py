@@ -18,6 +18,7 @@ existing outputs are skipped, so an interrupted run is completed by running it a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -60,16 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 parse_early(__name__, build_parser, tensorflow=False)  # python -m: --help answers before OpenCV and pandas load
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from data_prep import datasets  # noqa: E402
-from data_prep.io import ImageReadError, atomic_write_bytes, atomic_write_text, read_image, read_mask  # noqa: E402
+from data_prep.io import atomic_write_text  # noqa: E402
+from data_prep.prepare_item import ItemJob, prepare_item, worker_ready  # noqa: E402
 from data_prep.splits import assign_folds, check_no_leakage, split_patients  # noqa: E402
-from data_prep.transforms import MTUNET_SHAPE, UMS_SIZE, Letterbox, MeanNormalizer, resize, resize_mask  # noqa: E402
-from data_prep.validate import DataValidationError, image_problems, manifest_problems  # noqa: E402
+from data_prep.transforms import MTUNET_SHAPE, UMS_SIZE, MeanNormalizer  # noqa: E402
+from data_prep.validate import DataValidationError, manifest_problems  # noqa: E402
 
 log = logging.getLogger("data_prep.prepare")
 MANIFEST_COLUMNS_DROPPED = ("path", "mask_paths", "boxes")
@@ -81,70 +81,12 @@ def item_id(path: str, root: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "__", os.path.splitext(rel)[0])
 
 
-def _encode_png(image: np.ndarray) -> bytes:
-    arr = image if image.dtype in (np.uint8, np.uint16) else np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".png", arr)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buf.tobytes()
+POOL_FROM = 32  # images: below this a pool's start costs more than it saves
 
 
-def _process(job) -> dict:
-    """Read, check, transform and write one item; return its outputs or its problems."""
-    (uid, path, mask_paths, out, size, shape, gaze) = job
-    out = Path(out)
-    img_out = out / "images" / f"{uid}.png"
-    mask_out = out / "masks" / f"{uid}.png" if mask_paths else None
-    sal_out = out / "saliency" / f"{uid}.png" if gaze is not None else None
-    result = {"id": uid, "image": str(img_out.relative_to(out)),
-              "mask": str(mask_out.relative_to(out)) if mask_out else "",
-              "saliency": str(sal_out.relative_to(out)) if sal_out else "", "problems": [], "skipped": False}
-    if img_out.exists() and (mask_out is None or mask_out.exists()) and (sal_out is None or sal_out.exists()):
-        result["skipped"] = True
-        return result
-    try:
-        image = read_image(path)
-        masks = [read_mask(mask_paths)] if mask_paths else []
-    except ImageReadError as e:
-        result["problems"].append(str(e))
-        return result
-    result["problems"] = image_problems(image, path, masks, [mask_paths[0]] if mask_paths else [])
-    if result["problems"]:
-        return result
-    if shape is not None:  # letterbox (MT-UNet)
-        lb = Letterbox.fit(image.shape, shape)
-        small, small_masks = lb.apply(image), [lb.apply(m, "nearest") for m in masks]
-    else:
-        small, small_masks = resize(image, size), [resize_mask(m, size) for m in masks]
-    if sal_out is not None:
-        from data_prep.egd import saliency_map
-        try:
-            sal = saliency_map(pd.DataFrame(gaze), image.shape, shape or size)
-        except ValueError as e:
-            result["problems"].append(f"{path}: {e}")
-            return result
-        atomic_write_bytes(sal_out, _encode_png(np.round(sal / sal.max() * 65535).astype(np.uint16)))
-    if mask_out is not None:
-        atomic_write_bytes(mask_out, _encode_png(small_masks[0] * 255))
-    atomic_write_bytes(img_out, _encode_png(small))  # the image last: it marks the item done
-    return result
-
-
-def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, folds: int = 10,
-            seed: int = 0, workers: int | None = None, gaze_source: str = "fixations",
-            progress: bool = True) -> pd.DataFrame:
-    """Prepare ``dataset`` from ``src`` into ``out``; return the manifest (also written)."""
-    module = datasets.get(dataset)
-    src, out = Path(src), Path(out)
-    df = datasets.load(dataset, src)
-    problems = manifest_problems(df, getattr(module, "CLASSES", None), "label")
-    if problems:
-        raise DataValidationError(str(src), problems)
-    if dataset == "egd" and shape is None:
-        shape = MTUNET_SHAPE
-
-    # splits: patient-level, class-stratified; Kermany keeps its published test split
-    split = split or DEFAULT_SPLIT[dataset]
+def assign_split_and_folds(df: pd.DataFrame, dataset: str, split: str, folds: int, seed: int, source: str) -> int:
+    """Add ``split`` (patient-level, class-stratified; Kermany keeps its published test split)
+    and ``fold`` (k patient-level folds within each split part) columns to ``df``; return k."""
     if dataset == "kermany":
         test = df.source_split == "test"
         df["split"] = "test"
@@ -160,33 +102,54 @@ def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, fo
             per_class = part.groupby(part.label.astype(str)).patient_id.nunique()
             stratify = "label" if per_class.min() >= k_part else None
             df.loc[part.index, "fold"] = assign_folds(part, k_part, stratify, seed=seed).to_numpy()
-    k = int(df.fold.max()) + 1
-    check_no_leakage(df, "split", str(src))
-    check_no_leakage(df, "fold", str(src))
+    check_no_leakage(df, "split", source)
+    check_no_leakage(df, "fold", source)
+    return int(df.fold.max()) + 1
 
-    gaze = None
-    if dataset == "egd":
-        g = module.load_gaze(src, gaze_source)
-        gaze = {k_: v.drop(columns="dicom_id").to_dict("list") for k_, v in g.groupby("dicom_id")}
+
+def item_jobs(df: pd.DataFrame, src: Path, out: Path, size, shape, gaze) -> list[ItemJob]:
+    """One :class:`~data_prep.prepare_item.ItemJob` per manifest row (with its gaze samples for
+    the eye-gaze data); two rows that would write the same file are an error."""
     jobs = []
     for r in df.itertuples():
         g_rows = None
         if gaze is not None:
             g_rows = gaze.get(r.dicom_id, {"time": [], "x": [], "y": [], "weight": []})
-        jobs.append((item_id(r.path, src), r.path, tuple(r.mask_paths), str(out), tuple(size), shape, g_rows))
-    ids = [j[0] for j in jobs]
-    if len(set(ids)) != len(ids):
+        jobs.append(ItemJob(item_id(r.path, src), r.path, tuple(r.mask_paths), str(out), tuple(size), shape, g_rows))
+    if len({j.uid for j in jobs}) != len(jobs):
         raise DataValidationError(str(src), ["two images map to the same prepared file name"])
+    return jobs
 
-    out.mkdir(parents=True, exist_ok=True)
+
+def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, folds: int = 10,
+            seed: int = 0, workers: int | None = None, gaze_source: str = "fixations",
+            progress: bool = True) -> pd.DataFrame:
+    """Prepare ``dataset`` from ``src`` into ``out``; return the manifest (also written)."""
+    module = datasets.get(dataset)
+    src, out = Path(src), Path(out)
+    df = datasets.load(dataset, src)
+    problems = manifest_problems(df, getattr(module, "CLASSES", None), "label")
+    if problems:
+        raise DataValidationError(str(src), problems)
+    if dataset == "egd" and shape is None:
+        shape = MTUNET_SHAPE
+    split = split or DEFAULT_SPLIT[dataset]
     workers = workers or min(os.cpu_count() or 1, 8)
-    start = time.perf_counter()
-    bar = dict(total=len(jobs), desc=f"prepare {dataset}", unit="img", disable=not progress)
-    if workers == 1 or len(jobs) < 32:
-        results = [_process(j) for j in tqdm(jobs, **bar)]
-    else:
-        with worker_pool(workers) as pool:
-            results = list(tqdm(pool.map(_process, jobs, chunksize=4), **bar))
+    pooled = workers > 1 and len(df) >= POOL_FROM
+    with worker_pool(workers) if pooled else contextlib.nullcontext() as pool:
+        if pool is not None:  # the workers start, and import prepare_item, while this process splits
+            for _ in range(workers):
+                pool.submit(worker_ready)
+        k = assign_split_and_folds(df, dataset, split, folds, seed, str(src))
+        gaze = None
+        if dataset == "egd":
+            g = module.load_gaze(src, gaze_source)
+            gaze = {k_: v.drop(columns="dicom_id").to_dict("list") for k_, v in g.groupby("dicom_id")}
+        jobs = item_jobs(df, src, out, size, shape, gaze)
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        outcomes = pool.map(prepare_item, jobs, chunksize=4) if pool is not None else map(prepare_item, jobs)
+        results = list(tqdm(outcomes, total=len(jobs), desc=f"prepare {dataset}", unit="img", disable=not progress))
     seconds = time.perf_counter() - start
     problems = [p for r in results for p in r["problems"]]
     if problems:
@@ -195,14 +158,14 @@ def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, fo
     log.info("%s: %d image(s) written, %d already done, %.1f s (%.1f images/s)", dataset, done,
              len(results) - done, seconds, done / seconds if done else 0.0)
 
-    res = pd.DataFrame(results).drop(columns=["problems", "skipped"])
+    res = pd.DataFrame(results).drop(columns=["problems", "skipped", "moments"])
     manifest = pd.concat([res, df.drop(columns=[c for c in MANIFEST_COLUMNS_DROPPED if c in df]).reset_index(drop=True)],
                          axis=1)
     manifest["source_path"] = [os.path.relpath(p, src) for p in df.path]
     if "boxes" in df:
         manifest["boxes"] = [json.dumps(b) for b in df.boxes]
-    train = manifest[manifest.split == "train"]
-    norm = MeanNormalizer.fit(read_image(out / p) for p in train.image)
+    # the training split's statistics from the moments the workers returned (no second pass)
+    norm = MeanNormalizer.from_moments(r["moments"] for r, part in zip(results, manifest.split) if part == "train")
     atomic_write_text(out / "stats.json", norm.to_json())
     buf = manifest.to_csv(index=False)
     atomic_write_text(out / "manifest.csv", buf)  # written last: its presence marks a finished run

@@ -75,6 +75,13 @@ def letterbox(image: np.ndarray, out_shape=MTUNET_SHAPE, interpolation: str = "b
     return lb.apply(image, interpolation), lb
 
 
+def pixel_moments(image) -> tuple[int, float, float]:
+    """An image's pixel count, mean and sum of squared deviations from the mean (float64)."""
+    x = np.asarray(image, np.float64).ravel()
+    mean = float(x.mean())
+    return x.size, mean, float(((x - mean) ** 2).sum())
+
+
 @dataclass
 class MeanNormalizer:
     """``(x - mean) / std`` with the mean and standard deviation of the training split's pixels.
@@ -87,12 +94,15 @@ class MeanNormalizer:
 
     @classmethod
     def fit(cls, images) -> "MeanNormalizer":
-        """Streaming mean/std over an iterable of float images (Chan's parallel update)."""
+        """Mean/std over an iterable of float images, streamed."""
+        return cls.from_moments(pixel_moments(img) for img in images)
+
+    @classmethod
+    def from_moments(cls, moments) -> "MeanNormalizer":
+        """Mean/std from per-image :func:`pixel_moments`, merged in order with Chan et al.'s
+        parallel update (so workers can compute them and the merge needs no pixels)."""
         n, mean, m2 = 0, 0.0, 0.0
-        for img in images:
-            x = np.asarray(img, np.float64).ravel()
-            nb, mb = x.size, float(x.mean())
-            m2b = float(((x - mb) ** 2).sum())
+        for nb, mb, m2b in moments:
             delta = mb - mean
             tot = n + nb
             mean += delta * nb / tot

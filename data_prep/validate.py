@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is not imported at run time: prepare's pool workers import this module
+    import pandas as pd
 
 
 class DataValidationError(ValueError):

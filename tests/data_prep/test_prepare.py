@@ -45,6 +45,7 @@ def test_rerun_resumes_and_skips_finished_files(prepared_shenzhen, phantom_root,
     images = sorted((prepared_shenzhen / "images").glob("*.png"))
     victim, kept = images[0], images[1]
     before = kept.stat().st_mtime_ns
+    stats = (prepared_shenzhen / "stats.json").read_text()
     victim.unlink()
     (prepared_shenzhen / "manifest.csv").unlink()
     caplog.set_level("INFO")
@@ -52,6 +53,37 @@ def test_rerun_resumes_and_skips_finished_files(prepared_shenzhen, phantom_root,
     assert victim.is_file() and (prepared_shenzhen / "manifest.csv").is_file()
     assert kept.stat().st_mtime_ns == before
     assert "1 image(s) written, 29 already done" in caplog.text
+    # the statistics still cover every training image, the skipped ones read back
+    assert (prepared_shenzhen / "stats.json").read_text() == stats
+
+
+def test_a_pool_of_workers_writes_what_one_process_writes(tmp_path):
+    """The pool path (from 32 images) against the in-process one: the same files, manifest and
+    training statistics (the workers return each image's moments; the merge keeps manifest order)."""
+    from data_prep.phantoms.layouts import generate
+    from data_prep.transforms import MeanNormalizer
+    src = generate("shenzhen", tmp_path / "src", n=40, seed=5, size=64, progress=False)
+    one = prepare("shenzhen", src, tmp_path / "one", size=(32, 32), workers=1, progress=False)
+    two = prepare("shenzhen", src, tmp_path / "two", size=(32, 32), workers=2, progress=False)
+    pd.testing.assert_frame_equal(one, two)
+    assert (tmp_path / "one" / "stats.json").read_text() == (tmp_path / "two" / "stats.json").read_text()
+    for p in one.image:
+        assert (tmp_path / "one" / p).read_bytes() == (tmp_path / "two" / p).read_bytes()
+    train = one[one.split == "train"].image
+    again = MeanNormalizer.fit(read_image(tmp_path / "two" / p) for p in train)  # a second pass over the files
+    assert pd.read_json(tmp_path / "two" / "stats.json", typ="series").to_dict() == pytest.approx(
+        {"mean": again.mean, "std": again.std}, rel=1e-12)
+
+
+def test_pool_workers_import_no_heavy_library():
+    """prepare's spawned workers import data_prep.prepare_item: without pandas, scikit-learn or
+    TensorFlow it starts in a fraction of a second (the pool's start was most of its cost)."""
+    import subprocess
+    import sys
+    code = ("import sys, data_prep.prepare_item; "
+            "print(sorted(m for m in ('pandas', 'sklearn', 'tensorflow', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_problems_are_reported_together_before_training(phantom_root, tmp_path):
