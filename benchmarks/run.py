@@ -63,7 +63,7 @@ CASES = {
     "mtunet-paper": {"shape": (320, 208), "base": 64, "batch": 2, "quick": ((64, 48), 2), "steps": 2},
 }
 # the prepare case: dataset sizes (images), the phantoms' side and the prepared side; (sizes, side) with --quick
-PREPARE = {"sizes": (100, 200, 400), "side": 1024, "out_side": 256, "quick": ((32, 48, 64), 256)}
+PREPARE = {"sizes": (400, 800, 1600), "side": 1024, "out_side": 256, "quick": ((32, 48, 64), 256)}
 SETS = ("cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo")
 SHARED_STRATEGIES = ("independent", "alternating", "joint")
 BENCH = "BENCH "  # a child process's result line: this prefix, then JSON
@@ -387,9 +387,11 @@ def line_fit(xs, ys) -> dict:
             "slope_origin": origin, "max_dev_origin": max(abs(y - origin * x) / y for x, y in zip(xs, ys))}
 
 
-def prepare_case(sizes, side: int, out_side: int, workers, folder: Path) -> dict:
+def prepare_case(sizes, side: int, out_side: int, workers, folder: Path, repeats: int = 1) -> dict:
     """Phantoms of each size written once (not timed), then each (size, workers) prepared in its own
-    subprocess: images/s, peak RSS, speed-up over one worker, time vs size, RSS spread."""
+    subprocess ``repeats`` times, the rounds interleaved (so a noisy minute hits every setting
+    alike), the run of median seconds kept: images/s, peak RSS, speed-up over one worker, time vs
+    size, RSS spread."""
     import shutil
 
     import pydicom
@@ -405,17 +407,22 @@ def prepare_case(sizes, side: int, out_side: int, workers, folder: Path) -> dict
            "rss": "max of the prepare process's peak RSS (VmHWM) and its largest pool worker's "
                   "(getrusage RUSAGE_CHILDREN ru_maxrss): one process, not their sum",
            "runs": []}
-    for n in sizes:
-        for w in workers:
-            dest = folder / f"prepared-n{n}-w{w}"
-            if dest.exists():  # prepare skips finished images: every timed run starts empty
-                shutil.rmtree(dest)
-            cmd = [sys.executable, "-m", "benchmarks.run", "--prepare-run", str(sources[n]), str(dest), str(w),
-                   str(out_side)]
-            r = child_result(cmd, f"prepare n={n} workers={w}")
-            out["runs"].append({**r, "out": str(dest)})
-            log.info("prepare %d images, %d worker(s): %.1f images/s, %.2f s, peak RSS %.0f MiB", n, w,
-                     r["images_per_s"], r["seconds"], r["peak_rss_mib"])
+    timed = {}
+    for _ in range(repeats):
+        for n in sizes:
+            for w in workers:
+                dest = folder / f"prepared-n{n}-w{w}"
+                if dest.exists():  # prepare skips finished images: every timed run starts empty
+                    shutil.rmtree(dest)
+                cmd = [sys.executable, "-m", "benchmarks.run", "--prepare-run", str(sources[n]), str(dest), str(w),
+                       str(out_side)]
+                r = child_result(cmd, f"prepare n={n} workers={w}")
+                timed.setdefault((n, w), []).append({**r, "out": str(dest)})
+                log.info("prepare %d images, %d worker(s): %.1f images/s, %.2f s, peak RSS %.0f MiB", n, w,
+                         r["images_per_s"], r["seconds"], r["peak_rss_mib"])
+    for (n, w), rs in timed.items():
+        median = sorted(rs, key=lambda r: r["seconds"])[(len(rs) - 1) // 2]
+        out["runs"].append({**median, "seconds_all": [r["seconds"] for r in rs]})
     runs = {(r["images"], r["workers"]): r for r in out["runs"]}
     lo, hi = min(workers), max(workers)
     out["speedup"] = [{"images": n, "workers": hi, "over_workers": lo,
@@ -435,13 +442,15 @@ def prepare_table(p: dict) -> list:
              f"({bits(p['bits_allocated'])} bits allocated, {bits(p['bits_stored'])} stored) → "
              f"{p['output_side']}² PNGs; "
              f"phantoms written in {p['generate_seconds']:.0f} s, not timed. Seconds: the whole `prepare` call "
-             "(reading the tables, the split, the images, the statistics, the manifest); image phase: the pool's "
-             f"start and the images alone. Peak RSS: {p['rss']}.", "",
-             "| images | workers | pool | seconds (image phase) | images/s | peak RSS MiB (main, worker) |",
-             "|---|---|---|---|---|---|"]
+             "(reading the tables, the split, the images, the statistics, the manifest), the median run of "
+             f"{len(p['runs'][0].get('seconds_all', [0]))} (all runs' seconds beside it); image phase: the images alone "
+             f"(a pool starts while the split runs). Peak RSS: {p['rss']}.", "",
+             "| images | workers | pool | seconds (image phase) | all runs, s | images/s | peak RSS MiB (main, worker) |",
+             "|---|---|---|---|---|---|---|"]
     for r in p["runs"]:
+        every = ", ".join(f"{x:.2f}" for x in r.get("seconds_all", [r["seconds"]]))
         lines.append(f"| {r['images']} | {r['workers']} | {'yes' if r['pool'] else 'no'} | {r['seconds']:.2f} "
-                     f"({r['image_seconds']:.2f}) | "
+                     f"({r['image_seconds']:.2f}) | {every} | "
                      f"{r['images_per_s']:.1f} | {r['peak_rss_mib']:.0f} ({r['peak_rss_main_mib']:.0f}, "
                      f"{r['peak_rss_worker_mib']:.0f}) |")
     lines += ["", "| images | speed-up: most workers / fewest |", "|---|---|"]
@@ -643,7 +652,7 @@ def main(argv=None) -> int:
         with contextlib.ExitStack() as stack:
             folder = args.prepare_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ums_prepare_")))
             folder.mkdir(parents=True, exist_ok=True)
-            report["prepare"] = prepare_case(sizes, side, PREPARE["out_side"], workers, folder)
+            report["prepare"] = prepare_case(sizes, side, PREPARE["out_side"], workers, folder, repeats)
         if args.prepare_dir is None:
             for r in report["prepare"]["runs"]:
                 r.pop("out")  # removed with the temporary folder
