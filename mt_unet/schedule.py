@@ -4,8 +4,9 @@ so far**; stop when the rate falls below 1e-8 or after ``2P + 3`` epochs without
 (the authors' code).
 
 The bookkeeping is :class:`ums_rep.schedule.PlateauSchedule` (one scheduler for every loop):
-:func:`rlrp` configures it for the custom loop (``ums_rep.strategies.fit`` acts on its
-decisions), and :class:`ResetOnPlateau` is the same rule as a Keras callback for ``model.fit``.
+:func:`rlrp_rule` states the rule once; :func:`fit_config_kwargs` gives it to the custom loop
+(``ums_rep.strategies.fit`` acts on the schedule's decisions), and :class:`ResetOnPlateau` to
+``model.fit`` as a Keras callback.
 """
 from __future__ import annotations
 
@@ -17,22 +18,23 @@ from ums_rep.schedule import PlateauSchedule
 FACTOR = 0.1  # "reduces 90% of the learning rate"
 
 
-def rlrp(lr: float, patience: int, min_lr: float = 1e-8) -> PlateauSchedule:
-    """The RLRP rule for a custom loop."""
-    return PlateauSchedule(lr=lr, patience=patience, factor=FACTOR, min_lr=min_lr, reset_to_best=True,
-                           stop_patience=2 * patience + 3)
+def rlrp_rule(patience: int, min_lr: float = 1e-8) -> dict:
+    """The RLRP rule as :class:`~ums_rep.schedule.PlateauSchedule` arguments."""
+    return {"patience": patience, "factor": FACTOR, "min_lr": min_lr, "reset_to_best": True,
+            "stop_patience": 2 * patience + 3}
 
 
 def fit_config_kwargs(patience: int) -> dict:
-    """The same rule as :class:`ums_rep.strategies.FitConfig` fields."""
-    return {"lr_patience": patience, "lr_factor": FACTOR, "reset_to_best": True, "min_lr": 1e-8,
-            "stop_patience": 2 * patience + 3}
+    """The RLRP rule as :class:`ums_rep.strategies.FitConfig` fields (the custom loop)."""
+    rule = rlrp_rule(patience)
+    return {"lr_patience": rule["patience"], "lr_factor": rule["factor"], "reset_to_best": rule["reset_to_best"],
+            "min_lr": rule["min_lr"], "stop_patience": rule["stop_patience"]}
 
 
 class ResetOnPlateau(keras.callbacks.Callback):
     """RLRP for ``model.fit``: monitors ``monitor`` (lower is better); at a cut sets the
     optimizer's learning rate to a tenth and restores the best epoch's weights; stops training
-    as :func:`rlrp` says. ``events`` lists every cut ``{"epoch", "lr", "reset_to"}``."""
+    as :func:`rlrp_rule` says. ``events`` lists every cut ``{"epoch", "lr", "reset_to"}``."""
 
     def __init__(self, patience: int, monitor: str = "val_loss", min_lr: float = 1e-8):
         super().__init__()
@@ -46,7 +48,7 @@ class ResetOnPlateau(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         lr = float(np.asarray(self.model.optimizer.learning_rate))
-        self.schedule = rlrp(lr, self.patience, self.min_lr)
+        self.schedule = PlateauSchedule(lr=lr, **rlrp_rule(self.patience, self.min_lr))
         self.best_weights = self.model.get_weights()
 
     def on_epoch_end(self, epoch, logs=None):
