@@ -1,5 +1,6 @@
-"""The shared builder check: output names and shapes, a config round trip, .keras save/load
-with equal outputs, and one train step that changes the weights."""
+"""Shared test helpers: the builder check (output names and shapes, a config round trip, .keras
+save/load with equal outputs, and one train step that changes the weights) and a Markdown table
+reader (the reports' tables are padded by ``DataFrame.to_markdown``: compare cells, not strings)."""
 import numpy as np
 import tensorflow as tf
 
@@ -30,3 +31,14 @@ def check_builder(model: keras.Model, input_shape, output_shapes: dict, tmp_path
     opt.apply_gradients(zip(grads, model.trainable_weights))
     changed = [not np.allclose(b, w.numpy()) for b, w in zip(before, model.trainable_weights)]
     assert np.mean(changed) > 0.9, f"only {np.mean(changed):.0%} of the weights changed"
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """Every row of every Markdown table in ``markdown`` as its stripped cells (separator rows
+    left out)."""
+    rows = []
+    for line in markdown.splitlines():
+        line = line.strip()
+        if line.startswith("|") and line.endswith("|") and set(line) - set("|:- "):
+            rows.append([cell.strip() for cell in line[1:-1].split("|")])
+    return rows

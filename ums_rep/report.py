@@ -201,13 +201,14 @@ def table2(runs) -> list:
             continue
         c = r["config"]
         lines += [f"### UMS-Rep Table 2: CDAE denoising ({folder.name}; {c.get('data')}, preset {c.get('preset')}, "
-                  f"{c.get('image')} px, {c.get('n_test')} test images)", "",
-                  "| noise | noisy | CDAE | NLM | wavelet | paper CDAE |", "|---|---|---|---|---|---|"]
+                  f"{c.get('image')} px, {c.get('n_test')} test images)", ""]
+        rows = []
         for level, row in r["table2"].items():
             cells = [f"{row[k]['psnr']:.2f} / {row[k]['ssim']:.2f} / {row[k]['ms_ssim']:.2f}"
                      for k in ("noisy", "cdae", "nlm", "wavelet")]
             paper = PAPER["table2"].get(level)
-            lines.append(f"| {level} | " + " | ".join(cells) + f" | {paper[0]:.2f} / {paper[1]:.2f} / {paper[2]:.2f} |")
+            rows.append([level, *cells, f"{paper[0]:.2f} / {paper[1]:.2f} / {paper[2]:.2f}"])
+        lines += markdown_table(["noise", "noisy", "CDAE", "NLM", "wavelet", "paper CDAE"], rows)
         lines += ["", "Cells: PSNR (dB) / SSIM / MS-SSIM on the test split.", ""]
     return lines
 
@@ -276,9 +277,8 @@ def strategy_tables(runs) -> list:
         preset = ", ".join(sorted({str(r["config"].get("preset")) for _, r in entries}))
         lines += [f"### UMS-Rep Table {perf}: {set_name} ({c.get('data')}, preset {preset}, "
                   f"{c.get('folds')} fold(s) of {c.get('fold_partition', c.get('folds'))}, "
-                  f"seed {entries[0][1].get('seed')})", "",
-                  "| strategy | task | accuracy | F-score | IoU | MCC | AUC | fold mean ± std | paper acc / F / IoU / MCC |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  f"seed {entries[0][1].get('seed')})", ""]
+        rows = []
         for folder, r in entries:
             s = r["config"]["strategy"]
             for task in _target_tasks(r):
@@ -289,19 +289,21 @@ def strategy_tables(runs) -> list:
                           if key in t.get("fold_mean", {}) else "")
                 p = PAPER["tasks"].get((s, task))
                 paper = " / ".join(_num(v, 2) for v in p) if p else ""
-                lines.append(f"| {s} | {task} | {_num(m.get('accuracy'))} | {_num(m.get('f_score'))} | "
-                             f"{_num(m.get('iou'))} | {_num(m.get('mcc'))} | {_num(m.get('auc'))} | {spread} | {paper} |")
+                rows.append([s, task, *(_num(m.get(k)) for k in ("accuracy", "f_score", "iou", "mcc", "auc")),
+                             spread, paper])
+        lines += markdown_table(["strategy", "task", "accuracy", "F-score", "IoU", "MCC", "AUC", "fold mean ± std",
+                                 "paper acc / F / IoU / MCC"], rows)
         lines += ["", f"Test metrics: {c.get('test_score', 'the fold models’ mean probability')}; segmentation "
                       "images count as correct for McNemar when Dice ≥ 0.9.", "",
                   f"McNemar's test, {set_name} (every pair of strategies; diff = first − second in the task's "
-                  "metric):", "", "| task | pair | diff | p | discordant (a✓b✗ / a✗b✓) |", "|---|---|---|---|---|"]
-        for row in pairwise_mcnemar(entries):
-            lines.append(f"| {row['task']} | {row['a']} vs {row['b']} | {row['diff']:+.3f} {row['metric']} | "
-                         f"{row['p']:.3g}{' *' if row['p'] < 0.05 else ''} | {row['discordant'][0]} / {row['discordant'][1]} |")
+                  "metric):", ""]
+        lines += markdown_table(["task", "pair", "diff", "p", "discordant (a✓b✗ / a✗b✓)"], [
+            [row["task"], f"{row['a']} vs {row['b']}", f"{row['diff']:+.3f} {row['metric']}",
+             f"{row['p']:.3g}{' *' if row['p'] < 0.05 else ''}", f"{row['discordant'][0]} / {row['discordant'][1]}"]
+            for row in pairwise_mcnemar(entries)])
         pc = PAPER["compute"].get(set_name)
-        lines += ["", f"### UMS-Rep Table {cost}: {set_name}, training time and parameters", "",
-                  "| strategy | counted | source model s | fine-tuning s | total s | total params "
-                  "| time / baseline | params / baseline | paper time / params ratio |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", f"### UMS-Rep Table {cost}: {set_name}, training time and parameters", ""]
+        rows = []
         base = next((r for _, r in entries if r["config"]["strategy"] == "baseline"), None)
         paper_ratio = f"{pc['shared'][0] / pc['baseline'][0]:.2f} / {pc['shared'][1] / pc['baseline'][1]:.2f}" if pc else ""
         for folder, r in entries:
@@ -313,11 +315,13 @@ def strategy_tables(runs) -> list:
                 rt = f"{secs / max(base['total_train_seconds'], 1e-9):.2f}"
                 pt = f"{params / max(base['total_params'], 1):.2f}"
             known = "" if not src or src.get("seconds_known", True) else " (unknown)"
-            lines.append(f"| {r['config']['strategy']} | {counted} | {src_s:.1f}{known} | {secs - src_s:.1f} | "
-                         f"{secs:.1f} | {params:,} | {rt} | {pt} | {paper_ratio if r is not base else ''} |")
+            rows.append([r["config"]["strategy"], counted, f"{src_s:.1f}{known}", f"{secs - src_s:.1f}", f"{secs:.1f}",
+                         f"{params:,}", rt, pt, paper_ratio if r is not base else ""])
         if pc:
-            lines.append(f"| *paper* | | | | {pc['shared'][0]:.1f} / {pc['baseline'][0]:.1f} min | "
-                         f"{pc['shared'][1]:,} / {pc['baseline'][1]:,} | | | {paper_ratio} |")
+            rows.append(["*paper*", "", "", "", f"{pc['shared'][0]:.1f} / {pc['baseline'][0]:.1f} min",
+                         f"{pc['shared'][1]:,} / {pc['baseline'][1]:,}", "", "", paper_ratio])
+        lines += markdown_table(["strategy", "counted", "source model s", "fine-tuning s", "total s", "total params",
+                                 "time / baseline", "params / baseline", "paper time / params ratio"], rows)
         lines.append("")
     return lines
 
@@ -329,6 +333,12 @@ def compare_strategies(run_dirs, out=None, mix_presets: bool = False) -> str:
     logged reason."""
     runs = collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
     return _compare_md("\n".join(strategy_tables(runs) + claims(runs)), out)
+
+
+def markdown_table(headers, rows) -> list[str]:
+    """A Markdown table of already formatted cells, as lines (``DataFrame.to_markdown``)."""
+    frame = pd.DataFrame([[str(c) for c in row] for row in rows], columns=list(headers))
+    return frame.to_markdown(index=False, disable_numparse=True).splitlines()
 
 
 def _compare_md(text: str, out) -> str:
@@ -388,9 +398,8 @@ def claims(runs) -> list:
     if not rows:
         return []
     lines = ["## Claims", "", "Each directional claim of the papers, judged on these runs (significance: McNemar "
-             "p < 0.05 for UMS-Rep; for MT-UNet a difference larger than the spread (std) over seeds).", "",
-             "| claim | where | verdict | evidence |", "|---|---|---|---|"]
-    lines += [f"| {c} | {w} | {v} | {e} |" for c, w, v, e in rows]
+             "p < 0.05 for UMS-Rep; for MT-UNet a difference larger than the spread (std) over seeds).", ""]
+    lines += markdown_table(["claim", "where", "verdict", "evidence"], rows)
     return lines + [""]
 
 
@@ -446,15 +455,14 @@ def mt_unet_compare(run_dirs, out=None, mix_presets: bool = False) -> str:
         best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
     head = ["model", *(_metric_label(k) + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
             "train s", "params", "seeds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for e in entries:
         cells = [e["label"]]
         for k in cols:
             cell = _median_std(e, k)
             cells.append(f"**{cell}**" if cell and math.isclose(e["metrics"][k], best[k]) else cell)
-        cells += [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return _compare_md("\n".join(lines) + "\n", out)
+        rows.append(cells + [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])])
+    return _compare_md("\n".join(markdown_table(head, rows)) + "\n", out)
 
 
 def mt_unet_tables(runs) -> list:
@@ -469,17 +477,15 @@ def mt_unet_tables(runs) -> list:
     c = entries[0][1]["config"]
     lines = [f"### MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
              f"{'×'.join(map(str, c.get('image', c.get('shape', []))))}, {c.get('seeds')} seed(s); "  # shape: before 2026-12
-             f"median ± std; paper below each row)",
-             "", "| model | " + " | ".join(_metric_label(k) for k in keys)
-             + " | train s | params | preset, seeds |", "|" + "---|" * (len(keys) + 4)]
+             f"median ± std; paper below each row)", ""]
+    rows = []
     for folder, r, e in entries:
-        cells = [_median_std(e, k) for k in keys]
-        lines.append(f"| {e['label']} | " + " | ".join(cells) + f" | {e['train_seconds']:.0f} | "
-                     f"{e['trainable_params']:,} | {r['config'].get('preset')}, {r['config'].get('seeds')} |")
+        rows.append([e["label"], *(_median_std(e, k) for k in keys), f"{e['train_seconds']:.0f}",
+                     f"{e['trainable_params']:,}", f"{r['config'].get('preset')}, {r['config'].get('seeds')}"])
         paper = PAPER["mt_unet"].get(e["label"])
         if paper:
-            lines.append("| *paper* | " + " | ".join(_num(paper.get(k)) if k in paper else "" for k in keys)
-                         + " | | | |")
+            rows.append(["*paper*", *(_num(paper.get(k)) if k in paper else "" for k in keys), "", "", ""])
+    lines += markdown_table(["model", *(_metric_label(k) for k in keys), "train s", "params", "preset, seeds"], rows)
     lines.append("")
     return lines
 
@@ -491,10 +497,9 @@ def scan_tables(runs) -> list:
             continue
         best = {k: v for k, v in r["best"].items() if not k.startswith("_")}
         lines += [f"### Talos scan: {r['config']['model']} ({folder.name}; {r['rounds']} rounds, "
-                  f"{r['scan_seconds']:.0f} s)", "", "| parameter | best here | paper |", "|---|---|---|"]
+                  f"{r['scan_seconds']:.0f} s)", ""]
         paper = PAPER["talos_echo"] if r["config"]["model"] == "echo" else {}
-        for k, v in best.items():
-            lines.append(f"| {k} | {v} | {paper.get(k, '')} |")
+        lines += markdown_table(["parameter", "best here", "paper"], [[k, v, paper.get(k, "")] for k, v in best.items()])
         lines += ["", f"Best score: {r['best']['_score']}.", ""]
     return lines
 
@@ -502,14 +507,13 @@ def scan_tables(runs) -> list:
 def bench_tables(bench: dict | None) -> list:
     if not bench or not bench.get("compute_saving"):
         return []
-    lines = ["### Compute saving (benchmarks.run)", "",
-             "| task set | best shared | time ratio | param ratio | paper time ratio | paper param ratio |",
-             "|---|---|---|---|---|---|"]
+    rows = []
     for s in bench["compute_saving"]:
         pc = PAPER["compute"][s["set"]]
-        lines.append(f"| {s['set']} | {s['best_shared']} | {s['time_ratio']:.2f} | {s['param_ratio']:.2f} | "
-                     f"{pc['shared'][0] / pc['baseline'][0]:.2f} | {pc['shared'][1] / pc['baseline'][1]:.2f} |")
-    return lines + [""]
+        rows.append([s["set"], s["best_shared"], f"{s['time_ratio']:.2f}", f"{s['param_ratio']:.2f}",
+                     f"{pc['shared'][0] / pc['baseline'][0]:.2f}", f"{pc['shared'][1] / pc['baseline'][1]:.2f}"])
+    return ["### Compute saving (benchmarks.run)", ""] + markdown_table(
+        ["task set", "best shared", "time ratio", "param ratio", "paper time ratio", "paper param ratio"], rows) + [""]
 
 
 def figures(runs, out: Path) -> list:
