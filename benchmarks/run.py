@@ -147,10 +147,12 @@ def peak_memory() -> dict:
     return out
 
 
-def case_size(case: str, quick: bool):
-    """A case's input (H, W), its batch and MT-UNet's base width (None for the other models)."""
+def case_size(case: str, quick: bool, batch: int | None = None):
+    """A case's input (H, W), its batch (``batch`` overrides it) and MT-UNet's base width (None
+    for the other models)."""
     spec = CASES[case]
-    shape, batch = spec["quick"] if quick else (spec["shape"], spec["batch"])
+    shape, default_batch = spec["quick"] if quick else (spec["shape"], spec["batch"])
+    batch = batch or default_batch
     base = (16 if case == "mtunet-paper" else 4) if quick and "base" in spec else spec.get("base")
     return tuple(shape), batch, base
 
@@ -244,18 +246,24 @@ def conv_ceiling(models, batch: int, repeats: int) -> dict:
     return {"seconds_per_step": seconds, "flops_per_step": flops}
 
 
-def train_case(case: str, quick: bool, steps: int, repeats: int, mixed: bool = False) -> dict:
+TRAIN_MODES = ("fit", "custom", "custom+xla", "custom+mixed", "custom+xla+mixed")
+
+
+def train_case(case: str, quick: bool, steps: int, repeats: int, mixed: bool = False, only=None,
+               batch: int | None = None) -> dict:
     """Images/s of one model trained by model.fit, the custom loop and the custom loop + XLA;
-    ``mixed``: also the custom loop with and without XLA under the mixed policy."""
+    ``mixed``: also the custom loop with and without XLA under the mixed policy; ``only``: just
+    these modes (for models whose steps take seconds); ``batch``: instead of the case's."""
     import keras
     import tensorflow as tf
     from ums_rep.precision import choose
     from ums_rep.strategies import Engine, make_optimizer
-    shape, batch, base = case_size(case, quick)
+    shape, batch, base = case_size(case, quick, batch)
     steps = steps if quick else min(steps, CASES[case].get("steps", steps))  # seconds-long steps: fewer per block
     gpu = bool(tf.config.list_physical_devices("GPU"))
     modes = ["fit", "custom", "custom+xla"] + (["custom+mixed", "custom+xla+mixed"] if mixed else
                                                ["custom+xla+mixed"] if gpu else [])
+    modes = [m for m in modes if only is None or m in only]
     mixed_policy = choose("mixed")[0]
     out = {"case": case, "input": list(shape), "batch": batch, "base_filters": base, "steps_per_block": steps,
            "modes": {}, "mixed_policy": mixed_policy}
@@ -437,6 +445,7 @@ def prepare_case(sizes, side: int, out_side: int, workers, folder: Path, repeats
 
 def prepare_table(p: dict) -> list:
     """The prepare case's lines of the markdown report."""
+    from ums_rep.report import markdown_table
     bits = lambda v: "/".join(map(str, v))  # noqa: E731
     lines = ["", f"Prepare (`data_prep.prepare rsna`): {p['input'][0]}×{p['input'][1]} DICOMs "
              f"({bits(p['bits_allocated'])} bits allocated, {bits(p['bits_stored'])} stored) → "
@@ -444,22 +453,21 @@ def prepare_table(p: dict) -> list:
              f"phantoms written in {p['generate_seconds']:.0f} s, not timed. Seconds: the whole `prepare` call "
              "(reading the tables, the split, the images, the statistics, the manifest), the median run of "
              f"{len(p['runs'][0].get('seconds_all', [0]))} (all runs' seconds beside it); image phase: the images alone "
-             f"(a pool starts while the split runs). Peak RSS: {p['rss']}.", "",
-             "| images | workers | pool | seconds (image phase) | all runs, s | images/s | peak RSS MiB (main, worker) |",
-             "|---|---|---|---|---|---|---|"]
-    for r in p["runs"]:
-        every = ", ".join(f"{x:.2f}" for x in r.get("seconds_all", [r["seconds"]]))
-        lines.append(f"| {r['images']} | {r['workers']} | {'yes' if r['pool'] else 'no'} | {r['seconds']:.2f} "
-                     f"({r['image_seconds']:.2f}) | {every} | "
-                     f"{r['images_per_s']:.1f} | {r['peak_rss_mib']:.0f} ({r['peak_rss_main_mib']:.0f}, "
-                     f"{r['peak_rss_worker_mib']:.0f}) |")
-    lines += ["", "| images | speed-up: most workers / fewest |", "|---|---|"]
-    lines += [f"| {s['images']} | {s['workers']} / {s['over_workers']}: **{s['x']:.2f}×** |" for s in p["speedup"]]
-    lines += ["", "| workers | fitted line: s/image, intercept s, largest deviation | through the origin: s/image, "
-              "largest deviation | peak RSS spread (max/min − 1) |", "|---|---|---|---|"]
-    for f in p["fits"]:
-        lines.append(f"| {f['workers']} | {f['slope'] * 1e3:.1f} ms, {f['intercept']:.2f} s, {f['max_dev_fit']:.1%} | "
-                     f"{f['slope_origin'] * 1e3:.1f} ms, {f['max_dev_origin']:.1%} | {f['rss_spread']:.1%} |")
+             f"(a pool starts while the split runs). Peak RSS: {p['rss']}.", ""]
+    lines += markdown_table(
+        ["images", "workers", "pool", "seconds (image phase)", "all runs, s", "images/s", "peak RSS MiB (main, worker)"],
+        [[r["images"], r["workers"], "yes" if r["pool"] else "no", f"{r['seconds']:.2f} ({r['image_seconds']:.2f})",
+          ", ".join(f"{x:.2f}" for x in r.get("seconds_all", [r["seconds"]])), f"{r['images_per_s']:.1f}",
+          f"{r['peak_rss_mib']:.0f} ({r['peak_rss_main_mib']:.0f}, {r['peak_rss_worker_mib']:.0f})"]
+         for r in p["runs"]])
+    lines += [""] + markdown_table(["images", "speed-up: most workers / fewest"],
+                                   [[s["images"], f"{s['workers']} / {s['over_workers']}: **{s['x']:.2f}×**"]
+                                    for s in p["speedup"]])
+    lines += [""] + markdown_table(
+        ["workers", "fitted line: s/image, intercept s, largest deviation", "through the origin: s/image, largest deviation",
+         "peak RSS spread (max/min − 1)"],
+        [[f["workers"], f"{f['slope'] * 1e3:.1f} ms, {f['intercept']:.2f} s, {f['max_dev_fit']:.1%}",
+          f"{f['slope_origin'] * 1e3:.1f} ms, {f['max_dev_origin']:.1%}", f"{f['rss_spread']:.1%}"] for f in p["fits"]])
     return lines
 
 
@@ -534,45 +542,52 @@ def compute_saving(preset: str, epochs: int, workdir: Path, sets=SETS, strategie
 
 
 def markdown(report: dict) -> str:
+    from ums_rep.report import markdown_table
     head = (f"Machine: {report['machine']['processor']}, {report['machine']['cpus']} CPUs, "
             f"GPUs {report['machine']['gpus'] or 'none'}; TensorFlow {report['machine']['tensorflow']}; "
             f"{'quick' if report['quick'] else 'full'} run.")
     if "training" not in report:  # --cases prepare alone
         return "\n".join([head] + prepare_table(report["prepare"])) + "\n"
     mm = report["matmul_gflops"]
-    lines = [f"{head} Dense matmul: **{mm:.0f} GFLOP/s**.", "",
-             "| model | input × batch | GFLOP/step (counted) | mode | images/s | GFLOP/s | of matmul | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"{head} Dense matmul: **{mm:.0f} GFLOP/s**.", ""]
+    rows = []
     for t in report["training"]:
         for mode, r in t["modes"].items():
             gflops = t["flops_per_step"] / r["step_s"] / 1e9
-            lines.append(f"| {t['case']} | {t['input'][0]}×{t['input'][1]} × {t['batch']} | "
-                         f"{t['flops_per_step'] / 1e9:.1f} | {mode} | {r['images_per_s']:.1f} | {gflops:.0f} | "
-                         f"{gflops / mm:.2f} | {t['peak_rss_mib']:.0f} |")
-    lines += ["", "| model | custom loop / model.fit | XLA / custom loop | best mode of matmul | its convolutions "
-              "alone: GFLOP/s, of matmul | convolution time / best step time |", "|---|---|---|---|---|---|"]
+            rows.append([t["case"], f"{t['input'][0]}×{t['input'][1]} × {t['batch']}", f"{t['flops_per_step'] / 1e9:.1f}",
+                         mode, f"{r['images_per_s']:.1f}", f"{gflops:.0f}", f"{gflops / mm:.2f}", f"{t['peak_rss_mib']:.0f}"])
+    lines += markdown_table(["model", "input × batch", "GFLOP/step (counted)", "mode", "images/s", "GFLOP/s", "of matmul",
+                             "peak RSS MiB"], rows)
+
+    def over(m, a, b):  # a mode's speed over another's, where both were timed (--modes may leave some out)
+        return f"{m[a]['images_per_s'] / m[b]['images_per_s']:.2f}" if a in m and b in m else ""
+
+    rows = []
     for t in report["training"]:
         m, cc = t["modes"], t["conv_ceiling"]
         fastest = min(r["step_s"] for r in m.values())
         conv = cc["flops_per_step"] / cc["seconds_per_step"] / 1e9
-        lines.append(f"| {t['case']} | {m['custom']['images_per_s'] / m['fit']['images_per_s']:.2f} | "
-                     f"{m['custom+xla']['images_per_s'] / m['custom']['images_per_s']:.2f} | "
-                     f"{t['flops_per_step'] / fastest / 1e9 / mm:.2f} | {conv:.0f}, {conv / mm:.2f} | "
-                     f"{cc['seconds_per_step'] / fastest:.2f} |")
+        rows.append([t["case"], over(m, "custom", "fit"), over(m, "custom+xla", "custom"),
+                     f"{t['flops_per_step'] / fastest / 1e9 / mm:.2f}", f"{conv:.0f}, {conv / mm:.2f}",
+                     f"{cc['seconds_per_step'] / fastest:.2f}"])
+    lines += [""] + markdown_table(["model", "custom loop / model.fit", "XLA / custom loop", "best mode of matmul",
+                                    "its convolutions alone: GFLOP/s, of matmul", "convolution time / best step time"],
+                                   rows)
     lines += mixed_table(report)
     ip = report["input_pipeline"]
-    lines += ["", f"Input pipeline: {ip['images_per_s']:.0f} images/s decoding {ip['side']}² PNGs "
-              f"= **{report['input_vs_training']:.1f}×** the CDAE's custom-loop training rate.", ""]
-    lines += ["| task set | shared forward ms | separate models ms | ratio |", "|---|---|---|---|"]
-    for r in report["latency"]:
-        lines.append(f"| {r['set']} | {r['shared_ms']:.1f} | {r['separate_ms']:.1f} | {r['ratio']:.2f} |")
+    ratio = report["input_vs_training"]
+    lines += ["", f"Input pipeline: {ip['images_per_s']:.0f} images/s decoding {ip['side']}² PNGs"
+              + (f" = **{ratio:.1f}×** the CDAE's custom-loop training rate." if ratio else "."), ""]
+    lines += markdown_table(["task set", "shared forward ms", "separate models ms", "ratio"],
+                            [[r["set"], f"{r['shared_ms']:.1f}", f"{r['separate_ms']:.1f}", f"{r['ratio']:.2f}"]
+                             for r in report["latency"]])
     if report.get("compute_saving"):
-        lines += ["", "| task set | best shared | time: shared / baseline | params: shared / baseline | paper |",
-                  "|---|---|---|---|---|"]
-        for r in report["compute_saving"]:
-            lines.append(f"| {r['set']} | {r['best_shared']} | {r['shared_seconds']:.0f} s / {r['baseline_seconds']:.0f} s"
-                         f" = **{r['time_ratio']:.2f}** | {r['shared_params']:,} / {r['baseline_params']:,} = "
-                         f"**{r['param_ratio']:.2f}** | {r['paper']} |")
+        lines += [""] + markdown_table(
+            ["task set", "best shared", "time: shared / baseline", "params: shared / baseline", "paper"],
+            [[r["set"], r["best_shared"],
+              f"{r['shared_seconds']:.0f} s / {r['baseline_seconds']:.0f} s = **{r['time_ratio']:.2f}**",
+              f"{r['shared_params']:,} / {r['baseline_params']:,} = **{r['param_ratio']:.2f}**", r["paper"]]
+             for r in report["compute_saving"]])
     if report.get("prepare"):
         lines += prepare_table(report["prepare"])
     return "\n".join(lines) + "\n"
@@ -581,24 +596,33 @@ def markdown(report: dict) -> str:
 def mixed_table(report: dict) -> list:
     """``--mixed``: each case's mixed modes over float32 in the same run, and the fraction of the
     matmul rate each reaches, of its own 16-bit type and of float32 (no lines without mixed modes)."""
+    from ums_rep.report import markdown_table
     mm, mm16 = report["matmul_gflops"], report.get("matmul_gflops_mixed")
-    rows = [t for t in report["training"] if "custom+mixed" in t["modes"]]
-    if not rows:
+    cases = [t for t in report["training"] if "custom+mixed" in t["modes"]]
+    if not cases:
         return []
-    lines = ["", f"Mixed precision ({report.get('mixed_policy', rows[0].get('mixed_policy'))}; its matmul: "
-             + (f"**{mm16:.0f} GFLOP/s**" if mm16 else "not measured") + ")", "",
-             "| model | mode | images/s | over float32, same loop | of its matmul | of float32 matmul |",
-             "|---|---|---|---|---|---|"]
-    for t in rows:
+    rows = []
+    for t in cases:
         for mode in ("custom+mixed", "custom+xla+mixed"):
-            if mode not in t["modes"]:
+            ref = mode.replace("+mixed", "")
+            if mode not in t["modes"] or ref not in t["modes"]:
                 continue
-            r, ref = t["modes"][mode], t["modes"][mode.replace("+mixed", "")]
+            r = t["modes"][mode]
             gflops = t["flops_per_step"] / r["step_s"] / 1e9
-            own = f"{gflops / mm16:.2f}" if mm16 else ""
-            lines.append(f"| {t['case']} | {mode} | {r['images_per_s']:.1f} | "
-                         f"**{r['images_per_s'] / ref['images_per_s']:.2f}×** | {own} | {gflops / mm:.2f} |")
-    return lines
+            rows.append([t["case"], mode, f"{r['images_per_s']:.1f}",
+                         f"**{r['images_per_s'] / t['modes'][ref]['images_per_s']:.2f}×**",
+                         f"{gflops / mm16:.2f}" if mm16 else "", f"{gflops / mm:.2f}"])
+    return ["", f"Mixed precision ({report.get('mixed_policy', cases[0].get('mixed_policy'))}; its matmul: "
+            + (f"**{mm16:.0f} GFLOP/s**" if mm16 else "not measured") + ")", ""] + markdown_table(
+        ["model", "mode", "images/s", "over float32, same loop", "of its matmul", "of float32 matmul"], rows)
+
+
+def case_batch_arg(text: str) -> tuple:
+    """``CASE=N`` of ``--batch``."""
+    case, _, n = text.partition("=")
+    if case not in CASES or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"expected CASE=N with CASE one of {sorted(CASES)}, got {text!r}")
+    return case, int(n)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -617,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="prepare: write the phantoms and prepared folders here and keep them "
                              "(default: a temporary folder, removed after the run)")
     parser.add_argument("--prepare-run", nargs=4, default=None, help=argparse.SUPPRESS)  # internal: one timed run
+    parser.add_argument("--modes", nargs="+", choices=TRAIN_MODES, default=None, metavar="MODE",
+                        help="time only these training modes (default: every mode; choices %s)" % ", ".join(TRAIN_MODES))
+    parser.add_argument("--batch", nargs="+", type=case_batch_arg, default=[], metavar="CASE=N",
+                        help="a training case's batch instead of its default, e.g. mtunet-paper=4")
     parser.add_argument("--mixed", action="store_true",
                         help="also time the custom loop (with and without XLA) under the mixed precision policy, "
                              "beside float32 in the same run, with a 16-bit matmul reference")
@@ -637,7 +665,8 @@ def main(argv=None) -> int:
     repeats = args.repeats or (2 if args.quick else 5)
     steps = 2 if args.quick else 5
     if args.case:  # child process: one model, every mode
-        print(BENCH + json.dumps(train_case(args.case, args.quick, steps, repeats, args.mixed)))
+        print(BENCH + json.dumps(train_case(args.case, args.quick, steps, repeats, args.mixed, args.modes,
+                                            dict(args.batch).get(args.case))))
         return 0
     if args.prepare_run:  # child process: one timed prepare
         src, dest, workers, side = args.prepare_run
@@ -672,12 +701,15 @@ def main(argv=None) -> int:
     report["training"] = []
     for case in (c for c in args.cases if c != "prepare"):
         cmd = [sys.executable, "-m", "benchmarks.run", "--case", case, "--repeats", str(repeats)] + \
-              (["--quick"] if args.quick else []) + (["--mixed"] if args.mixed else [])
+              (["--quick"] if args.quick else []) + (["--mixed"] if args.mixed else []) + \
+              (["--modes", *args.modes] if args.modes else []) + \
+              (["--batch", *(f"{c}={n}" for c, n in args.batch)] if args.batch else [])
         report["training"].append(child_result(cmd, case, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}))
         log.info("%s: %s", case, {m: round(r["images_per_s"], 1) for m, r in report["training"][-1]["modes"].items()})
     report["input_pipeline"] = input_pipeline(args.quick, repeats)
     cdae = next((t for t in report["training"] if t["case"] == "cdae"), report["training"][0])
-    report["input_vs_training"] = report["input_pipeline"]["images_per_s"] / cdae["modes"]["custom"]["images_per_s"]
+    custom = cdae["modes"].get("custom")  # None where --modes left the custom loop out
+    report["input_vs_training"] = report["input_pipeline"]["images_per_s"] / custom["images_per_s"] if custom else None
     report["latency"] = [latency(s, 32 if args.quick else 256, repeats) for s in SETS]
     preset = args.saving_preset or ("tiny" if args.quick else "quick")
     if preset != "none":

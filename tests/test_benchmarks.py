@@ -2,7 +2,10 @@
 benchmarks/README.md, never timed in tests)."""
 import json
 
+import pytest
+
 from benchmarks.run import main
+from tests.helpers import table_rows
 
 
 def test_harness_writes_a_complete_report(tmp_path, monkeypatch):
@@ -83,7 +86,7 @@ def test_mixed_modes_are_timed_beside_float32(monkeypatch):
               "mixed_policy": t["mixed_policy"], "training": [t]}
     assert report["matmul_gflops_mixed"] > 0
     text = "\n".join(mixed_table(report))
-    assert "mixed_bfloat16" in text and text.count("| cdae |") == 2
+    assert "mixed_bfloat16" in text and [r[0] for r in table_rows(text)].count("cdae") == 2
     assert mixed_table({**report, "training": [{**t, "modes": {"custom": t["modes"]["custom"]}}]}) == []
 
 
@@ -122,4 +125,22 @@ def test_prepare_case_times_three_sizes_single_process_and_pooled(tmp_path):
         assert {"slope", "intercept", "max_dev_fit", "slope_origin", "max_dev_origin", "rss_spread"} <= set(f)
         assert f["slope_origin"] > 0 and f["rss_spread"] >= 0
     text = md.read_text()
-    assert "speed-up" in text and text.count("| 32 |") == 3  # its runs with 1 and 2 workers and its speed-up
+    # its runs with 1 and 2 workers and its speed-up
+    assert "speed-up" in text and [r[0] for r in table_rows(text)].count("32") == 3
+
+
+def test_modes_and_batch_options_time_only_what_they_name():
+    """``--modes`` and ``--batch CASE=N`` (for models whose steps take seconds, e.g. MT-UNet at
+    the paper's width and batch 4): only the named modes run, at the named batch."""
+    import argparse
+
+    from benchmarks.run import build_parser, train_case
+    t = train_case("cdae", quick=True, steps=1, repeats=1, only=("custom",), batch=3)
+    assert set(t["modes"]) == {"custom"} and t["batch"] == 3
+    args = build_parser().parse_args(["--modes", "custom", "custom+mixed", "--batch", "mtunet-paper=4"])
+    assert args.modes == ["custom", "custom+mixed"] and dict(args.batch) == {"mtunet-paper": 4}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--batch", "nosuchcase=4"])
+    from benchmarks.run import case_batch_arg
+    with pytest.raises(argparse.ArgumentTypeError):
+        case_batch_arg("cdae=0")
