@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import re
@@ -190,6 +192,44 @@ def add_training_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="continue an interrupted run from its last completed epoch, with its arguments")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logging only)")
     return parser
+
+
+@dataclasses.dataclass
+class TrainingOptions:
+    """What every training command is told, typed: the options of :func:`base_parser` and
+    :func:`add_training_options`, with their defaults. Each command's library function takes a
+    subclass of it; its shell builds one from the parsed arguments (:func:`options_from`), a
+    notebook or a caller in Python builds one directly. ``command`` names the command that owns
+    the run folder (``ums_rep.runs.resume_args`` sets it)."""
+
+    preset: str = "quick"
+    seed: int = 0
+    data: Path | None = None
+    out: Path | None = None
+    deterministic: bool = False
+    precision: str = "float32"
+    distribute: str = "none"
+    resume: Path | None = None
+    no_progress: bool = False
+    command: str = ""
+
+
+def options_from(cls, args: argparse.Namespace):
+    """An options dataclass ``cls`` from parsed arguments: each field from the argument of that
+    name (the others, e.g. ``--verbose``, are the shell's); a field the parser lacks keeps its default."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def json_object_arg(text: str) -> dict:
+    """An option given as a JSON object, e.g. ``--weights '{"lung_seg": 1, "abnormal": 0.5}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"lung_seg\": 1}}', got {text!r}")
+    return value
 
 
 def add_compare_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
+from data_prep.cli import TrainingOptions
 from data_prep.egd import CLASSES
 from data_prep.io import atomic_write_text
 from mt_unet import data, figures, scoring
@@ -109,15 +111,33 @@ def summarise(per_seed: list) -> tuple[dict, dict]:
     return med, std
 
 
-def run(args) -> int:
+@dataclass
+class MtUnetOptions(TrainingOptions):
+    """What ``python -m mt_unet.train`` is told (its options, typed); None (or 0) for a number
+    means the preset's value."""
+
+    scheme: str = "mtl3"  # mtl1, mtl2, mtl3 (Eqs. 1, 4, 5) or a registered weighting (dwa)
+    variant: str = "full"  # full, bottleneck, top (MT-UNet, -B, -T)
+    model: str = "mtunet"  # a name of mt_unet.model.models()
+    seeds: int | None = None
+    shape: tuple | None = None  # input (H, W)
+    epochs: int | None = None
+    lr: float | None = None
+    patience: int | None = None  # RLRP patience P (Appendix B)
+    batch: int | None = None
+
+
+def run(args: MtUnetOptions) -> int:
+    """Train ``args.model`` with every seed into a run folder and score it (Tables 1-3); 0, or
+    :class:`~ums_rep.strategies.NonFiniteLossError` when a loss turned non-finite."""
     args = resume_args(args, "mt_unet.train")
-    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
+    dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
     # (as before the preset tables: 0 for a number means the preset's value)
     preset = presets.preset(args.preset, epochs=args.epochs or None, lr=args.lr or None,
                             lr_patience=args.patience or None, batch=args.batch or None, image=args.shape)
     n_seeds = args.seeds or preset["seeds"]
     name = label(args.model, args.variant, args.scheme)
-    policy = set_precision(getattr(args, "precision", "float32"))  # before any model is built
+    policy = set_precision(args.precision)  # before any model is built
     # everything that can be checked is checked before data is prepared or a model built
     build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)
     clear_session()

@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from data_prep.cli import (INPUT_ERRORS, add_compare_options, add_training_options, base_parser, parse_early, run_cli,
-                          shape_arg)
+from data_prep.cli import (INPUT_ERRORS, add_compare_options, add_training_options, base_parser, options_from,
+                          parse_early, run_cli, shape_arg)
 
 SCHEMES = ("mtl1", "mtl2", "mtl3", "dwa")
 VARIANTS = ("full", "bottleneck", "top")  # mt_unet.model.VARIANTS
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
 
-from mt_unet.experiment import compare, run  # noqa: E402
+from mt_unet.experiment import MtUnetOptions, compare, run  # noqa: E402
 from ums_rep.strategies import NonFiniteLossError  # noqa: E402
 
 log = logging.getLogger("mt_unet.train")
@@ -68,7 +68,7 @@ def _run_or_compare(args) -> int:
     if args.compare:
         print(compare(args.compare, args.out, args.mix_presets))
         return 0
-    return run(args)
+    return run(options_from(MtUnetOptions, args))
 
 
 def main(argv=None) -> int:

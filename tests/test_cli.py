@@ -300,3 +300,37 @@ def test_run_cli_turns_the_errors_it_names_into_one_line_and_their_exit_status(c
     # mt_unet.train: a non-finite loss ends the command with status 3
     monkeypatch.setattr(train, "run", raising(NonFiniteLossError("non-finite saliency loss at epoch 2")))
     assert train.main(["--preset", "tiny", "--no-progress"]) == 3
+
+
+@pytest.mark.parametrize("command, options", [("ums_rep.pretrain", "ums_rep.pretraining:PretrainOptions"),
+                                              ("ums_rep.finetune", "ums_rep.experiment:FinetuneOptions"),
+                                              ("ums_rep.scan", "ums_rep.scanning:ScanOptions"),
+                                              ("mt_unet.train", "mt_unet.experiment:MtUnetOptions")])
+def test_each_training_shell_hands_its_library_typed_options_with_the_parsers_defaults(command, options):
+    """A command is a shell: its parser's values become the library's options dataclass. Every
+    option of the parser that the library reads is a field (none dropped on the way), and the
+    dataclass's defaults are the parser's (a library caller gets what the command line gets)."""
+    import dataclasses
+    import importlib
+
+    from data_prep.cli import options_from
+    parser = importlib.import_module(command).build_parser()
+    module, name = options.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    shell_only = {"verbose", "compare", "mix_presets", "merge", "help"}
+    assert {a.dest for a in parser._actions} - shell_only <= fields
+    parsed = options_from(cls, parser.parse_args([]))
+    assert parsed == cls(), [(f, getattr(parsed, f), getattr(cls(), f)) for f in fields
+                            if getattr(parsed, f) != getattr(cls(), f)]
+
+
+def test_json_options_are_parsed_by_the_command_line():
+    """``--weights``/``--ratio`` reach the library as dicts; text that is not a JSON object is a
+    usage error naming the option."""
+    from ums_rep.finetune import build_parser
+    args = build_parser().parse_args(["--weights", '{"lung_seg": 1, "abnormal": 0.5}', "--ratio", '{"lung_seg": 2}'])
+    assert args.weights == {"lung_seg": 1, "abnormal": 0.5} and args.ratio == {"lung_seg": 2}
+    for bad in ("{lung_seg: 1}", "[1, 2]"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--weights", bad])

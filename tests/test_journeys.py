@@ -123,18 +123,19 @@ def test_report_and_compares_skip_what_they_do_not_use_and_refuse_mixed_presets(
 
 
 def test_head_scan_has_data_for_every_task(tmp_path, monkeypatch):
-    from ums_rep import scan
+    from ums_rep import scanning
+    from ums_rep.tasks import CLASSIFICATION_TASKS, TASK_SETS
     for preset in UMS_REP:  # every classification task's datasets, every preset
-        counts = scan.phantom_counts(preset)
-        for set_name, _ in scan.CLASSIFICATION_TASKS.values():
-            sdef = scan.TASK_SETS[set_name]
+        counts = scanning.phantom_counts(preset)
+        for set_name, _ in CLASSIFICATION_TASKS.values():
+            sdef = TASK_SETS[set_name]
             assert {sdef["train"], sdef["test"]} <= set(counts), (preset, set_name)
     # and a head scan's data for a task tested on another dataset, on tiny phantoms with a stand-in encoder
     monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(scan, "_encoder", lambda args, modality: keras.Sequential([keras.layers.Flatten()]))
-    args = argparse.Namespace(task="abnormal", data=None, seed=0, no_progress=True, preset="tiny")
-    preset = {**UMS_REP["tiny"]["scan"], "n": scan.phantom_counts("tiny")}
-    xt, yt, xv, yv, info = scan.scan_data("head", args, preset)
+    monkeypatch.setattr(scanning, "frozen_encoder", lambda args, modality: keras.Sequential([keras.layers.Flatten()]))
+    args = scanning.ScanOptions(model="head", task="abnormal", no_progress=True, preset="tiny")
+    preset = {**UMS_REP["tiny"]["scan"], "n": scanning.phantom_counts("tiny")}
+    xt, yt, xv, yv, info = scanning.scan_data("head", args, preset)
     assert len(xt) == len(yt) > 0 and len(xv) == len(yv) > 0 and yt.shape[1] == 2
     assert all(str(tmp_path / "cache" / "prepared") in p for p in info["prepared"])
 

@@ -16,10 +16,11 @@ import pandas as pd
 
 import keras
 from data_prep.augment import Affine
+from data_prep.cli import TrainingOptions
 from data_prep.io import atomic_write_text, read_image
 from data_prep.pipeline import make_dataset
 from data_prep.transforms import MeanNormalizer
-from ums_rep import evaluate as evaluation, presets, pretrain
+from ums_rep import evaluate as evaluation, presets, pretraining
 from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model,
                             head_params, weights_digest)
 from ums_rep.precision import set_precision
@@ -57,7 +58,7 @@ def _weighting(args, weights: dict, tasks: dict, dist):
     """The joint strategy's loss-weighting rule (:mod:`ums_rep.weighting`); None for the others."""
     if args.strategy != "joint":
         return None
-    name = getattr(args, "weighting", "fixed")
+    name = args.weighting
     if name == "fixed":
         return FixedWeights(weights)
     with dist.scope():  # a rule's variables are mirrored
@@ -76,6 +77,30 @@ def _bn_images(prepared, specs, train_rows, seed: int):
 def _fold_normalizer(prepared, rows) -> MeanNormalizer:
     """Mean/std of this fold's training images only (applied to its validation and test images)."""
     return MeanNormalizer.fit(read_image(prepared.root / p) for p in rows.image)
+
+
+@dataclass
+class FinetuneOptions(TrainingOptions):
+    """What ``python -m ums_rep.finetune`` is told (its options, typed; ``--weights`` and
+    ``--ratio`` as the JSON objects the parser read)."""
+
+    strategy: str = "joint"  # a name of ums_rep.strategies.REGISTRY
+    tasks: str = "cxr-hetero"  # a name of ums_rep.tasks.TASK_SETS
+    encoder: Path | None = None  # a pretrained encoder .keras (None: pretrain one)
+    params: Path | None = None  # hyper-parameters JSON (a Talos best.json)
+    folds: int | None = None  # the preset's when None
+    epochs: int | None = None  # the preset's when None
+    weights: dict | None = None  # joint loss weights by task (fixed weighting)
+    weighting: str = "fixed"  # a name of ums_rep.weighting's registry
+    augment: bool | None = None  # the preset's when None
+    ratio: dict | None = None  # alternating batches by task
+    recommend_flow: str = "TR"  # echo-hetero: the flow type whose good-quality images are recommended
+
+
+def _json_object(value) -> dict:
+    """``--weights``/``--ratio``: a dict, or None; a run folder resumed from before they were parsed
+    by the command line holds the JSON text."""
+    return dict(json.loads(value) if isinstance(value, str) else value or {})
 
 
 @dataclass
@@ -99,18 +124,17 @@ class Settings:
 def settings(args) -> Settings:
     """The preset with the command line's overrides, the task specs with ``--params``' head keys,
     and the loss weights / batch ratio (unknown task names refused)."""
-    preset = presets.preset(args.preset, "finetune", epochs=args.epochs or None, augment=getattr(args, "augment", None))
+    preset = presets.preset(args.preset, "finetune", epochs=args.epochs or None, augment=args.augment)
     sdef = TASK_SETS[args.tasks]
-    params = pretrain.load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
+    params = pretraining.load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
     head = {k: params[k] for k in HEAD_PARAMS if k in params}
     specs = [s if s.task.kind != "classification" or not ({"head_optimizer", "head_learning_rate"} & set(params))
              else replace(s, task=replace(s.task, optimizer=params.get("head_optimizer", s.task.optimizer),
                                           learning_rate=float(params.get("head_learning_rate", s.task.learning_rate))))
              for s in sdef["tasks"]]
-    weights = json.loads(args.weights) if args.weights else {}
-    ratio = json.loads(args.ratio) if args.ratio else {}
+    weights, ratio = _json_object(args.weights), _json_object(args.ratio)
     names = {s.task.name for s in specs}
-    if weights and getattr(args, "weighting", "fixed") != "fixed":
+    if weights and args.weighting != "fixed":
         raise ValueError(f"--weights sets fixed loss weights; --weighting {args.weighting} learns its own")
     unknown = sorted((set(weights) | set(ratio)) - names)
     if unknown:
@@ -121,13 +145,13 @@ def settings(args) -> Settings:
 
 def shared_encoder(args, out: Path, modality: str, size: int):
     """``(path, model)``: the ``--encoder`` given, or one pretrained now into ``out/encoder``
-    (:func:`ums_rep.pretrain.pretrain_encoder` with this run's preset, seed, data and precision)."""
+    (:func:`ums_rep.pretraining.pretrain_encoder` with this run's preset, seed, data and precision)."""
     encoder_path = args.encoder
     if encoder_path is None:
-        encoder_path = pretrain.pretrain_encoder(
+        encoder_path = pretraining.pretrain_encoder(
             modality, out / "encoder", preset=args.preset, seed=args.seed, data=args.data, params=args.params,
             deterministic=args.deterministic, no_progress=args.no_progress,
-            precision=getattr(args, "precision", "float32"), distribute=getattr(args, "distribute", "none"))
+            precision=args.precision, distribute=args.distribute)
     pretrained = load_model(encoder_path, expect="encoder")
     if tuple(pretrained.input.shape[1:3]) != (size, size):
         raise ValueError(f"{encoder_path}: encoder input {tuple(pretrained.input.shape[1:3])} differs from the "
@@ -241,12 +265,14 @@ def run_fold(args, cfg: Settings, fold: int, cv, train_p, test_p, test_rows: dic
                        params, [f"fold {fold}: {w}" for w in stopped if "non-finite" in w])
 
 
-def run(args) -> int:
+def run(args: FinetuneOptions) -> int:
+    """Fine-tune ``args.strategy`` on ``args.tasks`` fold by fold into a run folder; 0, or 3 when
+    a non-finite loss stopped a fold (its restored weights' outputs are written)."""
     args = resume_args(args, "ums_rep.finetune")
-    resume = bool(getattr(args, "resume", None))
-    dist = distribution(getattr(args, "distribute", "none"))  # first: a multi-worker strategy starts before any tensor
+    resume = bool(args.resume)
+    dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
     set_seed(args.seed, args.deterministic)
-    policy = set_precision(getattr(args, "precision", "float32"))  # before the encoder is loaded or built
+    policy = set_precision(args.precision)  # before the encoder is loaded or built
     sdef = TASK_SETS[args.tasks]
     cfg = settings(args)  # arguments are checked before any data is prepared or any encoder trained
     preset, specs, size, modality = cfg.preset, cfg.specs, cfg.size, sdef["modality"]
@@ -290,7 +316,7 @@ def run(args) -> int:
     body = results(f"finetune --strategy {args.strategy} --tasks {args.tasks}",
                    {"strategy": args.strategy, "tasks": args.tasks, "preset": args.preset, **preset, "image": size,
                     "folds": cv.n_runs, "fold_partition": cv.n_parts, "test_score": evaluation.ENSEMBLE,
-                    "weights": cfg.weights, "weighting": getattr(args, "weighting", "fixed"), "params": cfg.params,
+                    "weights": cfg.weights, "weighting": args.weighting, "params": cfg.params,
                     "ratio": cfg.ratio, "encoder": str(encoder_path),
                     "pretrain_seconds": source_seconds, "precision": policy,
                     "monitor": "each task's own validation loss" if REGISTRY[args.strategy].per_task_schedule

@@ -43,7 +43,8 @@ import logging
 import textwrap
 from pathlib import Path
 
-from data_prep.cli import add_compare_options, add_training_options, base_parser, parse_early, run_cli
+from data_prep.cli import (add_compare_options, add_training_options, base_parser, json_object_arg, options_from,
+                          parse_early, run_cli)
 from ums_rep.presets import UMS_REP
 from ums_rep.tasks import FLOW_CLASSES, TASK_SETS
 
@@ -84,14 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "for pretraining, head_units/head_dropout/head_optimizer/head_learning_rate for the heads")
     parser.add_argument("--folds", type=int, default=None, metavar="K", help="cross-validation folds (default per preset)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N", help="override the preset's epochs")
-    parser.add_argument("--weights", default=None, metavar="JSON", help='joint loss weights, JSON: {"lung_seg": 1, "abnormal": 0.5}')
+    parser.add_argument("--weights", type=json_object_arg, default=None, metavar="JSON", help='joint loss weights, JSON: {"lung_seg": 1, "abnormal": 0.5}')
     parser.add_argument("--weighting", choices=("fixed", "dwa"), default="fixed",
                         help="joint loss weighting: fixed (default; --weights, 1 each) or dwa (dynamic weight average, "
                              "Liu et al. CVPR 2019 Eq. 1; see ums_rep.weighting)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random rotation/zoom/shift of training images and masks (data_prep.augment; default: "
                              "on for the tiny and quick presets, off for paper)")
-    parser.add_argument("--ratio", default=None, metavar="JSON", help='alternating batch ratio, JSON: {"lung_seg": 2, "abnormal": 1}')
+    parser.add_argument("--ratio", type=json_object_arg, default=None, metavar="JSON", help='alternating batch ratio, JSON: {"lung_seg": 2, "abnormal": 1}')
     parser.add_argument("--recommend-flow", default="TR", choices=FLOW_CLASSES,
                         help="echo-hetero: the flow type whose good-quality images are recommended (default TR)")
     add_training_options(parser)
@@ -117,7 +118,7 @@ def _run_or_compare(args) -> int:
     if args.compare:
         print(compare(args.compare, args.out, args.mix_presets))
         return 0
-    return experiment.run(args)  # (a bad --weights/--ratio JSON is a ValueError: one line)
+    return experiment.run(options_from(experiment.FinetuneOptions, args))
 
 
 def main(argv=None) -> int:

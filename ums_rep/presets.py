@@ -77,3 +77,17 @@ def preset(name: str, stage: str | None = None, **overrides) -> dict:
         raise KeyError(f"preset {name!r} has no {sorted(unknown)}")
     entry.update({k: v for k, v in overrides.items() if v is not None})
     return entry
+
+
+# The Talos search spaces (``python -m ums_rep.scan --model``): the echo encoder's is the paper's
+# (Section 4.2.1; PAPER_ECHO_CHOICE is what its Talos chose), the CDAE's and the head's are ours;
+# each is scored by its objective (metric, direction).
+SCAN_SPACES = {
+    "echo": {"kernel_size": [3, 5, 7], "dilation": [2, 3], "dropout": [0.1, 0.3, 0.5],
+             "optimizer": ["sgd", "adam", "rmsprop"], "batch_size": [16, 32, 64]},
+    "cdae": {"base_filters": [16, 32, 64], "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3], "batch_size": [8, 16, 32]},
+    "head": {"head_units": [64, 128, 256], "head_dropout": [0.25, 0.5], "head_optimizer": ["sgd", "adam"],
+             "head_learning_rate": [1e-3, 1e-2], "batch_size": [16, 32]},
+}
+PAPER_ECHO_CHOICE = {"kernel_size": 3, "dilation": 2, "dropout": 0.5, "optimizer": "adam", "batch_size": 16}
+SCAN_OBJECTIVES = {"echo": ("val_accuracy", "max"), "cdae": ("val_loss", "min"), "head": ("val_accuracy", "max")}

@@ -99,6 +99,9 @@ TASK_SETS = {
 }
 
 
+# every classification task by name: (its task set, its spec) — what ``scan --model head --task`` trains
+CLASSIFICATION_TASKS = {s.task.name: (set_name, s) for set_name, d in TASK_SETS.items() for s in d["tasks"]
+                        if s.task.kind == "classification"}
 HOLDOUT_PARTS = 5  # --folds 1: one fold of a 5-fold partition validates (a single 80/20 hold-out)
 
 

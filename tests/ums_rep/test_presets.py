@@ -48,10 +48,8 @@ def test_the_report_reads_the_input_size_under_the_new_and_the_old_name(key, tmp
 
 def test_an_epochs_option_of_zero_keeps_the_presets_epochs():
     """As before the preset tables: ``--epochs 0`` means the preset's epochs, not a run of none."""
-    import argparse
     from ums_rep import experiment
-    args = argparse.Namespace(preset="tiny", epochs=0, augment=None, tasks="cxr-hetero", params=None, weights=None,
-                              ratio=None, folds=None, weighting="fixed")
+    args = experiment.FinetuneOptions(preset="tiny", epochs=0)
     assert experiment.settings(args).preset["epochs"] == UMS_REP["tiny"]["finetune"]["epochs"]
     args.epochs = 5
     assert experiment.settings(args).preset["epochs"] == 5

@@ -12,8 +12,10 @@ import pytest
 
 from ums_rep.backbones import cdae
 from ums_rep.models import build_shared
-from ums_rep.pretrain import build, load_params
-from ums_rep.scan import SPACES, _time_limit, best_params, main
+from ums_rep.pretraining import build, load_params
+from ums_rep.presets import SCAN_SPACES as SPACES
+from ums_rep.scan import main
+from ums_rep.scanning import absolute_time_limit, best_params
 from ums_rep.tasks import TASK_SETS
 
 ROUNDS = 4
@@ -112,6 +114,6 @@ def test_head_params_change_the_finetune_heads():
 
 def test_bad_limits_are_clear_errors(tmp_path, caplog):
     with pytest.raises(ValueError, match="HH:MM"):
-        _time_limit("90 minutes")
+        absolute_time_limit("90 minutes")
     assert main(["--model", "echo", "--preset", "tiny", "--fraction-limit", "2", "--out", str(tmp_path / "s")]) == 1
     assert "--fraction-limit must be in (0, 1]" in caplog.text

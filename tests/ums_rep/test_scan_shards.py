@@ -5,8 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from ums_rep.scan import (SPACES, best_params, main, merge_tables, param_space, queue, round_seed, shard_arg,
-                          unsplit_queue)
+from ums_rep.presets import SCAN_SPACES as SPACES
+from ums_rep.scan import main, shard_arg
+from ums_rep.scanning import best_params, merge_tables, param_space, queue, round_seed, unsplit_queue
 
 
 def _metric(p):  # a synthetic score per round, with ties
