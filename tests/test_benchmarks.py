@@ -25,7 +25,8 @@ def test_harness_writes_a_complete_report(tmp_path, monkeypatch):
         # TensorFlow adds around dilated convolutions: 0.76 measured at 64 px, 0.93 at 256 px)
         assert 0.6 * t["flops_per_step"] < t["conv_ceiling"]["flops_per_step"] < t["flops_per_step"]
         assert t["conv_ceiling"]["seconds_per_step"] > 0
-    assert r["input_pipeline"]["images_per_s"] > 0 and r["input_vs_training"] > 0
+    # the input pipeline's rate; its ratio is to the CDAE's training rate, so none without the cdae case
+    assert r["input_pipeline"]["images_per_s"] > 0 and r["input_vs_training"] is None
     assert {x["set"] for x in r["latency"]} == {"cxr-hetero", "cxr-homo", "echo-hetero", "echo-homo"}
     (saving,) = r["compute_saving"]
     # one shared strategy is enough to test the harness (each one more is a ~20 s training run)
