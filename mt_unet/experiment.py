@@ -128,8 +128,9 @@ class MtUnetOptions(TrainingOptions):
 
 
 def run(args: MtUnetOptions) -> int:
-    """Train ``args.model`` with every seed into a run folder and score it (Tables 1-3); 0, or
-    :class:`~ums_rep.strategies.NonFiniteLossError` when a loss turned non-finite."""
+    """Train ``args.model`` with every seed into a run folder and score it (Tables 1-3); returns 0,
+    raises :class:`~ums_rep.strategies.NonFiniteLossError` when a loss turned non-finite (the
+    seed's outputs are written first)."""
     args = resume_args(args, "mt_unet.train")
     dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
     # (as before the preset tables: 0 for a number means the preset's value)
