@@ -1,5 +1,5 @@
 """File input/output: ``read_image`` for PNG/JPEG/DICOM, mask reading, and atomic writes (a crash
-mid-write never leaves a half-written file)."""
+mid-write never leaves a half-written file), PNGs included (``gray8``, ``write_png``)."""
 from __future__ import annotations
 
 import contextlib
@@ -40,6 +40,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def gray8(image: np.ndarray) -> np.ndarray:
+    """A gray image in [0, 1] as uint8 (clipped, rounded)."""
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def write_png(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """``arr`` (uint8 or uint16, gray or BGR) as a PNG, written atomically."""
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
 
 
 @contextlib.contextmanager

@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
-from data_prep.io import ImageReadError, atomic_write_bytes, read_image, read_mask
+from data_prep.io import ImageReadError, gray8, read_image, read_mask, write_png
 from data_prep.transforms import Letterbox, pixel_moments, resize, resize_mask
 from data_prep.validate import image_problems
 
@@ -30,20 +29,6 @@ class ItemJob(NamedTuple):
     size: tuple
     shape: tuple | None
     gaze: dict | None
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """A float image in [0, 1] as 8 bits (rounded, clipped)."""
-    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an 8- or 16-bit image, or of a float image in [0, 1] as 8 bits."""
-    arr = image if image.dtype in (np.uint8, np.uint16) else to_uint8(image)
-    ok, buf = cv2.imencode(".png", arr)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buf.tobytes()
 
 
 def prepare_item(job: ItemJob) -> dict:
@@ -86,11 +71,11 @@ def prepare_item(job: ItemJob) -> dict:
         except ValueError as e:
             result["problems"].append(f"{job.path}: {e}")
             return result
-        atomic_write_bytes(sal_out, encode_png(np.round(sal / sal.max() * 65535).astype(np.uint16)))
+        write_png(sal_out, np.round(sal / sal.max() * 65535).astype(np.uint16))
     if mask_out is not None:
-        atomic_write_bytes(mask_out, encode_png(small_masks[0] * 255))
-    small = to_uint8(small)
-    atomic_write_bytes(img_out, encode_png(small))  # the image last: it marks the item done
+        write_png(mask_out, (small_masks[0] * 255).astype(np.uint8))
+    small = gray8(small)
+    write_png(img_out, small)  # the image last: it marks the item done
     # the moments of the image as read_image reads it back (8 bits / 255): a second pass's figures
     result["moments"] = pixel_moments(small.astype(np.float32) / 255.0)
     return result

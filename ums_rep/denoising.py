@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from data_prep.io import atomic_write_text
+from data_prep.io import atomic_write_text, gray8, write_png
 from data_prep.noise import NOISE_LEVELS, apply
 from ums_rep import metrics
-from ums_rep.inference import gray8, read_images, unique_stem, write_png
+from ums_rep.inference import read_images, unique_stem
 from ums_rep.runs import ModelFileError
 
 log = logging.getLogger("ums_rep.denoising")

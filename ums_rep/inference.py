@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 import keras
-from data_prep.io import ImageReadError, atomic_write_bytes, atomic_write_text, read_image
+from data_prep.io import ImageReadError, atomic_write_text, gray8, read_image, write_png
 from data_prep.transforms import Letterbox, MeanNormalizer, resize
 from ums_rep.derive import grad_cam
 from ums_rep.models import feature_layer
@@ -392,19 +392,6 @@ def _dicom_magic(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def write_png(path: Path, arr: np.ndarray) -> None:
-    """``arr`` (uint8, gray or BGR) as a PNG, written atomically."""
-    ok, buf = cv2.imencode(".png", arr)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    atomic_write_bytes(path, buf.tobytes())
-
-
-def gray8(image: np.ndarray) -> np.ndarray:
-    """A gray image in [0, 1] as uint8 (clipped, rounded)."""
-    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 def heat_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
