@@ -541,6 +541,11 @@ def compute_saving(preset: str, epochs: int, workdir: Path, sets=SETS, strategie
     return out
 
 
+def speed_ratio(modes: dict, a: str, b: str) -> str:
+    """Mode ``a``'s images/s over mode ``b``'s, where both were timed (``--modes`` may leave some out)."""
+    return f"{modes[a]['images_per_s'] / modes[b]['images_per_s']:.2f}" if a in modes and b in modes else ""
+
+
 def rate(images_per_s: float) -> str:
     """Images/s with two decimals under 10 (the paper-width models train at 0.4-2 images/s)."""
     return f"{images_per_s:.1f}" if images_per_s >= 10 else f"{images_per_s:.2f}"
@@ -564,15 +569,12 @@ def markdown(report: dict) -> str:
     lines += markdown_table(["model", "input × batch", "GFLOP/step (counted)", "mode", "images/s", "GFLOP/s", "of matmul",
                              "peak RSS MiB"], rows)
 
-    def over(m, a, b):  # a mode's speed over another's, where both were timed (--modes may leave some out)
-        return f"{m[a]['images_per_s'] / m[b]['images_per_s']:.2f}" if a in m and b in m else ""
-
     rows = []
     for t in report["training"]:
         m, cc = t["modes"], t["conv_ceiling"]
         fastest = min(r["step_s"] for r in m.values())
         conv = cc["flops_per_step"] / cc["seconds_per_step"] / 1e9
-        rows.append([t["case"], over(m, "custom", "fit"), over(m, "custom+xla", "custom"),
+        rows.append([t["case"], speed_ratio(m, "custom", "fit"), speed_ratio(m, "custom+xla", "custom"),
                      f"{t['flops_per_step'] / fastest / 1e9 / mm:.2f}", f"{conv:.0f}, {conv / mm:.2f}",
                      f"{cc['seconds_per_step'] / fastest:.2f}"])
     lines += [""] + markdown_table(["model", "custom loop / model.fit", "XLA / custom loop", "best mode of matmul",
@@ -609,13 +611,12 @@ def mixed_table(report: dict) -> list:
     rows = []
     for t in cases:
         for mode in ("custom+mixed", "custom+xla+mixed"):
-            ref = mode.replace("+mixed", "")
-            if mode not in t["modes"] or ref not in t["modes"]:
+            over_float32 = speed_ratio(t["modes"], mode, mode.replace("+mixed", ""))
+            if not over_float32:
                 continue
             r = t["modes"][mode]
             gflops = t["flops_per_step"] / r["step_s"] / 1e9
-            rows.append([t["case"], mode, rate(r["images_per_s"]),
-                         f"**{r['images_per_s'] / t['modes'][ref]['images_per_s']:.2f}×**",
+            rows.append([t["case"], mode, rate(r["images_per_s"]), f"**{over_float32}×**",
                          f"{gflops / mm16:.2f}" if mm16 else "", f"{gflops / mm:.2f}"])
     return ["", f"Mixed precision ({report.get('mixed_policy', cases[0].get('mixed_policy'))}; its matmul: "
             + (f"**{mm16:.0f} GFLOP/s**" if mm16 else "not measured") + ")", ""] + markdown_table(
