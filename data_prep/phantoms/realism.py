@@ -165,16 +165,17 @@ def compare(real_dir, mask_dir=None, n: int = 100, seed: int = 0) -> tuple:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """A pipe table of ``table`` (what :meth:`pandas.DataFrame.to_markdown` writes, without its
-    optional ``tabulate`` dependency): counts as integers, the rest to three decimals."""
+    """``table`` as a pipe table (:meth:`pandas.DataFrame.to_markdown`), numbers right-aligned:
+    counts as integers, the rest to three decimals."""
     def cell(idx, v):
         if pd.isna(v):
             return ""
         return f"{int(v)}" if idx in COUNTS else f"{v:.3f}"
 
-    rows = [["statistic", *map(str, table.columns)], ["---"] + ["---:"] * len(table.columns)]
-    rows += [[str(idx), *(cell(idx, table.loc[idx, c]) for c in table.columns)] for idx in table.index]
-    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    cells = pd.DataFrame([[cell(idx, table.loc[idx, c]) for c in table.columns] for idx in table.index],
+                         index=pd.Index([str(i) for i in table.index], name="statistic"),
+                         columns=[str(c) for c in table.columns])
+    return cells.to_markdown(disable_numparse=True, colalign=["left"] + ["right"] * len(table.columns))
 
 
 def figure(data: dict, path) -> Path:
