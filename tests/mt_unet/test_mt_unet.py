@@ -142,10 +142,30 @@ def test_keras_callback_works_inside_model_fit():
     x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.Adam(1e-2), "mse")
+    ends, begins, val = {}, {}, []
+
+    class Recorder(keras.callbacks.Callback):  # runs before ResetOnPlateau: sees each epoch's own weights
+        def on_epoch_begin(self, epoch, logs=None):
+            begins[epoch] = [w.copy() for w in self.model.get_weights()]
+
+        def on_epoch_end(self, epoch, logs=None):
+            ends[epoch] = [w.copy() for w in self.model.get_weights()]
+            val.append(logs["val_loss"])
+
     cb = ResetOnPlateau(patience=1)
     # the validation target is unreachable and drifts away, so validation never improves after epoch 0
-    hist = model.fit(x, x[:, :1], validation_data=(x, x[:, :1] * 0 + 100), epochs=4, verbose=0, callbacks=[cb])
-    assert len(cb.events) >= 1 and hist.history["lr"][-1] < 1e-2
+    hist = model.fit(x, x[:, :1], validation_data=(x, x[:, :1] * 0 + 100), epochs=4, verbose=0,
+                     callbacks=[Recorder(), cb])
+    assert val == pytest.approx(hist.history["val_loss"])
+    assert int(np.argmin(val)) == 0, val  # the best epoch
+    # P = 1: every epoch after the best one cuts the rate by 90% and resets to epoch 0
+    assert cb.events == [{"epoch": e, "lr": pytest.approx(1e-2 * 0.1 ** e), "reset_to": 0} for e in (1, 2, 3)]
+    assert hist.history["lr"] == pytest.approx([1e-2, 1e-3, 1e-4, 1e-5])
+    for e in (1, 2, 3):  # the epoch trained away from the best weights; the reset brought them back
+        assert not np.allclose(ends[e][0], ends[0][0])
+        after = begins[e + 1] if e + 1 in begins else model.get_weights()
+        for a, b in zip(after, ends[0]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_custom_loop_rlrp_resets_weights_and_sigma():
