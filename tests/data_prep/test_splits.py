@@ -44,13 +44,32 @@ def test_folds_cover_everyone_once():
     assert sizes.max() - sizes.min() <= 6
 
 
+def _several_images_per_patient(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every patient holding at least two images: patients that have one (RSNA,
+    Shenzhen and Montgomery give each image its own patient) are merged in pairs of the same
+    label where possible (a lone leftover joins the last pair), so a split made per image
+    instead of per patient would separate some patient's images."""
+    df = df.copy()
+    sizes = df.groupby("patient_id").patient_id.transform("size")
+    single = df[sizes == 1].sort_values(["label", "patient_id"]).index
+    merged = [f"merged{i // 2}" for i in range(len(single))]
+    if len(single) % 2:
+        merged[-1] = merged[-2]
+    df.loc[single, "patient_id"] = merged
+    return df
+
+
 @pytest.mark.parametrize("name", sorted(datasets.DATASETS))
 def test_no_patient_in_two_splits_or_folds(phantom_root, name):
-    df = datasets.load(name, phantom_root / name)
+    df = _several_images_per_patient(datasets.load(name, phantom_root / name))
+    per_patient = df.groupby("patient_id").size()
+    assert per_patient.min() >= 2 and df.patient_id.nunique() >= 10, per_patient
     df["split"] = split_patients(df, seed=0)
     df["fold"] = assign_folds(df, 5, seed=0)
+    assert set(df.split) == {"train", "val", "test"} and set(df.fold) == set(range(5))
     for col in ("split", "fold"):
         assert df.groupby("patient_id")[col].nunique().max() == 1
+        check_no_leakage(df, col)
 
 
 def test_leakage_is_reported_with_the_patient():
