@@ -1,11 +1,16 @@
 """Pretraining: the CDAE's Table 2 with noisy and classical rows, the echo encoder, --params."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
-from data_prep.noise import NOISE_LEVELS
+from data_prep.io import read_image
+from data_prep.noise import NOISE_LEVELS, apply as add_noise
+from ums_rep import metrics
+from ums_rep.backbones import CDAE_FILTERS
 from ums_rep.pretrain import main
 from ums_rep.runs import load_model
 
@@ -13,6 +18,15 @@ from ums_rep.runs import load_model
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _cdae_trainable_params(filters=CDAE_FILTERS) -> int:
+    """The CDAE's trainable parameters from its architecture: four stride-2 3×3 convolutions and
+    the mirrored decoder's four (no bias before batch norm; BN's γ and β), then a biased 3×3
+    convolution to one channel."""
+    widths = list(filters[-2::-1]) + [filters[0]]
+    convs = list(zip((1, *filters[:-1]), filters)) + list(zip((filters[-1], *widths[:-1]), widths))
+    return sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in convs) + 9 * filters[0] + 1
 
 
 def test_cdae_tiny_run_writes_table2(tmp_path):
@@ -26,11 +40,34 @@ def test_cdae_tiny_run_writes_table2(tmp_path):
             assert np.isfinite(row["psnr"]) and -1 <= row["ssim"] <= 1
     # noisier inputs score lower: the table measures what it claims
     assert r["table2"]["gaussian10"]["noisy"]["psnr"] > r["table2"]["gaussian50"]["noisy"]["psnr"] + 10
-    assert r["tasks"]["denoise"]["trainable_params"] > 700_000 and r["seed"] == 0
+    # the exact count of the architecture (785,409 trainable; 786,881 with BN's moving statistics)
+    model = load_model(out / "model.keras")
+    assert _cdae_trainable_params() == 785_409 == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert r["tasks"]["denoise"]["trainable_params"] == 785_409 and model.count_params() == 786_881
+    assert r["seed"] == 0
     assert len(pd.read_csv(out / "history.csv")) == 3
     assert (out / "denoising.png").stat().st_size > 1000
-    model = load_model(out / "model.keras")
     assert model.output.shape[1:] == (32, 32, 1)
+    # the noisy and CDAE rows are those of the saved model on the test split's images, noised
+    # with the stateless seed (seed, level index), normalised with the run's normalizer.json
+    cfg = r["config"]
+    prepared = Path(cfg["prepared"])
+    manifest = pd.read_csv(prepared / "manifest.csv")
+    test = manifest[manifest.split == "test"].head(cfg["eval_images"])
+    assert len(test) == cfg["n_test"] >= 2
+    clean = np.stack([read_image(prepared / p) for p in test.image])
+    norm = json.loads((out / "normalizer.json").read_text())
+    mean, std = norm["mean"], norm["std"]
+    for i, level in enumerate(NOISE_LEVELS):
+        noisy = add_noise(tf.constant(clean[..., None]), level, seed=tf.constant([0, i], tf.int64)).numpy()
+        denoised = np.clip(np.asarray(model((noisy - mean) / std, training=False)) * std + mean, 0, 1)
+        for name, image in (("noisy", noisy), ("cdae", denoised)):
+            want = metrics.image_quality(clean, image[..., 0])
+            got = r["table2"][level][name]
+            assert got["psnr"] == pytest.approx(want["psnr"], abs=1e-3), (level, name)
+            assert got["ssim"] == pytest.approx(want["ssim"], abs=1e-4), (level, name)
+            assert got["ms_ssim"] == pytest.approx(want["ms_ssim"], abs=1e-4), (level, name)
+        assert r["tasks"]["denoise"]["metrics"][f"{level}_psnr"] == r["table2"][level]["cdae"]["psnr"]
 
 
 def test_echo_tiny_run_and_params_change_the_model(tmp_path):
