@@ -12,6 +12,10 @@ the same thing wherever it appears:
 ``epochs``, ``batch``
 ``lr_patience``   epochs without improvement before the learning rate drops (reduce on plateau)
 ``stop``          epochs without improvement before training stops (UMS-Rep; MT-UNet derives it)
+``folds``         cross-validation folds fine-tuning trains (1: one hold-out fold of five)
+``shared_optimizer``  (kind, learning rate) of the shared encoder's optimizer under every strategy
+                  and of the baseline models' encoders (each head keeps its task's own: UMS-Rep
+                  Section 4.2 names the heads' optimizers, none for the encoder)
 
 :func:`preset` is the one override mechanism: a copy of an entry with the command line's values,
 where given, in place of the preset's.
@@ -26,7 +30,8 @@ UMS_REP = {
         "pretrain": {"n": {"rsna": 40, "doppler": 300}, "phantom_size": 64, "image": 32, "epochs": 2,
                      "lr_patience": 1, "stop": 2, "batch": 8, "eval_images": 6, "echo_strides": 2},
         "finetune": {"n": {"shenzhen": 40, "montgomery": 20, "kermany": 120, "doppler": 300}, "phantom_size": 64,
-                     "image": 32, "epochs": 2, "batch": 8, "lr_patience": 1, "stop": 2, "folds": 1, "augment": True},
+                     "image": 32, "epochs": 2, "batch": 8, "lr_patience": 1, "stop": 2, "folds": 1, "augment": True,
+                     "shared_optimizer": ("adam", 1e-3)},
         "scan": {"image": 32, "phantom_size": 64, "epochs": 1},
     },
     "quick": {
@@ -41,7 +46,7 @@ UMS_REP = {
         # Montgomery keeps its real 138 images, so the test AUC is not a 60-image coin toss (±0.06).
         "finetune": {"n": {"shenzhen": 300, "montgomery": 138, "kermany": 300, "doppler": 600}, "phantom_size": 128,
                      "image": {"cxr": 128, "echo": 64}, "epochs": 30, "batch": 16, "lr_patience": 3, "stop": 5,
-                     "folds": 1, "augment": True},
+                     "folds": 3, "augment": True, "shared_optimizer": ("adam", 1e-3)},
         "scan": {"image": {"cxr": 128, "echo": 64}, "phantom_size": 128, "epochs": 8},
     },
     "paper": {
@@ -50,7 +55,7 @@ UMS_REP = {
         # no augmentation: the paper names none
         "finetune": {"n": {"shenzhen": 662, "montgomery": 138, "kermany": 5856, "doppler": 2444}, "phantom_size": 256,
                      "image": 256, "epochs": 100, "batch": 16, "lr_patience": 5, "stop": 10, "folds": 10,
-                     "augment": False},
+                     "augment": False, "shared_optimizer": ("adam", 1e-3)},
         "scan": {"image": 256, "phantom_size": 256, "epochs": 64},
     },
 }

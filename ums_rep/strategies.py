@@ -5,12 +5,12 @@ devices.
 All strategies share one engine, :func:`fit`, and differ only in which variables each update
 touches and in the order of task batches:
 
-* ``joint`` — every step takes one batch of *every* task and minimises ``Σ w_i L_i``
-  (a weighting rule from :mod:`ums_rep.weighting`) over the whole network with one optimizer;
+* ``joint`` — every step takes one batch of each task due in it and minimises ``Σ w_i L_i``
+  (a weighting rule from :mod:`ums_rep.weighting`) over the whole network;
 * ``alternating`` — ``n_i`` batches of task i, then ``n_j`` of task j, …; each update trains the
-  shared encoder and head i with task i's own optimizer;
+  shared encoder and head i;
 * ``independent`` — the encoder is frozen (its layers' ``trainable = False``, so batch norm runs
-  in inference mode); each head is trained on its own task with its own optimizer.
+  in inference mode); each head is trained on its own task.
 
 * ``baseline`` — no shared encoder: one model per task from random weights, each a ``joint``
   fit of its one task (UMS-Rep's comparison, Tables 4, 6, 8, 10).
@@ -19,6 +19,15 @@ Each strategy is one :class:`Strategy` entry of :data:`REGISTRY`, which declares
 what it is (shared or separate models, frozen encoder, the batch order, one optimizer or one per
 task, one plateau rule or one per task); :func:`fit` and :mod:`ums_rep.experiment` read nothing
 else. A new strategy is a new entry (and a test).
+
+A comparison of strategies must differ in the strategy alone (UMS-Rep Section 4: the strategies
+are compared at equal data and budget). With ``FitConfig.shared_optimizer`` set (what
+``ums_rep.finetune`` does), every task's head is trained by its task's own optimizer (kind and
+learning rate) and the shared variables by that one optimizer, under every strategy and the
+baseline (:func:`variable_groups`, :func:`default_optimizers`); and every task trains on as many
+of its own batches per epoch under every strategy (``steps_per_epoch[task]``: a joint epoch runs
+``max(steps)`` steps and puts each task in ``steps[task]`` of them, :func:`joint_schedule`).
+:func:`fit` returns both (``optimizers``, ``updates``) for ``results.json``.
 
 Where every task labels the *same* images (MT-UNet: one chest X-ray, its gaze map and its class),
 ``joint_model`` — one model with a dict of outputs keyed by task — replaces the per-task models
@@ -110,6 +119,10 @@ class FitConfig:
     progress: bool = True
     label: str | None = None  # what the progress bar says it trains (default: the strategy's name)
     bn_images: object = None  # a batch of training images: re-estimate batch norm on it after every epoch
+    # (kind, learning rate) of the shared variables' optimizer: with it, every task's head is trained
+    # by its own task's optimizer under every strategy and the shared encoder by this one (see
+    # :func:`variable_groups`); None: one optimizer on everything for joint, each task's own otherwise
+    shared_optimizer: tuple | None = None
 
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -129,6 +142,30 @@ def _unique(variables):
             seen.add(id(v))
             out.append(v)
     return out
+
+
+SHARED = "shared"  # the optimizer group of the shared variables: the encoder (and a learned weighting's σ)
+
+
+def variable_groups(models: dict, extra=()) -> dict:
+    """The trainable variables of each task's head (the layers named ``<task>.…``, as
+    :mod:`ums_rep.heads` names them) and, under :data:`SHARED`, all the others (the encoder, shared
+    or a baseline model's own) plus ``extra``: ``{task: [...], SHARED: [...]}``. A strategy then
+    differs from another only in which groups a step updates, not in which optimizer updates them."""
+    heads = {t: _unique([v for layer in m._flatten_layers(include_self=False) if layer.name.startswith(f"{t}.")
+                         for v in layer.trainable_variables]) for t, m in models.items()}
+    in_heads = {id(v) for vs in heads.values() for v in vs}
+    shared = _unique([v for m in models.values() for v in m.trainable_variables if id(v) not in in_heads]
+                     + list(extra))
+    return {**heads, SHARED: shared}
+
+
+def joint_schedule(tasks, steps: dict) -> list:
+    """The tasks of every step of one joint epoch: ``max(steps)`` steps, task ``t`` in
+    ``steps[t]`` of them spread evenly over the epoch, so every task gets as many of its own
+    batches per epoch as under the other strategies (a task with fewer batches is not cycled)."""
+    n = max(int(steps[t]) for t in tasks)
+    return [tuple(t for t in tasks if (j + 1) * int(steps[t]) // n > j * int(steps[t]) // n) for j in range(n)]
 
 
 def alternating_schedule(tasks, ratio: dict, steps: dict) -> list:
@@ -162,9 +199,15 @@ class Engine:
         self.dist = dist or tf.distribute.get_strategy()
         self.weighting = weighting or FixedWeights()
         self.n_replicas = self.dist.num_replicas_in_sync
-        if self.order == "joint":
+        weighting_vars = list(getattr(self.weighting, "trainable_variables", [])) if self.order == "joint" else []
+        self.per_group = SHARED in optimizers  # each head its task's optimizer, the shared variables one
+        if self.per_group:
+            groups = variable_groups(models, weighting_vars)
+            optimizers = {k: o for k, o in optimizers.items() if groups[k]}  # a frozen encoder: no optimizer
+            self.variables = {k: groups[k] for k in optimizers}
+        elif self.order == "joint":
             self.variables = {"joint": _unique([v for m in models.values() for v in m.trainable_variables]
-                                               + list(getattr(self.weighting, "trainable_variables", [])))}
+                                               + weighting_vars)}
         else:
             self.variables = {t: list(m.trainable_variables) for t, m in models.items()}
         # slots must exist before the first tf.function step: under MirroredStrategy, Adam's or
@@ -183,22 +226,35 @@ class Engine:
         per_example = self.tasks[task].loss(y[self.tasks[task].target], pred)
         return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
+    def groups_of(self, key) -> list:
+        """The optimizer groups a step of ``key`` updates: ``"joint"`` or a tuple of tasks (a joint
+        step), or one task (an alternating or interleaved step)."""
+        tasks = self.tasks if key == "joint" else (key if isinstance(key, tuple) else (key,))
+        if not self.per_group:
+            return ["joint"] if self.order == "joint" else [key]
+        return [k for k in (*tasks, SHARED) if k in self.optimizers]
+
     def step_fn(self, key):
+        """The compiled training step of ``key``: ``"joint"`` (every task; ``joint_model``: one
+        batch for all), a tuple of tasks (one joint step on those tasks' batches) or one task."""
         if key in self._steps:
             return self._steps[key]
-        variables, opt = self.variables[key], self.optimizers[key]
+        groups = self.groups_of(key)
+        variables = [v for k in groups for v in self.variables[k]]
+        sizes = [len(self.variables[k]) for k in groups]
+        scaled_groups = any(isinstance(self.optimizers[k], keras.optimizers.LossScaleOptimizer) for k in groups)
 
         def replica_step(batch):
-            with tf.GradientTape() as tape:
+            with tf.GradientTape(persistent=scaled_groups) as tape:
                 if key == "joint" and self.joint_model is not None:
                     x, y = batch
                     preds = self.joint_model(x, training=True)  # one forward pass for every task
                     global_batch = tf.shape(x)[0] * self.n_replicas
                     losses = {t: self._loss(t, x, y, global_batch, preds[t]) for t in self.tasks}
                     total, _ = self.weighting(losses)
-                elif key == "joint":
+                elif key == "joint" or isinstance(key, tuple):
                     losses = {t: self._loss(t, *batch[t], tf.shape(batch[t][0])[0] * self.n_replicas)
-                              for t in self.tasks}
+                              for t in batch}
                     total, _ = self.weighting(losses)
                 else:
                     x, y = batch
@@ -206,9 +262,17 @@ class Engine:
                     total = losses[key]
                 # × the loss scale under LossScaleOptimizer (mixed_float16; apply_gradients unscales
                 # and skips non-finite steps), the loss itself otherwise
-                scaled = opt.scale_loss(total)
-            grads = tape.gradient(scaled, variables)
-            opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+                scaled = {k: self.optimizers[k].scale_loss(total) for k in groups}
+            if scaled_groups:  # each optimizer its own loss scale
+                grads = [g for k in groups for g in tape.gradient(scaled[k], self.variables[k])]
+            else:  # scale_loss is the identity: one backward pass for every group
+                grads = tape.gradient(total, variables)
+            start = 0
+            for k, n in zip(groups, sizes):
+                pairs = [(g, v) for g, v in zip(grads[start:start + n], variables[start:start + n]) if g is not None]
+                start += n
+                if pairs:
+                    self.optimizers[k].apply_gradients(pairs)
             return losses
 
         # XLA compiles the replica's step (not the cross-replica function, which XLA cannot take
@@ -372,11 +436,16 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
          config: FitConfig, *, optimizers: dict | None = None, weighting=None, dist=None,
          on_epoch_end=None, joint_model=None) -> dict:
     """Train ``models`` (``{task: keras.Model}``, sharing layers) and return
-    ``{"history": [...], "seconds": {task: s}, "best_epoch": e, "stopped": reason, "schedule": state}``
+    ``{"history": [...], "seconds": {task: s}, "best_epoch": e, "stopped": reason, "schedule": state,
+    "optimizers": {group: {"optimizer", "learning_rate"}}, "updates": {task: batches per epoch}}``
     (``independent``: ``best_epoch``, ``stopped`` and ``schedule`` are dicts keyed by task).
+    ``seconds`` is every second of the fit (steps, validation, PreciseBN, checkpoints), each
+    step's to its tasks and the rest shared evenly by the tasks training in that epoch.
 
-    ``optimizers`` maps ``"joint"`` (joint) or each task to an optimizer (default: each task's
-    own, built from ``Task.optimizer``/``Task.learning_rate``). ``on_epoch_end(epoch, record)``
+    ``optimizers`` maps ``"joint"`` (one optimizer on everything, joint), each task (its whole
+    model), or each task and :data:`SHARED` (each head and the shared variables: see
+    :func:`variable_groups`) to an optimizer (default: :func:`default_optimizers` with
+    ``config.shared_optimizer``). ``on_epoch_end(epoch, record)``
     is called after each epoch (checkpointing, logging). With ``joint_model`` (a model whose dict
     outputs are keyed by task) ``train_data``/``val_data`` are single datasets and
     ``config.steps_per_epoch["joint"]`` sets the batches per epoch. A weighting rule with
@@ -385,11 +454,13 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
     rules such as DWA) and its ``state_variables`` are checkpointed (see
     :class:`ums_rep.weighting.Weighting`)."""
     dist = dist or tf.distribute.get_strategy()
+    started = time.perf_counter()
     names = list(tasks)
     steps = {t: int(config.steps_per_epoch.get(t, 1)) for t in names}
     if optimizers is None:
-        optimizers = _default_optimizers(strategy_name, tasks, dist)
+        optimizers = default_optimizers(strategy_name, tasks, dist, config.shared_optimizer)
     engine = Engine(strategy_name, models, tasks, optimizers, weighting, dist, joint_model, config.jit_compile)
+    optimizers = {k: o for k, o in optimizers.items() if k in engine.variables}  # none for a frozen encoder
     if joint_model is not None:
         steps = {"joint": int(config.steps_per_epoch.get("joint", max(steps.values())))}
         iters = {"joint": iter(dist.experimental_distribute_dataset(train_data))}
@@ -398,6 +469,9 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
     weighting_vars = list(getattr(engine.weighting, "trainable_variables", []))
     spec = REGISTRY[strategy_name]
     per_task = spec.per_task_schedule  # each task its own rule, optimizer and best epoch
+    if per_task and SHARED in optimizers:
+        raise ValueError(f"{strategy_name}: a per-task schedule cannot also train shared variables "
+                         "(their optimizer would follow no task's rule)")
     rules = ({t: _Rule([t], {t: optimizers[t]}, {t: models[t]}, config) for t in names} if per_task
              else {"all": _Rule(names, optimizers, models, config, weighting_vars)})  # σ reset with the weights
     run = {"history": [], "seconds": {t: 0.0 for t in names}, "stopped": {g: "epochs" for g in rules}}
@@ -406,16 +480,21 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         store = _Store(config.checkpoint_dir, models, optimizers,
                        weighting_vars + list(getattr(engine.weighting, "state_variables", [])), iters)
         if config.resume and store.state is not None and _resume(store, rules, run, config):
-            return _result(rules, run, per_task, config)
+            return _result(rules, run, per_task, config, engine, steps)
+    _share(run["seconds"], names, time.perf_counter() - started)  # building the steps' state, the pipelines
     for epoch in range(len(run["history"]), config.epochs):
         t0 = time.perf_counter()
         active = [t for t in names if not rules[t if per_task else "all"].stopped]
-        if spec.order == "joint":
-            order = ["joint"] * max(steps.values())
+        if joint_model is not None:
+            order = ["joint"] * steps["joint"]
+        elif spec.order == "joint":
+            order = joint_schedule(names, steps)
         else:
             order = alternating_schedule(active, config.ratio if spec.order == "alternating" else {}, steps)
+        step_seconds = dict(run["seconds"])
         means, nonfinite = _train_epoch(engine, order, iters, names, joint_model, rules, run["seconds"], epoch,
                                         config, f"{config.label or strategy_name} epoch {epoch + 1}/{config.epochs}")
+        step_seconds = sum(run["seconds"][t] - step_seconds[t] for t in names)
         if nonfinite is not None:
             run["stopped"] = {g: nonfinite for g in rules}
             break
@@ -438,6 +517,10 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
                                                        if k.startswith(("train_", "val_", "lr"))
                                                        and not isinstance(v, bool)))
         done = all(r.stopped for r in rules.values())
+        # every second of the epoch counts (validation, PreciseBN, the schedule, checkpoints), shared
+        # evenly by the tasks it trained: what Tables 4, 6, 8, 10 compare is the whole fine-tuning
+        _share(run["seconds"], active, time.perf_counter() - t0 - step_seconds)
+        t1 = time.perf_counter()
         if store is not None:
             store.save(epoch + 1, rules, {
                 **run, "schedules": {g: r.schedule.state() for g, r in rules.items()},
@@ -445,36 +528,61 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
                 "finished": done or epoch + 1 == config.epochs})
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
+        _share(run["seconds"], active, time.perf_counter() - t1)  # the checkpoint
         if done:
             break
-    return _result(rules, run, per_task, config)
+    return _result(rules, run, per_task, config, engine, steps)
+
+
+def _share(seconds: dict, tasks, elapsed: float) -> None:
+    """Add ``elapsed`` seconds to ``seconds``, split evenly among ``tasks``."""
+    for t in tasks:
+        seconds[t] += max(elapsed, 0.0) / max(len(tasks), 1)
 
 
 def _fit_separately(models: dict, tasks: dict, train_data, val_data, config: FitConfig, *, dist, weighting=None,
                     **kw) -> dict:
     """The baseline: each task's own model a ``joint`` fit of that task alone (checkpoints in
-    ``checkpoint_dir/<task>``), returned keyed by task as ``independent``'s are."""
-    out = {"history": [], "seconds": {}, "best_epoch": {}, "stopped": {}, "schedule": {}}
+    ``checkpoint_dir/<task>``), returned keyed by task as ``independent``'s are (``optimizers``:
+    each model's groups, the shared one as ``shared.<task>``)."""
+    out = {"history": [], "seconds": {}, "best_epoch": {}, "stopped": {}, "schedule": {}, "optimizers": {},
+           "updates": {}}
     for name in tasks:
         cfg = config if config.checkpoint_dir is None else replace(config, checkpoint_dir=config.checkpoint_dir / name)
         f = fit("joint", {name: models[name]}, {name: tasks[name]}, {name: train_data[name]}, {name: val_data[name]},
                 cfg, dist=dist, **kw)
         out["history"] += [{"task": name, **h} for h in f["history"]]
         out["seconds"][name] = f["seconds"][name]
+        out["updates"][name] = f["updates"][name]
+        out["optimizers"].update({(k if k != SHARED else f"{SHARED}.{name}"): v for k, v in f["optimizers"].items()})
         for key in ("best_epoch", "stopped", "schedule"):
             out[key][name] = f[key]
     return out
 
 
-def _default_optimizers(strategy_name: str, tasks: dict, dist) -> dict:
-    """One optimizer for the joint sum (the first task's kind and rate), else one per task, each
-    with its own task's kind and learning rate."""
+def default_optimizers(strategy_name: str, tasks: dict, dist=None, shared: tuple | None = None) -> dict:
+    """The optimizers :func:`fit` builds when given none. With ``shared`` (kind, learning rate):
+    each task's head its task's own (``Task.optimizer`` at ``Task.learning_rate``) and the shared
+    variables ``shared``'s, under every strategy (:func:`variable_groups`; UMS-Rep Section 4.2
+    gives the heads' optimizers and none for the encoder). Without: one optimizer on the joint
+    sum (the first task's kind and rate), else one per task on its whole model."""
     names = list(tasks)
+    dist = dist or tf.distribute.get_strategy()
     with dist.scope():
+        if shared is not None:
+            return {**{t: make_optimizer(tasks[t].optimizer, tasks[t].learning_rate) for t in names},
+                    SHARED: make_optimizer(*shared)}
         if REGISTRY[strategy_name].order == "joint":
             first = tasks[names[0]]
             return {"joint": make_optimizer(first.optimizer, first.learning_rate)}
         return {t: make_optimizer(tasks[t].optimizer, tasks[t].learning_rate) for t in names}
+
+
+def describe_optimizers(optimizers: dict, lr0: dict | None = None) -> dict:
+    """``{group: {"optimizer": class name, "learning_rate": initial rate}}`` (``results.json``'s
+    ``config.optimizers``)."""
+    return {k: {"optimizer": type(getattr(o, "inner_optimizer", o)).__name__,
+                "learning_rate": float((lr0 or {}).get(k, o.learning_rate.numpy()))} for k, o in optimizers.items()}
 
 
 def _epoch_record(epoch: int, seconds: float, total_val: float, means: dict, val: dict, rules: dict) -> dict:
@@ -504,15 +612,16 @@ def _resume(store, rules: dict, run: dict, config: FitConfig) -> bool:
 def _train_epoch(engine, order, iters, names, joint_model, rules, seconds: dict, epoch: int, config, desc: str):
     """One epoch's training steps in ``order``: ``({task: mean training loss}, None)``, or, at a
     non-finite loss, the best weights restored and ``(partial means, reason)`` (raised instead with
-    ``on_nonfinite="raise"``). Adds each step's time to ``seconds`` (a joint step split evenly)."""
+    ``on_nonfinite="raise"``). Adds each step's time to ``seconds`` (a joint step's split evenly
+    among its tasks)."""
     sums, counts = {t: 0.0 for t in names}, {t: 0 for t in names}
     nonfinite = None
     for key in tqdm(order, desc=desc, unit="batch", disable=not config.progress, leave=False):
         ts = time.perf_counter()
         if key == "joint" and joint_model is not None:
             losses = engine.step_fn("joint")(next(iters["joint"]))
-        elif key == "joint":
-            losses = engine.step_fn("joint")({t: next(iters[t]) for t in names})
+        elif isinstance(key, tuple):  # a joint step on these tasks' batches
+            losses = engine.step_fn(key)({t: next(iters[t]) for t in key})
         else:
             losses = engine.step_fn(key)(next(iters[key]))
         bad = {t: float(v) for t, v in losses.items() if not math.isfinite(float(v))}
@@ -530,12 +639,8 @@ def _train_epoch(engine, order, iters, names, joint_model, rules, seconds: dict,
         for t, v in losses.items():
             sums[t] += float(v)
             counts[t] += 1
-        elapsed = time.perf_counter() - ts
-        if key == "joint":
-            for t in names:
-                seconds[t] += elapsed / len(names)
-        else:
-            seconds[key] += elapsed
+        _share(seconds, names if key == "joint" else key if isinstance(key, tuple) else [key],
+               time.perf_counter() - ts)
     return {t: sums[t] / max(counts[t], 1) for t in names if counts[t]}, nonfinite
 
 
@@ -562,18 +667,35 @@ def _schedule_step(rules: dict, epoch: int, values: dict, stopped: dict) -> tupl
     return any_cut, any_reset
 
 
-def _result(rules: dict, run: dict, per_task: bool, config: FitConfig) -> dict:
+def _result(rules: dict, run: dict, per_task: bool, config: FitConfig, engine, steps: dict) -> dict:
     """What :func:`fit` returns, after restoring each rule's best weights (``restore_best``)."""
     if config.restore_best:
         for rule in rules.values():
             rule.holder.restore_best()
+    lr0 = {k: v for rule in rules.values() for k, v in rule.lr0.items()}
+    common = {"history": run["history"], "seconds": run["seconds"],
+              "optimizers": describe_optimizers({k: engine.optimizers[k] for k in engine.variables}, lr0),
+              "updates": updates_per_epoch(engine, steps)}
     out = {g: (r.schedule.best_epoch + 1, run["stopped"][g], r.schedule.state()) for g, r in rules.items()}
     if per_task:
-        return {"history": run["history"], "seconds": run["seconds"], "best_epoch": {g: o[0] for g, o in out.items()},
+        return {**common, "best_epoch": {g: o[0] for g, o in out.items()},
                 "stopped": {g: o[1] for g, o in out.items()}, "schedule": {g: o[2] for g, o in out.items()}}
     best, why, state = out["all"]
-    return {"history": run["history"], "seconds": run["seconds"], "best_epoch": best, "stopped": why,
-            "schedule": state}
+    return {**common, "best_epoch": best, "stopped": why, "schedule": state}
+
+
+def updates_per_epoch(engine, steps: dict) -> dict:
+    """Batches of its own data each task trains on per (full) epoch: ``steps`` under every
+    strategy, as :func:`joint_schedule` and :func:`alternating_schedule` lay them out (with a
+    ``joint_model``, every task is in each of its ``steps["joint"]`` batches)."""
+    if engine.joint_model is not None:
+        return {t: int(steps["joint"]) for t in engine.tasks}
+    names = list(engine.tasks)
+    if engine.order == "joint":
+        order = [t for key in joint_schedule(names, steps) for t in key]
+    else:
+        order = alternating_schedule(names, {}, steps)
+    return {t: order.count(t) for t in names}
 
 
 fit.__doc__ = _fit.__doc__
