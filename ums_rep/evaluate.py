@@ -1,7 +1,8 @@
 """Scoring a fine-tuned UMS-Rep model and its derived outputs (Sections 4.1.2-4.1.3, 4.2.2-4.2.3).
 
 * :func:`score_task` — one task's test metrics (accuracy, F-score, MCC and AUC, or IoU/Dice) and
-  its per-image table (with correctness, for McNemar's test);
+  its per-image table (classification: correctness, for McNemar's test; segmentation: Dice and
+  both IoUs, for the paired Wilcoxon test);
 * :func:`fold_ensemble` — the fold models' soft vote on the test set (mean probabilities), scored,
   with each fold's metrics as mean ± std;
 * :func:`grad_cam_figure` — Grad-CAM overlays of the first classification head (Section 4.1.3);
@@ -22,7 +23,6 @@ from ums_rep.models import feature_layer
 from ums_rep.tasks import FLOW_CLASSES, Spec
 
 ENSEMBLE = "mean of the fold models' test probabilities (soft vote)"
-DICE_CORRECT = 0.9  # a segmented image counts as correct for McNemar's test at Dice >= 0.9
 
 
 def predict(model, ds) -> np.ndarray:
@@ -31,15 +31,16 @@ def predict(model, ds) -> np.ndarray:
 
 
 def score_task(spec: Spec, probs: np.ndarray, rows: pd.DataFrame, test_root: Path) -> tuple[dict, pd.DataFrame]:
-    """Metrics and per-image predictions (with correctness, for McNemar) of one task."""
+    """Metrics and per-image predictions of one task: classification ``id, truth, pred, correct,
+    p_<class>``; segmentation ``id, dice, iou, iou_mean`` (:func:`ums_rep.metrics.segmentation_per_image`)."""
     t = spec.task
     ids = rows["id"].to_numpy()
     if t.kind == "segmentation":
         truth = np.stack([read_image(test_root / p) for p in rows["mask"]]) > 0.5
         pred = probs[..., 0] > 0.5
         m = metrics.segmentation(truth, pred)
-        dice = metrics.dice_per_image(truth, pred)
-        return m, pd.DataFrame({"id": ids, "dice": dice, "correct": dice >= DICE_CORRECT})
+        per_image = metrics.segmentation_per_image(truth, pred)
+        return m, pd.DataFrame({"id": ids, **per_image})
     lookup = {c: i for i, c in enumerate(t.classes)}
     y = rows[spec.label_column].astype(str).map(lookup).to_numpy()
     yhat = probs.argmax(1)
@@ -112,7 +113,8 @@ def summary(out: Path, strategy: str, task_set: str, body: dict) -> str:
     for t, r in body["tasks"].items():
         m = r["metrics"]
         if "iou" in m:
-            lines.append(f"  {t:<20} IoU {m['iou']:.3f}  Dice-F {m.get('f_score', float('nan')):.3f}")
+            lines.append(f"  {t:<20} IoU {m['iou']:.3f} (mean over both classes {m.get('iou_mean', float('nan')):.3f})"
+                         f"  Dice-F {m.get('f_score', float('nan')):.3f}")
         elif "accuracy" in m:
             lines.append(f"  {t:<20} accuracy {m['accuracy']:.3f} (majority class {m['majority_accuracy']:.3f})"
                          + (f"  AUC {m['auc']:.3f}" if "auc" in m else ""))

@@ -114,6 +114,14 @@ class CrossValidation:
     n_parts: int  # folds the pool is partitioned into
     n_runs: int  # folds trained: all of them, or one for a hold-out
 
+    def digest(self) -> str:
+        """SHA-1 of the fold assignment (pool image ids with their folds) and the test image ids:
+        runs compared with one another must share it."""
+        import hashlib
+        pool = sorted(zip(self.pool["id"].astype(str), self.pool["cv_fold"].astype(int)))
+        text = repr((pool, sorted(self.test["id"].astype(str))))
+        return hashlib.sha1(text.encode()).hexdigest()
+
     def fold(self, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Training and validation rows of fold ``k``: fold k validates, the others train."""
         if not 0 <= k < self.n_runs:
