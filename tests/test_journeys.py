@@ -122,7 +122,25 @@ def test_report_and_compares_skip_what_they_do_not_use_and_refuse_mixed_presets(
         mt_compare([ft, ev])
 
 
+def _scan_row_ids(features, prepared, tables) -> list:
+    """The manifest ``id`` of each row of a head scan's features, found by pixels: the stand-in
+    encoder flattens the image, normalised with the training dataset's ``prepared`` statistics;
+    ``tables`` are (prepared folder, manifest) pairs whose images it may be."""
+    import numpy as np
+    from data_prep.io import read_image
+    by_pixels = {}
+    for folder, manifest in tables:
+        for image_id, image in zip(manifest.id, manifest.image):
+            key = np.round(read_image(folder / image) * 255).astype(np.uint8).tobytes()
+            assert key not in by_pixels, f"{image_id}: two images with the same pixels"
+            by_pixels[key] = image_id
+    norm = prepared.normalizer
+    pixels = np.round((np.asarray(features) * norm.std + norm.mean) * 255).astype(np.uint8)
+    return [by_pixels[row.tobytes()] for row in pixels]
+
+
 def test_head_scan_has_data_for_every_task(tmp_path, monkeypatch):
+    from data_prep.pipeline import load_prepared
     from ums_rep import scanning
     from ums_rep.tasks import CLASSIFICATION_TASKS, TASK_SETS
     for preset in UMS_REP:  # every classification task's datasets, every preset
@@ -130,14 +148,37 @@ def test_head_scan_has_data_for_every_task(tmp_path, monkeypatch):
         for set_name, _ in CLASSIFICATION_TASKS.values():
             sdef = TASK_SETS[set_name]
             assert {sdef["train"], sdef["test"]} <= set(counts), (preset, set_name)
-    # and a head scan's data for a task tested on another dataset, on tiny phantoms with a stand-in encoder
+    # a head scan's data, on tiny phantoms with a stand-in encoder (Flatten: the rows are found by
+    # their pixels), for a task tested on another dataset and one tested on its own dataset's test
+    # split: training and validation rows come from the task's pool, patient-disjoint, no test image
     monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(scanning, "frozen_encoder", lambda args, modality: keras.Sequential([keras.layers.Flatten()]))
-    args = scanning.ScanOptions(model="head", task="abnormal", no_progress=True, preset="tiny")
     preset = {**UMS_REP["tiny"]["scan"], "n": scanning.phantom_counts("tiny")}
-    xt, yt, xv, yv, info = scanning.scan_data("head", args, preset)
-    assert len(xt) == len(yt) > 0 and len(xv) == len(yv) > 0 and yt.shape[1] == 2
-    assert all(str(tmp_path / "cache" / "prepared") in p for p in info["prepared"])
+    for task in ("abnormal", "bacterial_vs_viral"):
+        args = scanning.ScanOptions(model="head", task=task, no_progress=True, preset="tiny")
+        xt, yt, xv, yv, info = scanning.scan_data("head", args, preset)
+        assert len(xt) == len(yt) > 0 and len(xv) == len(yv) > 0 and yt.shape[1] == 2
+        assert all(str(tmp_path / "cache" / "prepared") in p for p in info["prepared"])
+        set_name, spec = CLASSIFICATION_TASKS[task]
+        sdef = TASK_SETS[set_name]
+        loaded = [load_prepared(p) for p in info["prepared"]]
+        train_p = next(p for p in loaded if (p.manifest.dataset == sdef["train"]).all())
+        test_p = next(p for p in loaded if (p.manifest.dataset == sdef["test"]).all())
+        test = test_p.manifest if sdef["test_split"] is None else \
+            test_p.manifest[test_p.manifest.split == sdef["test_split"]]
+        assert len(test) > 0
+        tables = [(p.root, p.manifest) for p in {id(p): p for p in (train_p, test_p)}.values()]
+        train_ids, val_ids = (_scan_row_ids(f, train_p, tables) for f in (xt, xv))
+        assert len(set(train_ids)) == len(train_ids) and len(set(val_ids)) == len(val_ids)
+        patient = dict(zip(train_p.manifest.id, train_p.manifest.patient_id))
+        assert set(train_ids) | set(val_ids) <= set(patient), task  # all from the training dataset
+        train_patients, val_patients = {patient[i] for i in train_ids}, {patient[i] for i in val_ids}
+        assert not train_patients & val_patients, (task, sorted(train_patients & val_patients))
+        in_test = set(test.id) & (set(train_ids) | set(val_ids))
+        assert not in_test, (task, sorted(in_test)[:3])
+        if task == "bacterial_vs_viral":  # patients with several images: disjointness is not by construction
+            counts = train_p.manifest[train_p.manifest.id.isin(train_ids + val_ids)].groupby("patient_id").size()
+            assert counts.max() >= 2
 
 
 # --------------------------------------------------------------------------- 5: model files, --out, images
