@@ -238,9 +238,27 @@ def test_a_mixed_run_trains_in_mixed_precision(command, tmp_path, tmp_path_facto
 def test_grad_cam_under_mixed_is_float32():
     from ums_rep.derive import grad_cam
     from ums_rep.heads import classification_head
+
+    def build():
+        backbone = cdae((32, 32, 1), filters=(4, 8, 8, 16))
+        feats = backbone.get_layer("cdae.enc4.relu").output
+        return keras.Model(backbone.input, classification_head(feats, 2, "abnormal", units=8))
+
+    x = np.random.default_rng(3).normal(size=(2, 32, 32, 1))
+    keras.utils.set_random_seed(0)
+    reference = build()
+    want = grad_cam(reference, x, "cdae.enc4.relu")
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    backbone = cdae((32, 32, 1), filters=(4, 8, 8, 16))
-    feats = backbone.get_layer("cdae.enc4.relu").output
-    model = keras.Model(backbone.input, classification_head(feats, 2, "abnormal", units=8))
-    heat = grad_cam(model, np.random.default_rng(3).normal(size=(2, 32, 32, 1)), "cdae.enc4.relu")
+    model = build()
+    model.set_weights(reference.get_weights())  # the same weights, computing in bfloat16
+    assert model.get_layer("cdae.enc4.conv").compute_dtype == "bfloat16"
+    heat = grad_cam(model, x, "cdae.enc4.relu")
     assert heat.dtype == np.float32 and heat.shape == (2, 32, 32) and np.isfinite(heat).all()
+    # a heatmap, not a constant: each image's spans [0, 1] and marks a part of the image
+    for h in (want, heat):
+        assert h.max(axis=(1, 2)) == pytest.approx([1, 1])
+        assert h.min(axis=(1, 2)) == pytest.approx([0, 0])
+        assert (h.std(axis=(1, 2)) > 0.1).all() and ((h > 0.5).mean(axis=(1, 2)) < 0.9).all()
+    # and float32's (bfloat16 keeps 8 significant bits: 1e-3 measured)
+    np.testing.assert_allclose(heat, want, atol=0.05)
+    assert all(np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99 for a, b in zip(heat, want))
