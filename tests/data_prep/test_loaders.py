@@ -100,10 +100,21 @@ def test_kermany_patients_keyed_by_split_and_nested_copy_ignored(phantom_root, t
 
 
 def test_kermany_rgb_jpegs_read_as_gray(phantom_root):
+    import tensorflow as tf
     df = kermany.load(phantom_root / "kermany")
-    for p in df.path.head(10):
+    # as stored (1 or 3 channels), with libjpeg's default (accurate) inverse DCT
+    decoded = {p: tf.io.decode_jpeg(tf.io.read_file(p), dct_method="INTEGER_ACCURATE").numpy() for p in df.path}
+    rgb = [p for p, a in decoded.items() if a.shape[-1] == 3]
+    gray = [p for p, a in decoded.items() if a.shape[-1] == 1]
+    assert rgb and gray, {p: a.shape for p, a in decoded.items()}  # both kinds of Kermany JPEG
+    for p in rgb + gray[:3]:
         img = read_image(p)
-        assert img.ndim == 2 and 0 <= img.min() and img.max() <= 1
+        # the source's pixels as TensorFlow's decoder gives them, converted to luma (ITU-R 601), on [0, 1]
+        want = tf.image.rgb_to_grayscale(decoded[p].astype(np.float32)).numpy()[..., 0] / 255 \
+            if decoded[p].shape[-1] == 3 else decoded[p][..., 0] / 255
+        assert img.dtype == np.float32 and img.shape == want.shape, (p, img.shape, want.shape)
+        np.testing.assert_allclose(img, want, atol=1.5 / 255, err_msg=p)
+        assert want.std() > 0.05  # an image, not a flat field
 
 
 def test_egd_manifest_and_both_time_headers(phantom_root, tmp_path):
