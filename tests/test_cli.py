@@ -201,11 +201,37 @@ def test_constants_the_parsers_repeat_match_their_sources():
     assert phantoms.LAYOUTS == layouts.LAYOUTS
 
 
-def test_prepare_takes_data_root_like_every_command(phantom_root, tmp_path):
+def test_prepare_takes_data_root_like_every_command(phantom_root, tmp_path, monkeypatch):
+    import pandas as pd
+    from data_prep import datasets
+    from data_prep.io import read_image
     from data_prep.prepare import main
+    from data_prep.splits import check_no_leakage
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))  # a phantom, if one were made, goes here
     assert main(["doppler", "--data", str(phantom_root), "--out", str(tmp_path / "d"), "--size", "32",
                  "--folds", "5"]) == 0
-    assert (tmp_path / "d" / "manifest.csv").is_file()
+    out = tmp_path / "d"
+    m = pd.read_csv(out / "manifest.csv", dtype={"patient_id": str})
+    # one row per image of ROOT/doppler, with its patient and labels
+    source = datasets.load("doppler", phantom_root / "doppler")
+    src = phantom_root / "doppler"
+    source["rel"] = [str(Path(p).relative_to(src)) for p in source.path]
+    assert json.loads((out / "prepare.json").read_text())["src"] == str(src)
+    assert len(m) == len(source) == 30 and m.id.is_unique
+    assert {"id", "image", "mask", "patient_id", "label", "flow_type", "quality", "split", "fold",
+            "source_path"} <= set(m.columns)
+    merged = m.merge(source, left_on="source_path", right_on="rel", suffixes=("", "_src"), validate="1:1")
+    assert len(merged) == 30
+    for col in ("patient_id", "label", "flow_type", "quality"):  # (quality: unrated images empty in both)
+        assert merged[col].fillna("").astype(str).tolist() == merged[f"{col}_src"].fillna("").astype(str).tolist(), col
+    # the files it names exist, at --size; patient-level splits and --folds 5 folds
+    for rel in list(m["image"]) + list(m["mask"]):
+        assert (out / rel).is_file(), rel
+    assert {read_image(out / rel).shape for rel in m["image"]} == {(32, 32)}
+    assert set(m.split) == {"train", "val", "test"}
+    assert set(m.fold) == set(range(5))
+    check_no_leakage(m, "split")
+    check_no_leakage(m, "fold")
     assert main(["doppler", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "e")]) == 1
     with pytest.raises(SystemExit) as e:  # one source, not two
         main(["doppler", "--data", str(phantom_root), "--src", str(phantom_root / "doppler")])
