@@ -6,10 +6,15 @@
   over both classes) of binary masks (sklearn);
 * image quality — PSNR, SSIM and MS-SSIM (``tf.image``) on images in [0, 1];
 * saliency — KLD, CC (Pearson, scipy) and HS (histogram intersection Σ min(p, q));
-* McNemar's test between two classifiers' per-image correctness (statsmodels, exact binomial
-  when the discordant count is small).
+* paired comparisons (UMS-Rep Sections 4.1.2 and 4.2.2; :mod:`ums_rep.claims`) — the exact McNemar
+  test on two classifiers' per-image correctness (statsmodels), the Wilcoxon signed-rank test on
+  paired per-image values (scipy), Holm's correction (statsmodels) and paired bootstrap
+  percentile CIs of a mean or AUC difference, the same resampled images for both arms.
 """
 from __future__ import annotations
+
+import math
+from itertools import combinations
 
 import numpy as np
 from sklearn import metrics as skm
@@ -121,13 +126,160 @@ def saliency(truth, pred) -> dict:
 
 
 def mcnemar(correct_a, correct_b) -> dict:
-    """McNemar's test on paired per-image correctness (statsmodels): exact binomial when fewer
-    than 25 discordant pairs, else the chi-square statistic with continuity correction."""
+    """The exact McNemar test on paired per-image correctness: a binomial test on the discordant
+    pairs (statsmodels ``mcnemar(table, exact=True)``), whatever their number.
+
+    Args:
+        correct_a: per-image correctness (bool) of one classifier.
+        correct_b: the same images' correctness of the other, in the same order.
+
+    Returns:
+        ``{"statistic", "p_value", "exact": True, "table"}``; ``table[0][1]`` counts the images
+        only the first got right, ``table[1][0]`` those only the second got right."""
     from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != b.shape:
         raise ValueError(f"mcnemar: paired predictions differ in length ({a.shape} vs {b.shape})")
     table = [[int(np.sum(a & b)), int(np.sum(a & ~b))], [int(np.sum(~a & b)), int(np.sum(~a & ~b))]]
-    exact = table[0][1] + table[1][0] < 25
-    res = sm_mcnemar(table, exact=exact, correction=True)
-    return {"statistic": float(res.statistic), "p_value": float(res.pvalue), "exact": exact, "table": table}
+    res = sm_mcnemar(table, exact=True)
+    return {"statistic": float(res.statistic), "p_value": float(res.pvalue), "exact": True, "table": table}
+
+
+N_RESAMPLES = 2000  # paired bootstrap: resamples of the test images
+SEED = 0  # and their seed
+LEVEL = 0.95  # the CIs' coverage
+
+
+def wilcoxon_paired(values_a, values_b) -> dict:
+    """The two-sided Wilcoxon signed-rank test of paired per-image values (scipy's defaults: zero
+    differences dropped); p = 1 when every difference is zero.
+
+    Args:
+        values_a: per-image values (e.g. Dice) of arm a.
+        values_b: the same images' values of arm b, in the same order.
+
+    Returns:
+        ``{"p_value", "statistic", "n"}`` (``n``: the images with a non-zero difference)."""
+    from scipy.stats import wilcoxon
+    a, b = np.asarray(values_a, float), np.asarray(values_b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"wilcoxon: paired values differ in length ({a.shape} vs {b.shape})")
+    nonzero = int(np.count_nonzero(a - b))
+    if nonzero == 0:
+        return {"p_value": 1.0, "statistic": 0.0, "n": 0}
+    res = wilcoxon(a, b)
+    return {"p_value": float(res.pvalue), "statistic": float(res.statistic), "n": nonzero}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-corrected p-values (statsmodels ``multipletests(method="holm")``).
+
+    Args:
+        p_values: the family's p-values.
+
+    Returns:
+        The corrected p-values, in the same order."""
+    from statsmodels.stats.multitest import multipletests
+    p = np.asarray(p_values, float)
+    return multipletests(p, alpha=0.05, method="holm")[1] if len(p) else p
+
+
+def resample_indices(n: int, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """Bootstrap resamples of ``n`` items: ``(n_resamples, n)`` indices drawn with replacement.
+
+    Args:
+        n: how many items (test images).
+        n_resamples: how many resamples.
+        seed: the generator's seed (``numpy.random.default_rng``).
+
+    Returns:
+        The indices, one resample per row."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def resample_weights(indices: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` items is drawn in each resample of ``indices`` (float counts, one
+    row per resample): a weighted statistic on these weights equals the statistic on the resample.
+
+    Args:
+        indices: ``(n_resamples, n)`` from :func:`resample_indices`.
+        n: how many items.
+
+    Returns:
+        ``(n_resamples, n)`` counts."""
+    b = len(indices)
+    flat = (indices + n * np.arange(b)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(float)
+
+
+def weighted_mean(values, weights: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` under each row of ``weights``.
+
+    Args:
+        values: ``(n,)`` per-item values.
+        weights: ``(k, n)`` weights (resample counts).
+
+    Returns:
+        ``(k,)`` means."""
+    return weights @ np.asarray(values, float) / weights.sum(axis=1)
+
+
+def _binary_auc(scores, positive, negative, weights) -> np.ndarray:
+    """P(score of a positive > score of a negative) + ½ P(tie), items weighted (one row per resample)."""
+    from scipy import sparse
+    scores = np.asarray(scores, float)
+    u, inv = np.unique(scores, return_inverse=True)
+    onehot = sparse.csr_matrix((np.ones(len(scores)), (np.arange(len(scores)), inv)), shape=(len(scores), len(u)))
+    wp = np.asarray(onehot.T @ (weights * positive).T).T  # (k, unique scores)
+    wn = np.asarray(onehot.T @ (weights * negative).T).T
+    below = np.cumsum(wn, axis=1) - wn
+    num = (wp * (below + 0.5 * wn)).sum(axis=1)
+    den = wp.sum(axis=1) * wn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def auc_resampled(y_true, probabilities, weights: np.ndarray) -> np.ndarray:
+    """The AUC of :func:`ums_rep.metrics.auc` (binary: of the second class's probability; more
+    classes: Hand & Till's one-vs-one mean over class pairs) under each row of ``weights``, so
+    each row gives the AUC of one bootstrap resample. NaN where a resample lacks a class.
+
+    Args:
+        y_true: ``(n,)`` class indices.
+        probabilities: ``(n, classes)`` predicted probabilities.
+        weights: ``(k, n)`` weights (resample counts; ones for the sample itself).
+
+    Returns:
+        ``(k,)`` AUCs."""
+    y, prob = np.asarray(y_true), np.asarray(probabilities, float)
+    n_classes = prob.shape[1]
+    if n_classes == 2:
+        return _binary_auc(prob[:, 1], y == 1, y == 0, weights)
+    pairs = [(_binary_auc(prob[:, i], y == i, y == j, weights) + _binary_auc(prob[:, j], y == j, y == i, weights)) / 2
+             for i, j in combinations(range(n_classes), 2)]
+    return np.mean(pairs, axis=0)
+
+
+def bootstrap_ci(diff_of, n: int, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                 level: float = LEVEL) -> tuple[float, tuple[float, float]]:
+    """A paired bootstrap percentile CI: ``diff_of(weights)`` computes a difference between two
+    arms under each weight row, the same rows (images) for both arms.
+
+    Args:
+        diff_of: ``(k, n)`` weights → ``(k,)`` differences (NaN where undefined).
+        n: how many paired images.
+        n_resamples: how many resamples.
+        seed: the resampling seed.
+        level: the CI's coverage.
+
+    Returns:
+        ``(point estimate on the sample, (low, high))``; the CI is NaN when no resample is
+        defined."""
+    point = float(diff_of(np.ones((1, n)))[0])
+    values = diff_of(resample_weights(resample_indices(n, n_resamples, seed), n))
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return point, (math.nan, math.nan)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return point, (float(lo), float(hi))
