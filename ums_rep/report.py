@@ -2,7 +2,10 @@
 numbers, with the figures, in Markdown (``report.md``) and one self-contained HTML page
 (``report.html``, images inlined).
 
-It reads every ``results.json`` under the given folders and recognises each by its
+The report opens with the claims at a glance: every claim of :data:`ums_rep.claims.REGISTRY`
+judged on the runs (UMS-Rep Sections 4.1.2 and 4.2.2; tests, verdicts and the one cost rule are
+:mod:`ums_rep.claims`), each row linked to its table; ``claims.json`` holds the same, one object
+per claim. It reads every ``results.json`` under the given folders and recognises each by its
 ``command``: CDAE pretraining → UMS-Rep Table 2; ``finetune`` runs → Tables 3/5/7/9 (metrics)
 and 4/6/8/10 (time, parameters), per task set; ``mt_unet.train`` runs → MT-UNet Tables 1–3;
 ``scan`` runs → the Talos choice against the paper's; a ``benchmarks.run`` JSON (``--bench``) →
@@ -45,12 +48,13 @@ parse_early(__name__, build_parser, tensorflow=False)  # python -m: --help answe
 import pandas as pd  # noqa: E402
 
 from data_prep.io import atomic_write_text  # noqa: E402
-from ums_rep import metrics  # noqa: E402
+from ums_rep import claims as paper_claims, metrics  # noqa: E402
 from ums_rep.tasks import EYE_GAZE_CLASSES  # noqa: E402
 
 log = logging.getLogger("ums_rep.report")
 MT_UNET_METRICS = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in EYE_GAZE_CLASSES))  # Tables 1-3
 LOWER_IS_BETTER = {"kld"}
+MT_UNET_ANCHOR = "mt-unet-tables-1-3"
 
 PAPER = {
     # UMS-Rep Table 2: PSNR / SSIM / MS-SSIM of the CDAE on RSNA
@@ -87,9 +91,12 @@ PAPER = {
         ("independent", "ma_vs_tr"): (0.97, 0.96, None, 0.92), ("alternating", "ma_vs_tr"): (0.98, 0.96, None, 0.93),
         ("joint", "ma_vs_tr"): (0.98, 0.98, None, 0.95), ("baseline", "ma_vs_tr"): (0.98, 0.96, None, 0.93),
     },
-    # UMS-Rep Tables 4, 6, 8, 10: totals (minutes, trainable parameters), shared approach and baseline
+    # UMS-Rep Tables 4, 6, 8, 10: totals (minutes, trainable parameters), shared approach and baseline;
+    # "left_out": the source model a table leaves out of both sides (Table 6), which the package's
+    # cost rule (ums_rep.claims.COST_RULE) adds back to both
     "compute": {"cxr-hetero": {"shared": (312.82, 1_882_279), "baseline": (459.47, 3_160_070)},
-                "cxr-homo": {"shared": (4.81, 887_145), "baseline": (34.15, 4_720_518)},
+                "cxr-homo": {"shared": (4.81, 887_145), "baseline": (34.15, 4_720_518),
+                             "left_out": (302.20, 800_067)},
                 "echo-hetero": {"shared": (38.77, 1_838_042), "baseline": (195.63, 3_933_509)},
                 "echo-homo": {"shared": (33.69, 1_347_260), "baseline": (36.77, 4_720_518)}},
     # MT-UNet Tables 1-3 (Appendix C): median ± std over ≥ 5 trainings
@@ -119,7 +126,6 @@ PAPER = {
 }
 SET_TABLES = {"cxr-hetero": ("3", "4"), "cxr-homo": ("5", "6"), "echo-hetero": ("7", "8"), "echo-homo": ("9", "10")}
 STRATEGY_ORDER = ("independent", "alternating", "joint", "baseline")
-STRATEGIES_SHARED = STRATEGY_ORDER[:3]
 FIGURES = ("denoising.png", "gradcam_*.png", "training_curves.png", "saliency_overlays.png", "analyze_*.png")
 
 
@@ -234,25 +240,21 @@ def _target_tasks(r) -> list:
     return [t for t in r["tasks"] if t not in COST_ENTRIES]
 
 
-def pairwise_mcnemar(entries) -> list:
-    """McNemar's test on per-image correctness for every pair of strategies and every task:
-    ``{task, a, b, diff (primary metric a − b), p, discordant}``."""
+def pairwise_tests(entries) -> list:
+    """The paired test of every pair of strategies on every task (:func:`ums_rep.claims.paired_test`:
+    exact McNemar on per-image correctness for classification, Wilcoxon signed-rank on per-image
+    Dice for segmentation; images paired by id, runs checked for the same seed, folds, encoder and
+    test images): ``{task, a, b, test, diff (a − b), metric, p, n, discordant}``, p uncorrected."""
     out = []
     for task in _target_tasks(entries[0][1]):
         for i in range(len(entries)):
             for j in range(i + 1, len(entries)):
                 (da, ra), (db, rb) = entries[i], entries[j]
-                fa, fb = Path(da) / f"predictions_{task}.csv", Path(db) / f"predictions_{task}.csv"
-                if task not in rb["tasks"] or not fa.is_file() or not fb.is_file():
+                files = [Path(d) / f"predictions_{task}.csv" for d in (da, db)]
+                if task not in rb["tasks"] or not all(f.is_file() for f in files):
                     continue
-                a, b = pd.read_csv(fa).set_index("id"), pd.read_csv(fb).set_index("id")
-                common = a.index.intersection(b.index)
-                res = metrics.mcnemar(a.loc[common, "correct"], b.loc[common, "correct"])
-                key = _primary(ra["tasks"][task]["metrics"])
-                out.append({"task": task, "a": ra["config"]["strategy"], "b": rb["config"]["strategy"],
-                            "diff": ra["tasks"][task]["metrics"].get(key, float("nan"))
-                            - rb["tasks"][task]["metrics"].get(key, float("nan")),
-                            "metric": key, "p": res["p_value"], "discordant": (res["table"][0][1], res["table"][1][0])})
+                t = paper_claims.paired_test(entries[i], entries[j], task, bootstrap=False)
+                out.append({"task": task, "a": ra["config"]["strategy"], "b": rb["config"]["strategy"], **t})
     return out
 
 
@@ -265,17 +267,37 @@ def _cost(r) -> tuple[float, int, str]:
     return r["total_train_seconds"], r["total_params"], counted
 
 
+def table_anchor(paper: str, table: str) -> str:
+    """The HTML anchor id of a paper's table in the report (``ums-rep-table-3``), which the claims
+    at a glance link to."""
+    return f"{paper.lower()}-table-{table}".replace(" ", "-")
+
+
+def _paper_ratios(set_name: str) -> str:
+    """The paper's time / parameter ratios of Tables 4, 6, 8, 10 and, where a table leaves the
+    source model out (Table 6), the same recomputed under the package's cost rule."""
+    by_what = {c.what: c for c in paper_claims.REGISTRY if c.kind == "saving" and c.task_set == set_name}
+    if set(by_what) != {"time", "parameters"}:
+        return ""
+    t, p = by_what["time"], by_what["parameters"]
+    text = f"{t.paper_ratio:.2f} / {p.paper_ratio:.2f}"
+    if (t.paper_ratio, p.paper_ratio) != (t.paper_ratio_package_rule, p.paper_ratio_package_rule):
+        text += f" (package rule: {t.paper_ratio_package_rule:.2f} / {p.paper_ratio_package_rule:.2f})"
+    return text
+
+
 def strategy_tables(runs) -> list:
-    """Tables 3/5/7/9 (test metrics of the fold ensemble, per-fold mean ± std, the paper's),
-    McNemar p-values for every strategy pair, and Tables 4/6/8/10 (time and parameters counted
-    as the paper does: the source model on the shared side, the denoiser on the CXR baseline's),
-    with our ratio to the baseline beside the paper's."""
+    """Tables 3/5/7/9 (test metrics of the fold ensemble, per-fold mean ± std, the paper's), the
+    paired test of every strategy pair (:func:`pairwise_tests`), and Tables 4/6/8/10 (time and
+    parameters under :data:`ums_rep.claims.COST_RULE`), with our ratio to the baseline beside the
+    paper's."""
     lines = []
     for set_name, entries in sorted(_finetune_sets(runs).items()):
         perf, cost = SET_TABLES.get(set_name, ("?", "?"))
         c = entries[0][1]["config"]
         preset = ", ".join(sorted({str(r["config"].get("preset")) for _, r in entries}))
-        lines += [f"### UMS-Rep Table {perf}: {set_name} ({c.get('data')}, preset {preset}, "
+        anchor = f"<a id=\"{table_anchor('UMS-Rep', perf)}\"></a>"
+        lines += [f"### {anchor}UMS-Rep Table {perf}: {set_name} ({c.get('data')}, preset {preset}, "
                   f"{c.get('folds')} fold(s) of {c.get('fold_partition', c.get('folds'))}, "
                   f"seed {entries[0][1].get('seed')})", ""]
         rows = []
@@ -293,19 +315,22 @@ def strategy_tables(runs) -> list:
                              spread, paper])
         lines += markdown_table(["strategy", "task", "accuracy", "F-score", "IoU", "MCC", "AUC", "fold mean ± std",
                                  "paper acc / F / IoU / MCC"], rows)
-        lines += ["", f"Test metrics: {c.get('test_score', 'the fold models’ mean probability')}; segmentation "
-                      "images count as correct for McNemar when Dice ≥ 0.9.", "",
-                  f"McNemar's test, {set_name} (every pair of strategies; diff = first − second in the task's "
-                  "metric):", ""]
-        lines += markdown_table(["task", "pair", "diff", "p", "discordant (a✓b✗ / a✗b✓)"], [
-            [row["task"], f"{row['a']} vs {row['b']}", f"{row['diff']:+.3f} {row['metric']}",
-             f"{row['p']:.3g}{' *' if row['p'] < 0.05 else ''}", f"{row['discordant'][0]} / {row['discordant'][1]}"]
-            for row in pairwise_mcnemar(entries)])
+        lines += ["", f"Test metrics: {c.get('test_score', 'the fold models’ mean probability')}.", "",
+                  f"Paired tests, {set_name} (every pair of strategies, images paired by id; classification: exact "
+                  "McNemar on per-image correctness, diff = accuracy first − second; segmentation: Wilcoxon "
+                  "signed-rank on per-image Dice, diff = mean per-image IoU first − second; p uncorrected, "
+                  "* p < 0.05):", ""]
+        lines += markdown_table(["task", "pair", "test", "diff", "p", "discordant (a✓b✗ / a✗b✓) or images"], [
+            [row["task"], f"{row['a']} vs {row['b']}", "McNemar (exact)" if row["discordant"] else "Wilcoxon",
+             f"{row['diff']:+.3f} {row['metric']}", f"{row['p']:.3g}{' *' if row['p'] < 0.05 else ''}",
+             f"{row['discordant'][0]} / {row['discordant'][1]}" if row["discordant"] else f"{row['n']} images"]
+            for row in pairwise_tests(entries)])
         pc = PAPER["compute"].get(set_name)
-        lines += ["", f"### UMS-Rep Table {cost}: {set_name}, training time and parameters", ""]
+        lines += ["", f"### <a id=\"{table_anchor('UMS-Rep', cost)}\"></a>UMS-Rep Table {cost}: {set_name}, "
+                      "training time and parameters", ""]
         rows = []
         base = next((r for _, r in entries if r["config"]["strategy"] == "baseline"), None)
-        paper_ratio = f"{pc['shared'][0] / pc['baseline'][0]:.2f} / {pc['shared'][1] / pc['baseline'][1]:.2f}" if pc else ""
+        paper_ratio = _paper_ratios(set_name)
         for folder, r in entries:
             secs, params, counted = _cost(r)
             src = r.get("source") or next((r["tasks"][k] for k in COST_ENTRIES if k in r["tasks"]), None)
@@ -322,17 +347,21 @@ def strategy_tables(runs) -> list:
                          f"{pc['shared'][1]:,} / {pc['baseline'][1]:,}", "", "", paper_ratio])
         lines += markdown_table(["strategy", "counted", "source model s", "fine-tuning s", "total s", "total params",
                                  "time / baseline", "params / baseline", "paper time / params ratio"], rows)
-        lines.append("")
+        lines += ["", "Counted under the package's one cost rule (stated with the claims at a glance).", ""]
     return lines
 
 
 def compare_strategies(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """What ``finetune --compare`` prints: the strategy tables of finished finetune runs (metrics
-    with fold spread, McNemar p-values for every pair, time and parameters beside the paper's) and
-    the claims they support; writes ``compare.md`` in ``out``. Other folders are skipped with a
-    logged reason."""
+    """What ``finetune --compare`` prints: the claims at a glance (:func:`claims`) and the strategy
+    tables of finished finetune runs (metrics with fold spread, the paired test of every pair,
+    time and parameters beside the paper's); writes ``compare.md`` and ``claims.json`` in ``out``.
+    Other folders are skipped with a logged reason."""
     runs = collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
-    return _compare_md("\n".join(strategy_tables(runs) + claims(runs)), out)
+    judged = paper_claims.judge(runs)
+    text = _compare_md("\n".join(claims(runs, judged) + strategy_tables(runs)), out)
+    if out is not None:
+        write_claims_json(judged, Path(out) / "claims.json")
+    return text
 
 
 def markdown_table(headers, rows) -> list[str]:
@@ -355,52 +384,119 @@ def _verdict(diff: float, significant: bool) -> str:
     return "holds" if diff > 0 else "reversed"
 
 
-def claims(runs) -> list:
-    """Each directional claim of both papers with our verdict on the runs at hand — holds,
-    reversed, or not significant — and its evidence (difference, McNemar p, or spread over
-    folds/seeds)."""
-    rows = []
-    sets = _finetune_sets(runs)
-    for set_name, entries in sorted(sets.items()):
-        tests = {(r["task"], r["a"], r["b"]): r for r in pairwise_mcnemar(entries)}
-        by = {r["config"]["strategy"]: r for _, r in entries}
+VERDICT_CLASS = {"agrees": "agrees", "agrees (n.s.)": "agrees", "holds": "agrees", "reversed": "reversed",
+                 "differs (significant)": "reversed", "not significant": "ns", "inconclusive": "ns",
+                 "not run": "notrun"}  # report.html colours each verdict cell by its class
 
-        def pair(task, a, b, claim):
-            row = tests.get((task, a, b)) or tests.get((task, b, a))
-            if row is None:
-                return
-            diff = row["diff"] if row["a"] == a else -row["diff"]
-            rows.append((claim, f"{set_name} {task}", _verdict(diff, row["p"] < 0.05),
-                         f"{a} − {b} = {diff:+.3f} {row['metric']}, McNemar p = {row['p']:.3g}"))
 
-        shared = [s for s in STRATEGIES_SHARED if s in by]
-        for task in _target_tasks(entries[0][1]):
-            if "baseline" in by and shared:
-                key = _primary(by[shared[0]]["tasks"][task]["metrics"])
-                best = max(shared, key=lambda s: by[s]["tasks"][task]["metrics"].get(key, -1))
-                pair(task, best, "baseline", "a shared representation beats separate models (best strategy vs baseline)")
-            hetero = set_name.endswith("hetero")
-            if hetero:
-                for other in ("alternating", "joint"):
-                    pair(task, "independent", other, f"independent beats {other} on heterogeneous tasks")
-            else:
-                pair(task, "joint", "alternating", "joint beats alternating on homogeneous tasks")
-                pair(task, "alternating", "independent", "alternating beats independent on homogeneous tasks")
-        if "baseline" in by:
-            for s in shared:
-                for i, what in ((0, "time"), (1, "parameters")):
-                    ours = _cost(by[s])[i] / max(_cost(by["baseline"])[i], 1e-9)
-                    pc = PAPER["compute"].get(set_name)
-                    paper = f"; paper {pc['shared'][i] / pc['baseline'][i]:.2f}" if pc else ""
-                    rows.append((f"a shared representation saves training {what}", f"{set_name} {s}",
-                                 "holds" if ours < 1 else "reversed", f"{s} / baseline = {ours:.2f}{paper}"))
-    rows += _mt_unet_claims(runs)
-    if not rows:
+CLAIMS_METHOD = (
+    "Tests: classification — exact McNemar (binomial test on the discordant pairs) on per-image correctness, "
+    "diff = accuracy a − b, with paired bootstrap 95% CIs of the accuracy and AUC differences "
+    f"({metrics.N_RESAMPLES} resamples of the test images, the same for both arms, seed {metrics.SEED}, "
+    "percentile interval); segmentation — Wilcoxon signed-rank on per-image Dice, diff = mean per-image IoU a − b "
+    "with its paired bootstrap 95% CI. Images are paired by id. The paper calls a difference significant at "
+    "McNemar p < 0.05. p (Holm): Holm-corrected within each task set. Verdicts (α = 0.05 on the Holm p): *agrees* — "
+    "significant in the paper's direction; *reversed* — significant the other way; *not significant*; for a claim "
+    "of no difference *agrees (n.s.)* or *differs (significant)*; *not run* — a run or its predictions missing. A "
+    "time saving is judged fold by fold: fold k's ratio a / baseline is (source s + fold k's fine-tuning s summed "
+    "over tasks) / the baseline's same; it *agrees* when every fold's ratio lies below 1, is *reversed* when every "
+    "one lies above, and *inconclusive* otherwise (ours: the ratio for the folds' mean seconds, and the range over "
+    "folds; runs without per-fold seconds: their totals' ratio). Parameters, the same in every fold, are judged on "
+    "their one ratio.")
+
+
+def _claim_text(c) -> str:
+    if c.kind == "saving":
+        return f"a shared representation saves training {c.what}"
+    return {"better": f"{c.a} better than {c.b}", "direction": f"{c.a} higher than {c.b}",
+            "not significant": f"{c.a} and {c.b} do not differ"}[c.finding]
+
+
+def _p(v) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{v:.3g}"
+
+
+def _ours_cell(j) -> str:
+    if not j.test:
+        return j.note
+    if j.claim.kind == "saving":
+        text = f"ratio {j.diff:.2f}"
+        if j.ci is not None:
+            text += f", folds {j.ci[0]:.2f}–{j.ci[1]:.2f}"
+        return text + (f" ({j.note})" if j.note else "")
+    lo, hi = j.ci
+    text = f"{j.extra.get('metric', '')} {j.diff:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    if math.isfinite(j.extra.get("auc_diff", math.nan)):
+        alo, ahi = j.extra["auc_ci"]
+        text += f"; AUC {j.extra['auc_diff']:+.3f} [{alo:+.3f}, {ahi:+.3f}]"
+    return text
+
+
+def claims(runs, judged=None) -> list:
+    """The claims at a glance: one row per registered claim (:mod:`ums_rep.claims`) of every task
+    set with a run — the paper's finding, ours (difference with its 95% CI, or our cost ratio and
+    its spread over folds), p, Holm-corrected p, the verdict and a link to the claim's table — a
+    line for the sets without any run, and MT-UNet's claims in their own table.
+
+    Args:
+        runs: ``(folder, results)`` pairs (:func:`collect`).
+        judged: :func:`ums_rep.claims.judge` of ``runs`` when already computed.
+
+    Returns:
+        Markdown lines (none when there is neither a finetune nor an MT-UNet run)."""
+    judged = paper_claims.judge(runs) if judged is None else judged
+    present = set(_finetune_sets(runs))
+    mt_rows = _mt_unet_claims(runs)
+    if not present and not mt_rows:
         return []
-    lines = ["## Claims", "", "Each directional claim of the papers, judged on these runs (significance: McNemar "
-             "p < 0.05 for UMS-Rep; for MT-UNet a difference larger than the spread (std) over seeds).", ""]
-    lines += markdown_table(["claim", "where", "verdict", "evidence"], rows)
-    return lines + [""]
+    lines = ["## Claims at a glance", ""]
+    ums = [j for j in judged if j.claim.paper == "UMS-Rep"]
+    counts = {}
+    for j in ums:
+        counts[j.verdict] = counts.get(j.verdict, 0) + 1
+    lines += ["### UMS-Rep", "",
+              f"Verdicts of its {len(ums)} registered claims: "
+              + ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1])) + ".", ""]
+    if present:
+        lines += [CLAIMS_METHOD, "", f"Cost rule: {paper_claims.COST_RULE}.", ""]
+        rows = []
+        for j in ums:
+            c = j.claim
+            if c.task_set in present:
+                where = f"{c.task_set} {c.task}" if c.task else f"{c.task_set} {c.a}"
+                link = f"[Table {c.table}](#{table_anchor(c.paper, c.table)})"
+                rows.append([_claim_text(c), where, c.paper_statement, _ours_cell(j), _p(j.p), _p(j.p_holm), j.verdict,
+                             link])
+        lines += markdown_table(["claim", "where", "paper", "ours: diff [95% CI]", "p", "p (Holm)", "verdict", "table"],
+                                rows) + [""]
+    absent = {}
+    for j in ums:
+        if j.claim.task_set not in present:
+            absent[j.claim.task_set] = absent.get(j.claim.task_set, 0) + 1
+    if absent:
+        lines += ["Not run (no finetune run of the set): "
+                  + ", ".join(f"{k} ({n} claims)" for k, n in absent.items()) + ".", ""]
+    if mt_rows:
+        link = f"[Tables 1–3](#{MT_UNET_ANCHOR})"
+        lines += ["### MT-UNet", "", "A difference counts as significant when it is larger than the spread (std) over "
+                  "seeds.", ""]
+        lines += markdown_table(["claim", "where", "verdict", "evidence", "table"], [[*r, link] for r in mt_rows])
+        lines.append("")
+    return lines
+
+
+def write_claims_json(judged, path) -> Path:
+    """``claims.json``: one object per registered claim (:meth:`ums_rep.claims.Judged.as_json`).
+
+    Args:
+        judged: :func:`ums_rep.claims.judge`'s list.
+        path: the file to write.
+
+    Returns:
+        The path written."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps([j.as_json() for j in judged], indent=1, allow_nan=False) + "\n")
+    return path
 
 
 def _mt_unet_claims(runs) -> list:
@@ -475,7 +571,7 @@ def mt_unet_tables(runs) -> list:
         return []
     keys = MT_UNET_METRICS
     c = entries[0][1]["config"]
-    lines = [f"### MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
+    lines = [f"### <a id=\"{MT_UNET_ANCHOR}\"></a>MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
              f"{'×'.join(map(str, c.get('image', c.get('shape', []))))}, {c.get('seeds')} seed(s); "  # shape: before 2026-12
              f"median ± std; paper below each row)", ""]
     rows = []
@@ -548,7 +644,8 @@ def header(runs) -> list:
 
 
 def build(run_dirs, out, bench=None, mix_presets: bool = False, preset: str | None = None) -> str:
-    """Write ``report.md`` and ``report.html`` in ``out``; return the Markdown."""
+    """Write ``report.md`` (opening with the claims at a glance), ``report.html`` and
+    ``claims.json`` (:func:`write_claims_json`) in ``out``; return the Markdown."""
     out = Path(out)
     runs = collect(run_dirs, mix_presets=mix_presets, preset=preset)
     try:
@@ -556,9 +653,11 @@ def build(run_dirs, out, bench=None, mix_presets: bool = False, preset: str | No
     except OSError as e:
         raise ValueError(f"{out}: cannot create the report folder ({e.strerror or e})") from e
     bench_body = json.loads(Path(bench).read_text()) if bench else None
-    lines = header(runs) + ["## UMS-Rep", ""] + table2(runs) + strategy_tables(runs) + scan_tables(runs) \
-        + bench_tables(bench_body) + ["## MT-UNet", ""] + mt_unet_tables(runs) + claims(runs) + figures(runs, out)
+    judged = paper_claims.judge(runs)
+    lines = header(runs) + claims(runs, judged) + ["## UMS-Rep", ""] + table2(runs) + strategy_tables(runs) \
+        + scan_tables(runs) + bench_tables(bench_body) + ["## MT-UNet", ""] + mt_unet_tables(runs) + figures(runs, out)
     text = "\n".join(lines) + "\n"
+    write_claims_json(judged, out / "claims.json")
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "report.html", to_html(text, out))
     log.info("wrote %s and %s (%d runs)", out / "report.md", out / "report.html", len(runs))
@@ -566,7 +665,9 @@ def build(run_dirs, out, bench=None, mix_presets: bool = False, preset: str | No
 
 
 def to_html(text: str, base: Path) -> str:
-    """Markdown → one HTML page (python-markdown) with every image inlined as base64."""
+    """Markdown → one HTML page (python-markdown) with every image inlined as base64 and every
+    verdict cell coloured by :data:`VERDICT_CLASS` (green agrees, red reversed or differs, grey not
+    significant, inconclusive or not run)."""
     import markdown
     body = markdown.markdown(text, extensions=["tables"])
 
@@ -577,9 +678,14 @@ def to_html(text: str, base: Path) -> str:
         return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
 
     body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    verdicts = "|".join(re.escape(v) for v in sorted(VERDICT_CLASS, key=len, reverse=True))
+    body = re.sub(rf"<td([^>]*)>({verdicts})</td>",
+                  lambda m: f'<td{m.group(1)} class="verdict v-{VERDICT_CLASS[m.group(2)]}">{m.group(2)}</td>', body)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
-             "font-size:13px}img{max-width:100%}")
+             "font-size:13px}img{max-width:100%}"
+             ".v-agrees{background:#d4edda;color:#155724}.v-reversed{background:#f8d7da;color:#721c24}"
+             ".v-ns{background:#e2e3e5;color:#383d41}.v-notrun{background:#f6f6f6;color:#888}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>Reproduction report</title>" \
            f"<style>{style}</style></head><body>{body}</body></html>\n"
 
