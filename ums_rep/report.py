@@ -310,12 +310,18 @@ def strategy_tables(runs) -> list:
                 spread = (f"{key} {t['fold_mean'][key]:.3f} ± {t['fold_std'][key]:.3f}"
                           if key in t.get("fold_mean", {}) else "")
                 p = PAPER["tasks"].get((s, task))
-                paper = " / ".join(_num(v, 2) for v in p) if p else ""
-                rows.append([s, task, *(_num(m.get(k)) for k in ("accuracy", "f_score", "iou", "mcc", "auc")),
-                             spread, paper])
-        lines += markdown_table(["strategy", "task", "accuracy", "F-score", "IoU", "MCC", "AUC", "fold mean ± std",
-                                 "paper acc / F / IoU / MCC"], rows)
-        lines += ["", f"Test metrics: {c.get('test_score', 'the fold models’ mean probability')}.", "",
+                paper = " / ".join(_num(v, 2) for v in (p[0], p[1], p[3])) if p else ""
+                flags = t.get("learned_on_validation")
+                learned = f"{sum(flags)}/{len(flags)}" if flags else "–"
+                rows.append([s, task, *(_num(m.get(k)) for k in ("accuracy", "f_score", "mcc", "auc", "iou", "iou_mean")),
+                             _num(p[2], 2) if p else "", paper, spread, learned])
+        lines += markdown_table(["strategy", "task", "accuracy", "F-score", "MCC", "AUC", "IoU (foreground)",
+                                 "IoU (mean of both classes)", "paper IoU", "paper acc / F / MCC", "fold mean ± std",
+                                 "learned (validation folds)"], rows)
+        lines += ["", f"Test metrics: {c.get('test_score', 'the fold models’ mean probability')}. The paper's IoU "
+                      "(above its F-score, which a foreground IoU cannot be) stands beside the mean over both classes. "
+                      "Learned: the validation folds on which the head beat its majority class (segmentation: IoU ≥ "
+                      "0.5); an arm that did not learn is not a fair comparison.", "",
                   f"Paired tests, {set_name} (every pair of strategies, images paired by id; classification: exact "
                   "McNemar on per-image correctness, diff = accuracy first − second; segmentation: Wilcoxon "
                   "signed-rank on per-image Dice, diff = mean per-image IoU first − second; p uncorrected, "
