@@ -46,14 +46,14 @@ step() {
 # UMS-Rep: the two shared encoders, then every task set with every strategy and the baseline
 step pretrain-cdae ums_rep.pretrain --backbone cdae --preset "$PRESET" "${DATA[@]}"
 step pretrain-echo ums_rep.pretrain --backbone echo --preset "$PRESET" "${DATA[@]}"
-# folds: the paper's 10 (paper preset); 3 for quick and 2 for tiny, so every strategy table has a
-# per-fold spread (the finetune command's quick default is one hold-out fold, to be fast)
-folds=10; [[ $PRESET == quick ]] && folds=3; [[ $PRESET == tiny ]] && folds=2
+# folds: the preset's (paper 10, quick 3, as finetune's default); 2 for tiny, so that every strategy
+# table has a per-fold spread
+folds=(); [[ $PRESET == tiny ]] && folds=(--folds 2)
 for set in cxr-hetero cxr-homo echo-hetero echo-homo; do
   enc="$OUT/pretrain-cdae/model.keras"; [[ $set == echo-* ]] && enc="$OUT/pretrain-echo/model.keras"
   for strategy in independent alternating joint baseline; do
     step "finetune-$set-$strategy" ums_rep.finetune --tasks "$set" --strategy "$strategy" --encoder "$enc" \
-      --folds "$folds" --preset "$PRESET" "${DATA[@]}"
+      "${folds[@]}" --preset "$PRESET" "${DATA[@]}"
   done
 done
 # Talos: the echo encoder's search space
@@ -64,16 +64,16 @@ step scan-echo ums_rep.scan --model echo --preset "$PRESET" --round-limit "$roun
 configs=("mtunet full mtl1" "mtunet full mtl2" "mtunet full mtl3" "mtunet bottleneck mtl3" "mtunet top mtl3"
          "unets full mtl3" "unetc full mtl3" "resnet50 full mtl3" "simplenet full mtl3")
 [[ $PRESET == paper ]] && configs+=("inceptionresnetv2 full mtl3" "efficientnetv2s full mtl3" "msinet full mtl3" "vggssm full mtl3")
-# quick: 2 seeds and 15 epochs (ResNet50, 23.5 M parameters: 8) instead of mt_unet.train's quick
-# 3 seeds and 20 epochs, to keep the whole quick run under an hour on 2 CPU cores (measured: the
-# nine configurations at 3 seeds and 20 epochs alone take about 45 min)
+# every model of Tables 1-3 gets one budget: the preset's epochs, RLRP patience and early stopping,
+# and for quick 2 seeds and 15 epochs instead of mt_unet.train's quick 3 seeds and 20 epochs, to
+# keep the quick run short on 2 CPU cores (measured: the nine configurations at 3 seeds and 20
+# epochs alone take about 45 min)
+budget=(); [[ $PRESET == quick ]] && budget=(--seeds 2 --epochs 15)
 mt_dirs=()
 for cfg in "${configs[@]}"; do
   read -r model variant scheme <<< "$cfg"
-  extra=(); epochs=15; [[ $model == resnet50 ]] && epochs=8
-  [[ $PRESET == quick ]] && extra=(--seeds 2 --epochs "$epochs")
   step "mt_unet-$model-$variant-$scheme" mt_unet.train --model "$model" --variant "$variant" --scheme "$scheme" \
-    --preset "$PRESET" "${extra[@]}" "${DATA[@]}"
+    --preset "$PRESET" "${budget[@]}" "${DATA[@]}"
   mt_dirs+=("$OUT/mt_unet-$model-$variant-$scheme")
 done
 "$PY" -m mt_unet.train --compare "${mt_dirs[@]}" --out "$OUT" > /dev/null

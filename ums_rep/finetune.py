@@ -21,20 +21,30 @@ echo-homo      mv_vs_ma, mv_vs_tr, ma_vs_tr                            as echo-h
 
 Cross-validation (:func:`ums_rep.tasks.cross_validation`): ``--folds K`` (K ≥ 2) partitions the
 set's pool into K patient-level, class-stratified folds and trains K models, fold k validating;
-``--folds 1`` (the tiny and quick presets) trains one model on a hold-out (one fold of five).
-Every fold starts from a fresh copy of the same pretrained encoder (the baseline from fresh
-random weights) and normalises its images with the statistics of its own training images. The
-test set is scored by the fold ensemble (the mean of the fold models' probabilities), and each
-fold's test metrics give the mean ± std in ``results.json``. Segmentation images count as
-correct for McNemar's test when their Dice ≥ 0.9.
+``--folds 1`` (the tiny preset) trains one model on a hold-out (one fold of five); the quick
+preset runs 3 folds, the paper preset the paper's 10. Every fold starts from a fresh copy of the
+same pretrained encoder (the baseline from fresh random weights) and normalises its images with
+the statistics of its own training images. The test set is scored by the fold ensemble (the mean
+of the fold models' probabilities), and each fold's test metrics give the mean ± std in
+``results.json``; each fold's validation metrics say whether every head learned (it beats its
+majority class; segmentation IoU ≥ 0.5).
+
+Arms of a comparison differ in the strategy alone: every head is trained by its task's optimizer
+(Section 4.2: SGD for classification, Adam for segmentation) and the shared encoder, under every
+strategy and in the baseline's models, by the preset's ``shared_optimizer``; every task trains on
+as many of its own batches per epoch under every strategy (``results.json``: ``config.optimizers``,
+``config.updates``).
 
 Cost (Tables 4, 6, 8, 10): a shared run counts the source model (the encoder's pretraining
 time, read from the ``results.json`` beside ``--encoder``, and all its parameters) plus each
 head; the baseline counts its separate models plus, for CXR, the same pretrained CDAE as its
-denoiser.
+denoiser. Fine-tuning time is every second of each fold's training (steps, validation,
+PreciseBN, checkpoints).
 
-``--compare RUN_DIR...`` prints one table per task set (metrics, train time, parameters) with
-McNemar p-values between strategies and against the baseline, and writes ``compare.md``.
+``--compare RUN_DIR...`` prints one table per task set (metrics, train time, parameters) with the
+paired test of every pair of strategies (exact McNemar; Wilcoxon on per-image Dice for
+segmentation), the papers' claims judged on the pairs the paper names (:mod:`ums_rep.claims`), and
+writes ``compare.md`` and ``claims.json``.
 """
 from __future__ import annotations
 
