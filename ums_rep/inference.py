@@ -3,9 +3,17 @@
 :meth:`Predictor.from_run` reads a run folder of any command that trains a model and applies
 that run's own preprocessing, stored in the folder:
 
-* ``ums_rep.finetune`` — ``model.keras`` (one output per task of the run's task set) or, for
-  ``--strategy baseline``, ``model_<task>.keras``; square bicubic resize to the model's input
-  side; ``normalizer.json`` (fold 0's training images, the fold whose model was saved);
+* ``ums_rep.finetune`` — per fold k, the model(s) (:func:`fold_model_file`: ``model.keras``, one
+  output per task of the run's task set, or for ``--strategy baseline`` ``model_<task>.keras``,
+  for fold 0; ``model_fold<k>.keras`` / ``model_<task>_fold<k>.keras`` for the others) and the
+  normaliser of that fold's training images (``normalizer.json`` for fold 0, as
+  ``normalizer_fold0.json``; ``normalizer_fold<k>.json``); square bicubic resize to the model's
+  input side. A cross-validated run predicts with its **fold ensemble**, as its test set was
+  scored (UMS-Rep Sections 4.1.2 and 4.2; :data:`ums_rep.evaluate.ENSEMBLE`): each fold's model
+  on the image normalised with that fold's own normaliser, the probabilities averaged (a
+  segmentation head: the mean probability map, then the 0.5 threshold). ``fold=K`` picks one
+  fold's model(s). A run saved before every fold's model was (``model.keras`` only) predicts
+  with fold 0's, with a warning;
 * ``ums_rep.pretrain`` — ``model.keras``, the CDAE (a denoiser) or the echo encoder (a
   flow-type classifier over ``FLOW_CLASSES``); as above, ``normalizer.json`` holding the
   prepared data's training-split statistics;
@@ -19,10 +27,11 @@ to 8 bits (the prepared images are 8-bit PNGs) and normalised as ``(x - mean) / 
 
 What comes out, per image (:class:`Prediction`): class probabilities per classification head
 and, where the model has the encoder's feature layer at top level, a Grad-CAM heatmap of the
-predicted class (:func:`ums_rep.derive.grad_cam`); a binary mask per segmentation head; a
-saliency map (MT-UNet); the denoised image (CDAE). Maps are brought back to the image's
-original size (for a letter-box, the padding is cropped first). :func:`predict_files` writes
-them as PNGs with ``predictions.csv``.
+predicted class (:func:`ums_rep.derive.grad_cam`; for a fold ensemble
+:data:`FOLD_ENSEMBLE_GRADCAM`); a binary mask per segmentation head; a saliency map (MT-UNet);
+the denoised image (CDAE). Maps are brought back to the image's original size (for a
+letter-box, the padding is cropped first). :func:`predict_files` writes them as PNGs with
+``predictions.csv``.
 
 Runs made before their command wrote ``normalizer.json`` (pretrain, MT-UNet) fall back, with a
 warning, to the ``stats.json`` of the prepared data their ``results.json`` names, if it is
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +62,10 @@ log = logging.getLogger("ums_rep.inference")
 COMMANDS = ("ums_rep.finetune", "ums_rep.pretrain", "mt_unet.train")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
 MT_UNET_FEATURES = "unet.bottleneck.relu2"  # MT-UNet's deepest features (every variant's head sees them)
+FOLD_ENSEMBLE = ("the fold ensemble: each fold's model on the image normalised with its own fold's normaliser, "
+                 "probabilities averaged (segmentation: the mean probability map, thresholded at 0.5)")
+FOLD_ENSEMBLE_GRADCAM = ("the mean of the folds' Grad-CAM heatmaps, each of the ensemble's predicted class on "
+                         "the fold's own normalised input")
 
 
 # --------------------------------------------------------------------------- geometry
@@ -98,6 +112,20 @@ class Head:
     key: str | None = None
     cam: tuple | None = None
     file: Path | None = None
+
+
+@dataclass
+class Member:
+    """One model set a :class:`Predictor` runs: its heads and the normaliser its model(s) were
+    trained with; ``fold`` is its cross-validation fold (a finetune run's), else None."""
+
+    heads: list
+    normalizer: MeanNormalizer
+    fold: int | None = None
+
+    def head(self, task: str) -> Head:
+        """The head predicting ``task``."""
+        return next(h for h in self.heads if h.task.name == task)
 
 
 @dataclass
@@ -179,13 +207,15 @@ def _locate(path: Path):
     raise RunFolderError(f"{what} (no args.json or results.json naming one of {', '.join(COMMANDS)})")
 
 
-def _normalizer(run: Path) -> MeanNormalizer:
-    path = run / "normalizer.json"
+def _normalizer(run: Path, name: str = "normalizer.json") -> MeanNormalizer:
+    path = run / name
     if path.is_file():
         try:
             return MeanNormalizer.from_json(path.read_text())
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RunFolderError(f"{path}: not a normaliser ({type(e).__name__}: {e})") from None
+    if name != "normalizer.json":
+        raise RunFolderError(f"{path}: not found; the run folder lacks that fold's normaliser")
     prepared = None
     if (run / "results.json").is_file():
         prepared = _read_json(run / "results.json").get("config", {}).get("prepared")
@@ -218,17 +248,108 @@ def _check_output(head: Head, path: Path) -> None:
                              f"not {what} for task {t.name}")
 
 
-def _finetune_heads(run: Path, model_file: Path | None) -> list:
+def fold_model_file(fold: int, task: str | None = None) -> str:
+    """The file name ``ums_rep.finetune`` saves fold ``fold``'s model under: ``model.keras`` (one
+    output per task) or, for the baseline's model of ``task``, ``model_<task>.keras`` for fold 0
+    (the name a run had before every fold's model was saved); ``model_fold<k>.keras`` /
+    ``model_<task>_fold<k>.keras`` for fold k ≥ 1.
+
+    Args:
+        fold: the cross-validation fold (0 for a ``--folds 1`` hold-out).
+        task: the task of a one-task (baseline) model; None for the shared model.
+
+    Returns:
+        The file name, relative to the run folder.
+    """
+    return f"model{'_' + task if task else ''}{f'_fold{fold}' if fold else ''}.keras"
+
+
+def fold_normalizer_file(fold: int) -> str:
+    """The normaliser of fold ``fold``'s model(s) in a finetune run folder: ``normalizer.json``
+    (fold 0's, the same as its ``normalizer_fold0.json``) or ``normalizer_fold<k>.json``.
+
+    Args:
+        fold: the cross-validation fold.
+
+    Returns:
+        The file name, relative to the run folder.
+    """
+    return "normalizer.json" if fold == 0 else f"normalizer_fold{fold}.json"
+
+
+def _parse_model_file(stem: str) -> tuple:
+    """``(task or None, fold)`` of a finetune model file's stem (see :func:`fold_model_file`)."""
+    base, fold = re.fullmatch(r"(.*?)(?:_fold(\d+))?", stem).groups()
+    return (base[len("model_"):] if base.startswith("model_") else None), int(fold or 0)
+
+
+def _finetune_tasks(run: Path) -> tuple:
     set_name = _read_json(run / "args.json").get("tasks") if (run / "args.json").is_file() else None
     if set_name is None and (run / "results.json").is_file():
         set_name = _read_json(run / "results.json").get("config", {}).get("tasks")
     if set_name not in TASK_SETS:
         raise RunFolderError(f"{run}: unknown task set {set_name!r} in args.json (expected one of {sorted(TASK_SETS)})")
-    tasks = {s.task.name: s.task for s in TASK_SETS[set_name]["tasks"]}
-    files = [model_file] if model_file else ([run / "model.keras"] if (run / "model.keras").exists()
-                                             else sorted(run.glob("model_*.keras")))
-    if not files:
-        raise RunFolderError(f"{run}: no model.keras or model_<task>.keras (an unfinished run?)")
+    return set_name, {s.task.name: s.task for s in TASK_SETS[set_name]["tasks"]}
+
+
+def _fold_files(run: Path, fold: int, tasks) -> list:
+    """Fold ``fold``'s model files in a finetune run: the shared model, else the baseline's per task."""
+    shared = run / fold_model_file(fold)
+    if shared.exists():
+        return [shared]
+    return [run / fold_model_file(fold, t) for t in tasks if (run / fold_model_file(fold, t)).exists()]
+
+
+def _run_folds(run: Path) -> int:
+    """How many folds a finetune run trained: ``results.json``'s ``config.folds``, else (an
+    unfinished run) its ``normalizer_fold<k>.json`` files, else 1."""
+    if (run / "results.json").is_file():
+        folds = _read_json(run / "results.json").get("config", {}).get("folds")
+        if isinstance(folds, int) and folds >= 1:
+            return folds
+    return max(1, len(list(run.glob("normalizer_fold*.json"))))
+
+
+def _finetune_members(run: Path, model_file: Path | None, fold: int | None) -> list:
+    """The model sets a finetune run predicts with: every fold's (the fold ensemble), the one fold
+    ``fold`` (or ``model_file``) names, or, for a run saved before every fold's model was, fold 0's."""
+    set_name, tasks = _finetune_tasks(run)
+    n = _run_folds(run)
+    if model_file is not None:
+        named = _parse_model_file(model_file.stem)[1]
+        if fold is not None and fold != named:
+            raise RunFolderError(f"{model_file}: fold {named}'s model file, but fold {fold} was asked for")
+        plan = {named: [model_file]}
+    elif fold is not None:
+        if not 0 <= fold < n:
+            raise RunFolderError(f"{run}: no fold {fold}; the run trained {n} fold(s), 0..{n - 1}")
+        plan = {fold: _fold_files(run, fold, tasks)}
+        if not plan[fold]:
+            raise RunFolderError(f"{run}: no model file of fold {fold} ({fold_model_file(fold)} or "
+                                 f"{fold_model_file(fold, '<task>')}; an unfinished run?)")
+    else:
+        plan = {k: _fold_files(run, k, tasks) for k in range(n)}
+        if not plan[0]:
+            raise RunFolderError(f"{run}: no model.keras or model_<task>.keras (an unfinished run?)")
+        missing = [k for k, files in plan.items() if not files]
+        if n > 1 and missing == list(range(1, n)) and (run / "results.json").is_file():
+            log.warning("%s: scored with its %d-fold ensemble, but only fold 0's model was saved (a run made "
+                        "before every fold's was); predicting with fold 0's model alone", run, n)
+            plan = {0: plan[0]}
+        elif missing:
+            raise RunFolderError(f"{run}: fold(s) {missing} of {n} have no model file (an unfinished run?); "
+                                 "--fold K predicts with one fold's model")
+    members = []
+    for k, files in plan.items():
+        heads = _finetune_heads(files, tasks, set_name)
+        if members and sorted(h.task.name for h in heads) != sorted(h.task.name for h in members[0].heads):
+            raise RunFolderError(f"{run}: fold {k}'s model(s) predict {sorted(h.task.name for h in heads)}, "
+                                 f"fold {members[0].fold}'s {sorted(h.task.name for h in members[0].heads)}")
+        members.append(Member(heads, _normalizer(run, fold_normalizer_file(k)), k))
+    return members
+
+
+def _finetune_heads(files: list, tasks: dict, set_name: str) -> list:
     heads = []
     for f in files:
         model = load_model(f)
@@ -238,7 +359,7 @@ def _finetune_heads(run: Path, model_file: Path | None) -> list:
                 raise ModelFileError(f"{f}: outputs {unknown} are not tasks of {set_name} ({sorted(tasks)})")
             heads += [Head(tasks[k], model, k, file=f) for k in model.output]
         else:
-            name = f.stem[len("model_"):] if f.stem.startswith("model_") else None
+            name = _parse_model_file(f.stem)[0]
             if name not in tasks:
                 raise ModelFileError(f"{f}: one output, and the file name names no task of {set_name} "
                                      f"(expected model_<task>.keras, tasks {sorted(tasks)})")
@@ -276,24 +397,44 @@ def _mt_unet_heads(run: Path, model_file: Path | None, given: Path) -> list:
 # --------------------------------------------------------------------------- the predictor
 
 class Predictor:
-    """A trained model with its run's preprocessing; :meth:`predict` maps gray images in [0, 1]
-    to :class:`Prediction`s."""
+    """A trained model, or a fold ensemble of them, with its run's preprocessing; :meth:`predict`
+    maps gray images in [0, 1] to :class:`Prediction`s.
+
+    ``heads`` and ``normalizer`` are the (first) model set's; ``members``, where given, are all
+    the model sets (:class:`Member`), whose outputs are averaged (:data:`FOLD_ENSEMBLE`)."""
 
     def __init__(self, heads: list, normalizer: MeanNormalizer, geometry: Geometry, *, run: Path | None = None,
-                 command: str | None = None, model_files=(), gradcam: bool = True):
-        self.heads, self.normalizer, self.geometry = heads, normalizer, geometry
+                 command: str | None = None, model_files=(), gradcam: bool = True, members=None):
+        self.members = list(members) if members else [Member(heads, normalizer)]
+        self.heads, self.normalizer = self.members[0].heads, self.members[0].normalizer
+        self.geometry = geometry
         self.run, self.command, self.model_files = run, command, [Path(f) for f in model_files]
-        for h in heads:
-            if gradcam and h.task.kind == "classification" and h.cam is None:
-                h.cam = _cam(h.model, h.key)
-                if h.cam is None:
-                    log.info("%s: no Grad-CAM (the model has no encoder feature layer at its top level)", h.task.name)
+        for i, m in enumerate(self.members):
+            for h in m.heads:
+                if gradcam and h.task.kind == "classification" and h.cam is None:
+                    h.cam = _cam(h.model, h.key)
+                    if h.cam is None and i == 0:
+                        log.info("%s: no Grad-CAM (the model has no encoder feature layer at its top level)",
+                                 h.task.name)
 
     @classmethod
-    def from_run(cls, path, *, gradcam: bool = True) -> "Predictor":
+    def from_run(cls, path, *, gradcam: bool = True, fold: int | None = None) -> "Predictor":
         """The model(s) and preprocessing of a run folder (or a model file inside one, or an
-        MT-UNet seed folder). Raises :class:`RunFolderError` or :class:`ModelFileError` with a
-        one-line message."""
+        MT-UNet seed folder).
+
+        Args:
+            path: the run folder, a ``.keras`` file inside one, or an MT-UNet ``seed<k>`` folder.
+            gradcam: whether classification heads get a Grad-CAM heatmap.
+            fold: a cross-validated ``ums_rep.finetune`` run's fold whose model(s) (with that
+                fold's normaliser) predict; None: every fold's, the fold ensemble its test set
+                was scored with (UMS-Rep Sections 4.1.2 and 4.2). Other runs take none.
+
+        Returns:
+            The predictor; ``folds`` names the finetune folds it runs.
+
+        Raises:
+            RunFolderError, ModelFileError: with a one-line message.
+        """
         path = Path(path)
         try:
             run, model_file, given = _locate(path)
@@ -302,15 +443,19 @@ class Predictor:
                 load_model(path)  # a file that is no model is reported as such
             raise
         command = run_command(run)
+        if fold is not None and command != "ums_rep.finetune":
+            raise RunFolderError(f"{run}: a run folder of {command}; --fold picks a fold of a cross-validated "
+                                 "ums_rep.finetune run")
         if command == "ums_rep.finetune":
-            heads = _finetune_heads(run, model_file)
+            members = _finetune_members(run, model_file, fold)
         elif command == "ums_rep.pretrain":
-            heads = _pretrain_heads(run, model_file)
+            members = [Member(_pretrain_heads(run, model_file), None)]
         elif command == "mt_unet.train":
-            heads = _mt_unet_heads(run, model_file, given)
+            members = [Member(_mt_unet_heads(run, model_file, given), None)]
         else:
             raise RunFolderError(f"{run}: a run folder of {command}; predict runs the models that "
                                  f"{', '.join(COMMANDS)} save")
+        heads = [h for m in members for h in m.heads]
         if not heads:
             raise ModelFileError(f"{model_file or run}: predicts none of the run's tasks")
         shapes = {_input_shape(h.model, h.file) for h in heads}
@@ -320,40 +465,66 @@ class Predictor:
             _check_output(h, h.file)
         files = list(dict.fromkeys(h.file for h in heads))
         geometry = Geometry("letterbox" if command == "mt_unet.train" else "resize", shapes.pop())
-        norm = _normalizer(run)
-        pred = cls(heads, norm, geometry, run=run, command=command, model_files=files, gradcam=gradcam)
-        log.info("%s (%s): %s; input %s, normalised (x - %.4f) / %.4f", run, command,
-                 ", ".join(f"{h.task.name} ({h.task.kind})" for h in heads), geometry.describe(), norm.mean, norm.std)
+        for m in members:
+            if m.normalizer is None:
+                m.normalizer = _normalizer(run)
+        pred = cls(members[0].heads, members[0].normalizer, geometry, run=run, command=command, model_files=files,
+                   gradcam=gradcam, members=members)
+        log.info("%s (%s): %s; input %s, %s", run, command,
+                 ", ".join(f"{h.task.name} ({h.task.kind})" for h in members[0].heads), geometry.describe(),
+                 "; ".join(("" if m.fold is None else f"fold {m.fold} ")
+                           + f"normalised (x - {m.normalizer.mean:.4f}) / {m.normalizer.std:.4f}" for m in members))
+        if len(members) > 1:
+            log.info("predicting with the %d-fold ensemble (mean of the folds' probabilities)", len(members))
         return pred
 
     @property
     def tasks(self) -> list:
         return [h.task for h in self.heads]
 
-    def preprocess(self, image: np.ndarray):
-        """``(model input (H, W, 1) float32, Letterbox or None)`` for a gray image in [0, 1]."""
+    @property
+    def folds(self) -> list | None:
+        """The finetune folds whose models predict (None: not a finetune run's model)."""
+        folds = [m.fold for m in self.members]
+        return None if all(f is None for f in folds) else folds
+
+    def preprocess(self, image: np.ndarray, member: int = 0):
+        """``(model input (H, W, 1) float32, Letterbox or None)`` for a gray image in [0, 1],
+        normalised with model set ``member``'s normaliser (an index into ``members``)."""
         small, lb = self.geometry.forward(np.asarray(image, np.float32))
-        return self.normalizer(small)[..., None].astype(np.float32), lb
+        return self.members[member].normalizer(small)[..., None].astype(np.float32), lb
 
     def predict(self, images) -> list:
         """One :class:`Prediction` per gray image (2-D, values in [0, 1], any size)."""
         return [self._one(np.asarray(img, np.float32)) for img in images]
 
-    def _one(self, image: np.ndarray) -> Prediction:
-        x, lb = self.preprocess(image)
-        x = x[None]
-        pred = Prediction(tuple(image.shape))
-        cache = {}
-        for h in self.heads:
+    def _outputs(self, member: Member, x: np.ndarray) -> dict:
+        """Task -> the member's output for one model input (a reconstruction back in [0, 1] units)."""
+        cache, outs = {}, {}
+        for h in member.heads:
             if id(h.model) not in cache:  # (a model saved with a list of one input is called with one)
                 cache[id(h.model)] = h.model([x] if isinstance(h.model.input, list) else x, training=False)
             out = cache[id(h.model)]
             out = np.asarray(out[h.key] if h.key is not None else out)[0]
+            if h.task.kind == "reconstruction":
+                out = out * member.normalizer.std + member.normalizer.mean
+            outs[h.task.name] = out
+        return outs
+
+    def _one(self, image: np.ndarray) -> Prediction:
+        small, lb = self.geometry.forward(image)
+        xs = [m.normalizer(small)[None, ..., None].astype(np.float32) for m in self.members]
+        outs = [self._outputs(m, x) for m, x in zip(self.members, xs)]
+        pred = Prediction(tuple(image.shape))
+        for h in self.heads:
             kind, name = h.task.kind, h.task.name
+            out = np.mean([o[name] for o in outs], axis=0)  # one model: its own output
             if kind == "classification":
                 pred.probs[name] = out.astype(np.float64)
-                if h.cam is not None:
-                    heat = grad_cam(h.cam[0], x, h.cam[1])[0]
+                cams = [(m.head(name).cam, x) for m, x in zip(self.members, xs) if m.head(name).cam is not None]
+                if cams:
+                    heat = np.mean([grad_cam(cam[0], x, cam[1], class_index=int(np.argmax(out)))[0]
+                                    for cam, x in cams], axis=0)
                     pred.gradcam[name] = np.clip(self.geometry.back(heat, image.shape, lb), 0, 1)
             elif kind == "segmentation":
                 prob = self.geometry.back(out[..., 0], image.shape, lb)
@@ -362,8 +533,7 @@ class Predictor:
                 sal = self.geometry.back(out[..., 0], image.shape, lb)
                 pred.saliency[name] = (sal / sal.max() if sal.max() > 0 else sal).astype(np.float32)
             elif kind == "reconstruction":
-                clean = out[..., 0] * self.normalizer.std + self.normalizer.mean
-                pred.denoised[name] = np.clip(self.geometry.back(clean, image.shape, lb, "bicubic"), 0, 1)
+                pred.denoised[name] = np.clip(self.geometry.back(out[..., 0], image.shape, lb, "bicubic"), 0, 1)
         return pred
 
 

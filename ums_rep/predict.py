@@ -3,17 +3,22 @@ on one's own images (DICOM, PNG, JPEG, TIFF, BMP; a folder means every image fil
 
 ``RUN_DIR`` is a run folder of ``ums_rep.finetune``, ``ums_rep.pretrain`` or ``mt_unet.train``
 (or a model file or MT-UNet seed folder inside one); each image gets that run's own
-preprocessing (see :mod:`ums_rep.inference`). Writes under ``--out`` (default
-``runs/predict-<timestamp>/``):
+preprocessing (see :mod:`ums_rep.inference`). A cross-validated finetune run predicts with its
+fold ensemble, as its test set was scored (UMS-Rep Sections 4.1.2 and 4.2): each fold's model on
+the image normalised with that fold's normaliser, the probabilities (and segmentation
+probability maps) averaged; ``--fold K`` predicts with fold K's model(s) alone. Writes under
+``--out`` (default ``runs/predict-<timestamp>/``):
 
 * ``predictions.csv`` — per image: ``file``, ``output`` (the name its PNGs start with), the
   original ``height`` and ``width``, ``<task>_p_<class>`` and ``<task>_pred`` per
   classification head, ``<task>_fraction`` (mask area) per segmentation head;
 * ``<stem>_<task>_mask.png`` (0/255) and ``<stem>_<task>_overlay.png`` per segmentation head;
   ``<stem>_<task>_gradcam.png`` per classification head (Grad-CAM of the predicted class over
-  the image); ``<stem>_saliency.png`` and ``<stem>_saliency_overlay.png`` (MT-UNet);
-  ``<stem>_denoised.png`` (the CDAE) — all at the image's original size;
-* ``args.json`` and ``predict.json`` (the run, model files and preprocessing used, failures).
+  the image; for a fold ensemble the mean of the folds' heatmaps of the ensemble's class);
+  ``<stem>_saliency.png`` and ``<stem>_saliency_overlay.png`` (MT-UNet); ``<stem>_denoised.png``
+  (the CDAE) — all at the image's original size;
+* ``args.json`` and ``predict.json`` (the run, model files, folds and preprocessing used,
+  failures).
 
 A bad run folder or model file stops the command with one line and exit code 1; an image that
 cannot be read is reported in one line and skipped, and the exit code is then 1. ``--out`` may
@@ -38,6 +43,10 @@ def build_parser():
                              "or MT-UNet seed<k> folder inside one)")
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
                         help="DICOM/PNG/JPEG/TIFF/BMP files, or folders: every image file directly inside")
+    parser.add_argument("--fold", type=int, default=None, metavar="K",
+                        help="a cross-validated ums_rep.finetune run: predict with fold K's model(s) and normaliser "
+                             "(default: the fold ensemble, mean of every fold's probabilities, as the run's test "
+                             "scores)")
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heatmaps")
     return parser
 
@@ -47,21 +56,33 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    from ums_rep.inference import Predictor, image_files, output_folder, predict_files
+    from ums_rep.inference import (FOLD_ENSEMBLE, FOLD_ENSEMBLE_GRADCAM, Predictor, image_files, output_folder,
+                                   predict_files)
     from ums_rep.runs import save_args, write_json
 
     paths = image_files(args.images)
-    predictor = Predictor.from_run(args.model, gradcam=not args.no_gradcam)
+    predictor = Predictor.from_run(args.model, gradcam=not args.no_gradcam, fold=args.fold)
     out = output_folder(args.out, "predict", "ums_rep.predict")
     args.command = "ums_rep.predict"
     save_args(args, out)
     table, failures = predict_files(predictor, paths, out)
+    members = predictor.members
+    norms = [{"mean": m.normalizer.mean, "std": m.normalizer.std} for m in members]
+    ensemble = len(members) > 1
     write_json(out / "predict.json", {
         "run": str(predictor.run), "run_command": predictor.command, "model_files": predictor.model_files,
+        # the finetune folds whose models predicted (null: a pretrain or MT-UNet model)
+        "folds": predictor.folds,
+        "combined": FOLD_ENSEMBLE if ensemble else "one model",
+        # what a <stem>_<task>_gradcam.png shows (null: none written)
+        "gradcam": None if not any(h.cam for m in members for h in m.heads)
+        else FOLD_ENSEMBLE_GRADCAM if ensemble else "the model's, of its predicted class",
         "tasks": {t.name: {"kind": t.kind, "classes": list(t.classes)} for t in predictor.tasks},
         "preprocessing": {"geometry": predictor.geometry.method, "shape": list(predictor.geometry.shape),
                           "interpolation": "bicubic (area when a letter-box shrinks)", "quantised": "8-bit",
-                          "normalizer": {"mean": predictor.normalizer.mean, "std": predictor.normalizer.std}},
+                          # per fold, in the order of "folds", for an ensemble
+                          "normalizer": [{"fold": m.fold, **n} for m, n in zip(members, norms)] if ensemble
+                          else norms[0]},
         "images": len(table), "failures": [{"file": f, "error": e} for f, e in failures]})
     log.info("wrote %s: %d image(s) predicted%s", out, len(table),
              f", {len(failures)} could not be read" if failures else "")
