@@ -1,12 +1,16 @@
 """``python -m ums_rep.predict``: every kind of run folder on the real chest radiograph of
-pydicom-data, with the run's own preprocessing; bad input is one line and exit code 1.
+pydicom-data, with the run's own preprocessing; bad input is one line and exit code 1; a
+cross-validated finetune run predicts with its fold ensemble, as its test set was scored.
 
-Run folders are made by hand (tiny untrained models, normalizer.json, args.json, results.json
-as the training commands write them), so each test takes seconds."""
+Most run folders are made by hand (tiny untrained models, normalizer.json, args.json,
+results.json as the training commands write them), so each test takes seconds; the fold
+ensemble is checked on two real ``ums_rep.finetune --preset tiny --folds 2`` runs (about a
+minute, once per module)."""
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,10 +21,12 @@ import keras
 from data_prep.io import read_image
 from data_prep.transforms import Letterbox, resize
 from ums_rep.backbones import FLOW_CLASSES, cdae, echo_encoder
-from ums_rep.inference import Predictor
-from ums_rep.models import baseline_model, build_shared
+from ums_rep.derive import grad_cam
+from ums_rep.finetune import main as finetune
+from ums_rep.inference import FOLD_ENSEMBLE, FOLD_ENSEMBLE_GRADCAM, Predictor
+from ums_rep.models import baseline_model, build_shared, feature_layer
 from ums_rep.predict import main
-from ums_rep.runs import save_model
+from ums_rep.runs import load_model, save_model
 from ums_rep.tasks import TASK_SETS
 
 SIDE = 32
@@ -65,15 +71,23 @@ def finetune_run(tmp_path_factory, shared_model):
     return _finetune_run(tmp_path_factory.mktemp("runs") / "finetune", shared_model)
 
 
+def _by_hand(path, mean: float, std: float) -> np.ndarray:
+    """The model input of an image as the prepared training images were made: read → bicubic
+    resize to SIDE → 8 bits → (x - mean) / std, shape (1, SIDE, SIDE, 1)."""
+    small = np.round(resize(read_image(path), (SIDE, SIDE)) * 255) / 255
+    return ((small - mean) / std).astype("float32")[None, ..., None]
+
+
 def _png(path):
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert img is not None, path
     return img
 
 
-def test_finetune_run_on_the_pydicom_radiograph(finetune_run, radiograph, tmp_path):
+def test_finetune_run_on_the_pydicom_radiograph(finetune_run, radiograph, tmp_path, caplog):
     out = tmp_path / "pred"
     assert main(["--model", str(finetune_run), radiograph, "--out", str(out)]) == 0
+    assert "WARNING" not in [r.levelname for r in caplog.records]  # one model, one fold: nothing missing
     table = pd.read_csv(out / "predictions.csv")
     assert len(table) == 1 and table.file[0] == radiograph and table.output[0] == "RG1_UNCR"
     assert (table.height[0], table.width[0]) == (1955, 1841)
@@ -139,8 +153,15 @@ def test_baseline_run_one_model_per_task(radiograph, tmp_path):
     out = tmp_path / "pred"
     assert main(["--model", str(run), radiograph, "--out", str(out)]) == 0
     table = pd.read_csv(out / "predictions.csv")
-    np.testing.assert_allclose(table.abnormal_p_normal + table.abnormal_p_tb, 1.0, atol=1e-5)
-    assert _png(out / "RG1_UNCR_lung_seg_mask.png").shape == (1955, 1841)
+    # each task's own model on the image read → bicubic resize → 8 bits → (x - 0.5) / 0.25
+    x = _by_hand(radiograph, 0.5, 0.25)
+    want = np.asarray(models["model_abnormal.keras"](x, training=False))[0]
+    np.testing.assert_allclose(table[["abnormal_p_normal", "abnormal_p_tb"]].to_numpy()[0], want, rtol=1e-5, atol=1e-6)
+    prob = np.asarray(models["model_lung_seg.keras"](x, training=False))[0, ..., 0]
+    want_mask = cv2.resize(prob, (1841, 1955), interpolation=cv2.INTER_LINEAR) > 0.5  # back at the original size
+    mask = _png(out / "RG1_UNCR_lung_seg_mask.png")
+    assert mask.shape == (1955, 1841) and 0 < want_mask.mean() < 1
+    assert np.mean((mask > 0) != want_mask) < 1e-4  # (a pixel at 0.5 ± rounding may flip)
     # the CXR baseline nests its denoiser and network: no top-level feature layer, no Grad-CAM
     assert not (out / "RG1_UNCR_abnormal_gradcam.png").exists()
 
@@ -169,9 +190,14 @@ def test_echo_pretrain_run_classifies_flow(radiograph, tmp_path):
     out = tmp_path / "pred"
     assert main(["--model", str(run), radiograph, "--out", str(out)]) == 0
     table = pd.read_csv(out / "predictions.csv")
-    np.testing.assert_allclose(sum(table[f"flow_p_{c}"] for c in FLOW_CLASSES), 1.0, atol=1e-5)
-    assert table.flow_pred[0] in FLOW_CLASSES
+    got = table[[f"flow_p_{c}" for c in FLOW_CLASSES]].to_numpy()[0]
+    want = np.asarray(model(_by_hand(radiograph, 0.3, 0.2), training=False))[0]  # the run's normaliser 0.3/0.2
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert table.flow_pred[0] == FLOW_CLASSES[int(want.argmax())]
     assert _png(out / "RG1_UNCR_flow_gradcam.png").shape == (1955, 1841, 3)
+    assert json.loads((out / "predict.json").read_text())["folds"] is None
+    # --fold is a cross-validated finetune run's: refused here, in one line
+    assert main(["--model", str(run), radiograph, "--out", str(tmp_path / "p2"), "--fold", "0"]) == 1
 
 
 def test_mt_unet_run_letterboxes_and_writes_saliency(radiograph, tmp_path):
@@ -255,3 +281,137 @@ def test_command_line_error_is_one_line_on_stderr(radiograph, tmp_path):
     lines = [line for line in r.stderr.splitlines() if "ERROR" in line]
     assert len(lines) == 1 and f"{notes}: not a .keras model file" in lines[0], r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- the fold ensemble
+
+@pytest.fixture(scope="module")
+def cv_runs(tmp_path_factory):
+    """``ums_rep.finetune --tasks cxr-hetero --preset tiny --folds 2 --epochs 1``, joint and baseline
+    (as test_protocol's two-fold runs), on a small untrained CDAE as the encoder (no pretraining)."""
+    root = tmp_path_factory.mktemp("cv")
+    keras.utils.set_random_seed(6)
+    enc = root / "encoder" / "model.keras"
+    save_model(cdae((SIDE, SIDE, 1), filters=(4, 8, 8, 8)), enc)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UMS_REP_CACHE", str(root / "cache"))
+        for strategy in ("joint", "baseline"):
+            assert finetune(["--strategy", strategy, "--tasks", "cxr-hetero", "--preset", "tiny", "--folds", "2",
+                             "--epochs", "1", "--encoder", str(enc), "--out", str(root / strategy),
+                             "--no-progress"]) == 0
+    return root
+
+
+def _test_set(run):
+    """The run's Montgomery test images, masks and per-image scores, in predictions_<task>.csv's order."""
+    prepared = Path(json.loads((run / "results.json").read_text())["config"]["prepared"]["test"])
+    manifest = pd.read_csv(prepared / "manifest.csv").set_index("id")
+    ids = pd.read_csv(run / "predictions_abnormal.csv").id
+    return ([str(prepared / manifest.image[i]) for i in ids], [prepared / manifest["mask"][i] for i in ids])
+
+
+def _dice(truth, pred) -> float:
+    both = truth.sum() + pred.sum()
+    return 1.0 if both == 0 else 2.0 * np.logical_and(truth, pred).sum() / both
+
+
+def _predicted(out, images, masks):
+    """``(probabilities (N, 2), Dice per image)`` of a predict output folder, in ``images``' order."""
+    table = pd.read_csv(out / "predictions.csv").set_index("file").loc[images]
+    dice = [_dice(read_image(m) > 0.5, _png(out / f"{stem}_lung_seg_mask.png") > 0)
+            for stem, m in zip(table.output, masks)]
+    return table[["abnormal_p_normal", "abnormal_p_tb"]].to_numpy(), np.array(dice)
+
+
+def _scored(run, suffix=""):
+    """The run's own test scores: ``predictions_abnormal<suffix>.csv``'s probabilities and
+    ``predictions_lung_seg<suffix>.csv``'s Dice."""
+    return (pd.read_csv(run / f"predictions_abnormal{suffix}.csv")[["p_normal", "p_tb"]].to_numpy(),
+            pd.read_csv(run / f"predictions_lung_seg{suffix}.csv").dice.to_numpy())
+
+
+@pytest.mark.parametrize("strategy", ["joint", "baseline"])
+def test_a_cross_validated_run_predicts_with_its_fold_ensemble(cv_runs, strategy, tmp_path):
+    """Issue 26 item 7: predict on the run's own test images gives the run's test scores — the
+    fold ensemble's probabilities and segmentation Dice (predictions_<task>.csv), not fold 0's."""
+    run = cv_runs / strategy
+    files = {"joint": ["model.keras", "model_fold1.keras"],
+             "baseline": ["model_abnormal.keras", "model_abnormal_fold1.keras", "model_lung_seg.keras",
+                          "model_lung_seg_fold1.keras"]}[strategy]
+    assert sorted(p.name for p in run.glob("model*.keras")) == files
+    images, masks = _test_set(run)
+    out = tmp_path / "pred"
+    assert main(["--model", str(run), *images, "--out", str(out)]) == 0
+    probs, dice = _predicted(out, images, masks)
+    want_probs, want_dice = _scored(run)
+    np.testing.assert_allclose(probs, want_probs, atol=1e-5)
+    np.testing.assert_allclose(dice, want_dice, atol=1e-6)
+    fold0 = _scored(run, "_fold0")[0]
+    assert np.abs(fold0 - want_probs).max() > 1e-3  # (so fold 0 alone would not pass)
+    info = json.loads((out / "predict.json").read_text())
+    assert info["folds"] == [0, 1] and info["combined"] == FOLD_ENSEMBLE
+    assert sorted(map(Path, info["model_files"])) == sorted(run / f for f in files)
+    norms = info["preprocessing"]["normalizer"]
+    for k in (0, 1):
+        assert {**norms[k], "fold": k} == {"fold": k, **json.loads((run / f"normalizer_fold{k}.json").read_text())}
+    # the CXR baseline nests its encoder in its model: no Grad-CAM
+    assert info["gradcam"] == (FOLD_ENSEMBLE_GRADCAM if strategy == "joint" else None)
+
+
+def test_fold_k_predicts_with_that_folds_model_and_normaliser(cv_runs, tmp_path):
+    """``--fold 1``: fold 1's model on the image normalised with fold 1's normaliser gives fold 1's
+    test scores (predictions_<task>_fold1.csv), which differ from the ensemble's."""
+    run = cv_runs / "joint"
+    images, masks = _test_set(run)
+    out = tmp_path / "pred"
+    assert main(["--model", str(run), *images, "--out", str(out), "--fold", "1", "--no-gradcam"]) == 0
+    probs, dice = _predicted(out, images, masks)
+    want_probs, want_dice = _scored(run, "_fold1")
+    np.testing.assert_allclose(probs, want_probs, atol=1e-5)
+    np.testing.assert_allclose(dice, want_dice, atol=1e-6)
+    assert np.abs(want_probs - _scored(run)[0]).max() > 1e-3
+    info = json.loads((out / "predict.json").read_text())
+    assert info["folds"] == [1] and info["model_files"] == [str(run / "model_fold1.keras")]
+    assert info["preprocessing"]["normalizer"] == json.loads((run / "normalizer_fold1.json").read_text())
+    # the same by its model file; a fold the run does not have is one line
+    assert Predictor.from_run(run / "model_fold1.keras").folds == [1]
+    assert main(["--model", str(run), images[0], "--out", str(tmp_path / "p2"), "--fold", "2"]) == 1
+
+
+def test_ensemble_gradcam_is_the_mean_of_the_folds_heatmaps(cv_runs, radiograph):
+    """On the radiograph, by hand: each fold's model on the image normalised with its own fold's
+    normaliser; probabilities averaged; Grad-CAM of the ensemble's class per fold, averaged."""
+    run = cv_runs / "joint"
+    pred = Predictor.from_run(run)
+    got = pred.predict([read_image(radiograph)])[0]
+    probs, heats = [], []
+    for k, name in enumerate(("model.keras", "model_fold1.keras")):
+        norm = json.loads((run / f"normalizer_fold{k}.json").read_text())
+        model = load_model(run / name)
+        x = _by_hand(radiograph, norm["mean"], norm["std"])
+        probs.append(np.asarray(model([x], training=False)["abnormal"])[0])
+        heats.append((keras.Model(model.inputs[0], model.get_layer("abnormal.out").output), x))
+    want = np.mean(probs, axis=0)
+    np.testing.assert_allclose(got.probs["abnormal"], want, rtol=1e-5, atol=1e-6)
+    cls = int(want.argmax())
+    heat = np.mean([grad_cam(m, x, feature_layer(m), class_index=cls)[0] for m, x in heats], axis=0)
+    back = np.clip(cv2.resize(heat, (1841, 1955), interpolation=cv2.INTER_LINEAR), 0, 1)
+    np.testing.assert_allclose(got.gradcam["abnormal"], back, atol=1e-5)
+
+
+def test_a_run_with_only_fold_0s_model_predicts_with_it(cv_runs, radiograph, tmp_path, caplog):
+    """A run folder from before every fold's model was saved (model.keras, normalizer.json) keeps
+    working: fold 0's model alone, with a warning that the run was scored by its ensemble."""
+    src, run = cv_runs / "joint", tmp_path / "old-run"
+    run.mkdir()
+    for name in ("args.json", "results.json", "model.keras", "normalizer.json", "normalizer_fold0.json",
+                 "normalizer_fold1.json", "predictions_abnormal_fold0.csv", "predictions_abnormal.csv"):
+        (run / name).write_bytes((src / name).read_bytes())
+    images, _ = _test_set(run)
+    out = tmp_path / "pred"
+    assert main(["--model", str(run), *images, "--out", str(out), "--no-gradcam"]) == 0
+    assert "only fold 0's model was saved" in caplog.text
+    table = pd.read_csv(out / "predictions.csv").set_index("file").loc[images]
+    np.testing.assert_allclose(table[["abnormal_p_normal", "abnormal_p_tb"]].to_numpy(),
+                               _scored(src, "_fold0")[0], atol=1e-5)
+    assert json.loads((out / "predict.json").read_text())["folds"] == [0]
