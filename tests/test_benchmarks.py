@@ -31,9 +31,23 @@ def test_harness_writes_a_complete_report(tmp_path, monkeypatch):
     (saving,) = r["compute_saving"]
     # one shared strategy is enough to test the harness (each one more is a ~20 s training run)
     assert saving["set"] == "echo-homo" and saving["best_shared"] == "joint" and set(saving["scores"]) == {"joint"}
-    assert 0 < saving["param_ratio"] < 1  # one shared encoder vs three separate ones
-    assert saving["time_ratio"] > 0
-    assert "custom loop / model.fit" in md.read_text()
+    # one shared encoder (pretrained with its flow head) and three heads vs three encoders with a head each
+    assert saving["shared_params"] == ECHO_ENCODER + 3 * HEAD_2 == 861_001
+    assert saving["baseline_params"] == 3 * (ECHO_CONVS + HEAD_2) == 1_676_742
+    assert saving["param_ratio"] == pytest.approx(861_001 / 1_676_742, rel=1e-12)
+    assert saving["shared_seconds"] > 0 and saving["baseline_seconds"] > 0
+    assert saving["time_ratio"] == pytest.approx(saving["shared_seconds"] / saving["baseline_seconds"], rel=1e-12)
+    text = md.read_text()
+    assert "custom loop / model.fit" in text
+    assert f"{861_001:,} / {1_676_742:,} = **{861_001 / 1_676_742:.2f}**" in text
+
+
+# trainable parameters of the fine-tuning architecture, by hand: the echo encoder's six biased 3×3
+# convolutions (widths 32-64-64-128-128-128), with its pretraining head GAP → FC(256) → FC(3); a
+# classification head GAP → FC(1024) → FC(2) on its 128 channels (ums_rep.models.HEAD_PARAMS)
+ECHO_CONVS = sum(9 * a * b + b for a, b in zip((1, 32, 64, 64, 128, 128), (32, 64, 64, 128, 128, 128)))
+ECHO_ENCODER = ECHO_CONVS + (128 * 256 + 256) + (256 * 3 + 3)
+HEAD_2 = (128 * 1024 + 1024) + (1024 * 2 + 2)
 
 
 def test_keras_jax_harness_builds_the_same_models_and_counts_their_flops(tmp_path):
