@@ -128,9 +128,13 @@ def settings(args) -> Settings:
     sdef = TASK_SETS[args.tasks]
     params = pretraining.load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
     head = {k: params[k] for k in HEAD_PARAMS if k in params}
-    specs = [s if s.task.kind != "classification" or not ({"head_optimizer", "head_learning_rate"} & set(params))
-             else replace(s, task=replace(s.task, optimizer=params.get("head_optimizer", s.task.optimizer),
-                                          learning_rate=float(params.get("head_learning_rate", s.task.learning_rate))))
+    # the classification heads' optimizer: --params' head_* keys, else the preset's recipe (a named
+    # deviation from Section 4.2's SGD, for every arm alike), else the paper's
+    recipe = dict(zip(("head_optimizer", "head_learning_rate"), preset.get("classification_optimizer") or ()))
+    recipe.update({k: params[k] for k in ("head_optimizer", "head_learning_rate") if k in params})
+    specs = [s if s.task.kind != "classification" or not recipe
+             else replace(s, task=replace(s.task, optimizer=recipe.get("head_optimizer", s.task.optimizer),
+                                          learning_rate=float(recipe.get("head_learning_rate", s.task.learning_rate))))
              for s in sdef["tasks"]]
     weights, ratio = _json_object(args.weights), _json_object(args.ratio)
     names = {s.task.name for s in specs}
@@ -219,8 +223,9 @@ class FoldOutcome:
 
 def run_fold(args, cfg: Settings, fold: int, cv, train_p, test_p, test_rows: dict, pretrained, denoiser,
              out: Path, resume: bool, dist) -> FoldOutcome:
-    """One fold: its normaliser (from its training images), models, data and training; then each
-    task scored on the test set (``predictions_<task>_fold<k>.csv``), fold 0's models saved."""
+    """One fold: its normaliser (from its training images), models, data and training; each head
+    scored on its validation fold (did it learn?) and on the test set
+    (``predictions_<task>_fold<k>.csv``); the fold's model(s) saved."""
     keras.utils.set_random_seed(args.seed + fold)
     preset, specs, batch = cfg.preset, cfg.specs, cfg.preset["batch"]
     modality = TASK_SETS[args.tasks]["modality"]
@@ -236,9 +241,16 @@ def run_fold(args, cfg: Settings, fold: int, cv, train_p, test_p, test_rows: dic
     config = FitConfig(epochs=preset["epochs"], steps_per_epoch=steps, lr_patience=preset["lr_patience"],
                        stop_patience=preset["stop"], ratio=cfg.ratio, progress=not args.no_progress,
                        checkpoint_dir=out / "checkpoints" / f"fold{fold}", resume=resume, on_nonfinite="stop",
-                       bn_images=_bn_images(fold_train, specs, train_rows, args.seed + fold))
+                       bn_images=(_bn_images(fold_train, specs, train_rows, args.seed + fold)
+                                  if preset.get("precise_bn", True) else None),
+                       shared_optimizer=tuple(preset["shared_optimizer"]))
     fitted, stopped = train_fold(args, models, cfg.tasks, trains, vals, config, cfg.weights, dist)
     history_csv(out / f"history_fold{fold}.csv", fitted["history"])
+    validation = {}  # does every head learn? its validation fold against the majority class (no test image)
+    for s in specs:
+        name = s.task.name
+        val_probs = evaluation.predict(models[name], vals[name])
+        validation[name], _ = evaluation.score_task(s, val_probs, s.select(val_rows), train_p.root)
     probs, scores = {}, {}
     for s in specs:
         name = s.task.name
@@ -251,9 +263,10 @@ def run_fold(args, cfg: Settings, fold: int, cv, train_p, test_p, test_rows: dic
                                                                               batch_size=batch))
     record = {"fold": fold, "val_fold": fold, "of": cv.n_parts, "patients": counts,
               "encoder_start_sha1": start_digest,
-              "encoder_end_sha1": weights_digest(enc_weights) if enc_weights else None, "stopped": stopped}
-    if fold == 0:
-        _save_fold0(out, norm, args.strategy, models, specs, fold_test, test_rows, probs)
+              "encoder_end_sha1": weights_digest(enc_weights) if enc_weights else None, "stopped": stopped,
+              "seconds": {t: float(fitted["seconds"][t]) for t in cfg.tasks}, "val_metrics": validation,
+              "optimizers": fitted["optimizers"], "updates": fitted["updates"]}
+    _save_fold(out, fold, norm, args.strategy, models, specs, fold_test, test_rows, probs)  # every fold's model(s)
     params = {}
     for name, model in models.items():
         if not REGISTRY[args.strategy].shared:  # one end-to-end model per task (its denoiser counted apart)
@@ -303,6 +316,8 @@ def run(args: FinetuneOptions) -> int:
                                                              [f.metrics[s.task.name] for f in folds],
                                                              test_rows[s.task.name], test_p.root, out),
                                   "train_seconds": sum(f.seconds[s.task.name] for f in folds),
+                                  "learned_on_validation": [evaluation.learned(f.record["val_metrics"][s.task.name])
+                                                            for f in folds],
                                   **folds[-1].params[s.task.name]} for s in specs}
     # the source model: the shared encoder's pretraining, or the CXR baseline's separate denoiser
     source = None
@@ -323,6 +338,9 @@ def run(args: FinetuneOptions) -> int:
                     else "sum of the tasks' validation losses",
                     "data": "phantom" if args.data is None else str(args.data),
                     "prepared": {"train": str(train_p.root), "test": str(test_p.root)},
+                    # what each arm trained with: the same for every strategy of a comparison
+                    "optimizers": folds[0].record["optimizers"], "updates": folds[0].record["updates"],
+                    "encoder_sha1": weights_digest(pretrained.weights), "folds_sha1": cv.digest(),
                     "fold_records": [f.record for f in folds]},
                    task_results, args.seed, source=source)
     write_json(out / "results.json", body)
@@ -336,13 +354,22 @@ def run(args: FinetuneOptions) -> int:
     return 0
 
 
-def _save_fold0(out: Path, norm, strategy: str, models: dict, specs, fold_test, test_rows, probs: dict) -> None:
-    """Fold 0's model(s), the normaliser they were trained with, and the Grad-CAM figure."""
-    atomic_write_text(out / "normalizer.json", norm.to_json())  # travels with the saved model(s)
+def _save_fold(out: Path, fold: int, norm, strategy: str, models: dict, specs, fold_test, test_rows,
+               probs: dict) -> None:
+    """Fold ``fold``'s model(s) (beside its ``normalizer_fold<k>.json``), so that ``ums_rep.predict``
+    runs the fold ensemble the test set is scored with (Sections 4.1.2 and 4.2): the shared model
+    with one output per task, or the baseline's model per task, named by
+    :func:`ums_rep.inference.fold_model_file` (fold 0: ``model.keras`` / ``model_<task>.keras``;
+    fold k: ``model_fold<k>.keras`` / ``model_<task>_fold<k>.keras``). Fold 0 also writes
+    ``normalizer.json`` and the Grad-CAM figure (Section 4.1.3)."""
+    from ums_rep.inference import fold_model_file
+    if fold == 0:
+        atomic_write_text(out / "normalizer.json", norm.to_json())  # travels with fold 0's model(s)
     if not REGISTRY[strategy].shared:
         for name, m in models.items():
-            save_model(m, out / f"model_{name}.keras")
+            save_model(m, out / fold_model_file(fold, name))
     else:
         shared = keras.Model(models[specs[0].task.name].inputs, {n: m.output for n, m in models.items()})
-        save_model(shared, out / "model.keras")
-    evaluation.grad_cam_figure(out, specs, models, fold_test, test_rows, {t: [p] for t, p in probs.items()})
+        save_model(shared, out / fold_model_file(fold))
+    if fold == 0:
+        evaluation.grad_cam_figure(out, specs, models, fold_test, test_rows, {t: [p] for t, p in probs.items()})
