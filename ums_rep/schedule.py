@@ -5,11 +5,18 @@ UMS-Rep reduces its learning rate when the validation loss plateaus and stops ea
 4.1.1). MT-UNet's "RLRP" (Section 3.3) also **restores the best epoch's weights** at every cut,
 and the authors' code stops when the rate falls below 1e-8 or after 2P+3 epochs without
 improvement; ``reset_to_best=True`` gives that behaviour.
+
+When to cut: ``cut_rule="reach"`` (the default, UMS-Rep's fine-tuning) cuts on the P-th epoch
+without improvement; ``cut_rule="exceed"`` cuts when the epochs without improvement *exceed* P,
+i.e. on the (P+1)-th, as PyTorch's ``ReduceLROnPlateau`` does (MT-UNet's rule in the authors'
+public code, ``Module/hzhu_learn.py``; the paper, Section 3.3 and Appendix B, does not say).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+CUT_RULES = ("reach", "exceed")
 
 
 @dataclass
@@ -18,6 +25,11 @@ class PlateauSchedule:
 
     It returns what the loop must do: ``cut`` (set the learning rate to ``lr``), ``reset``
     (restore the best weights), ``stop``; ``improved`` says whether this epoch is the new best.
+
+    ``cut_rule``: "reach" cuts when the epochs without improvement since the last improvement or
+    cut reach ``patience``; "exceed" when they exceed it (PyTorch's ``ReduceLROnPlateau``, MT-UNet
+    in the authors' public code). After a cut the count starts again from 0 and ``best`` is kept:
+    the state of the best epoch, which is what the authors' code reloads with its scheduler.
     """
 
     lr: float
@@ -27,6 +39,7 @@ class PlateauSchedule:
     reset_to_best: bool = False
     stop_patience: int | None = None  # epochs without improvement before stopping
     min_delta: float = 0.0
+    cut_rule: str = "reach"  # or "exceed": the (P+1)-th epoch without improvement cuts
     best: float = math.inf
     best_epoch: int = -1
     wait: int = 0  # epochs since the last improvement or cut
@@ -38,6 +51,8 @@ class PlateauSchedule:
             raise ValueError(f"factor must be in (0, 1), got {self.factor}")
         if self.patience < 1:
             raise ValueError(f"patience must be at least 1, got {self.patience}")
+        if self.cut_rule not in CUT_RULES:
+            raise ValueError(f"cut_rule must be one of {CUT_RULES}, got {self.cut_rule!r}")
 
     def update(self, epoch: int, value: float) -> dict:
         action = {"improved": False, "cut": False, "reset": False, "stop": False, "lr": self.lr}
@@ -51,7 +66,8 @@ class PlateauSchedule:
             return action
         self.wait += 1
         self.since_best += 1
-        if self.wait >= self.patience:
+        due = self.wait > self.patience if self.cut_rule == "exceed" else self.wait >= self.patience
+        if due:
             self.lr *= self.factor
             self.wait = 0
             action.update(cut=True, reset=self.reset_to_best, lr=self.lr)

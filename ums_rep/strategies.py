@@ -39,7 +39,12 @@ its own learning rate: a plateau cut multiplies each optimizer's rate by the fac
 head at 1e-2 and an Adam head at 1e-3 go to 1e-3 and 1e-4. In ``independent`` mode each task
 also has its own plateau / early-stopping / best-epoch rule on its own validation loss (a task
 that stops no longer trains while the others go on, and gets its best epoch back); ``joint``
-and ``alternating`` keep one rule on the unweighted sum of the tasks' validation losses.
+and ``alternating`` keep one rule on the unweighted sum of the tasks' validation losses
+(``FitConfig.monitor="sum"``), or on the weighting rule applied to them (``"weighted"``: the loss
+the joint step minimises, σ terms included; MT-UNet in the authors' public code). A rule that
+resets to its best epoch restores that epoch's weights and weighting variables (σ), and with
+``FitConfig.reset_optimizer`` its optimizers' state too (moments and iteration count; the
+learning rate is the cut's).
 
 Per-example losses are averaged over the *global* batch (``tf.nn.compute_average_loss``) and
 gradients summed across replicas, so a step on two devices equals the step on one. Training
@@ -110,6 +115,14 @@ class FitConfig:
     min_lr: float = 1e-8
     stop_patience: int | None = 20
     reset_to_best: bool = False
+    # the plateau rule (UMS-Rep's fine-tuning keeps the defaults; MT-UNet's authors' choices in
+    # mt_unet.schedule): "reach" cuts on the lr_patience-th epoch without improvement, "exceed" on the
+    # next (PyTorch's ReduceLROnPlateau); the shared rule watches the unweighted sum of the validation
+    # losses ("sum") or the weighting rule applied to them ("weighted"); a reset to the best epoch
+    # also restores the optimizers' state (moments, iteration count) with reset_optimizer
+    lr_cut_rule: str = "reach"
+    monitor: str = "sum"
+    reset_optimizer: bool = False
     restore_best: bool = True
     ratio: dict = field(default_factory=dict)  # alternating: task -> consecutive batches
     checkpoint_dir: Path | None = None
@@ -126,6 +139,7 @@ class FitConfig:
 
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+MONITORS = ("sum", "weighted")  # FitConfig.monitor
 
 
 def make_optimizer(name: str, learning_rate: float):
@@ -349,8 +363,9 @@ class _Rule:
         first = next(iter(self.lr0.values()))
         self.schedule = PlateauSchedule(lr=first, patience=config.lr_patience, factor=config.lr_factor,
                                         min_lr=config.min_lr, reset_to_best=config.reset_to_best,
-                                        stop_patience=config.stop_patience)
-        self.holder = _WeightsHolder(models, extra_vars)
+                                        stop_patience=config.stop_patience, cut_rule=config.lr_cut_rule)
+        # with reset_optimizer the best epoch's optimizer state is kept (and checkpointed) with its weights
+        self.holder = _WeightsHolder(models, extra_vars, optimizers.values() if config.reset_optimizer else ())
         self.holder.save_best()
         self.stopped = False
 
@@ -455,6 +470,8 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
     :class:`ums_rep.weighting.Weighting`)."""
     dist = dist or tf.distribute.get_strategy()
     started = time.perf_counter()
+    if config.monitor not in MONITORS:
+        raise ValueError(f"FitConfig.monitor must be one of {MONITORS}, got {config.monitor!r}")
     names = list(tasks)
     steps = {t: int(config.steps_per_epoch.get(t, 1)) for t in names}
     if optimizers is None:
@@ -502,9 +519,12 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
             precise_batch_norm([*models.values(), *([joint_model] if joint_model is not None else [])],
                                config.bn_images, dist)
         val = engine.evaluate(val_data)
-        total_val = float(sum(val.values()))  # the shared rule's value: unweighted sum of task losses
+        total_val = float(sum(val.values()))  # the unweighted sum of the task losses
         record = _epoch_record(epoch, time.perf_counter() - t0, total_val, means, val, rules)
-        any_cut, any_reset = _schedule_step(rules, epoch, {g: val[g] if per_task else total_val for g in rules},
+        monitored = total_val  # the shared rule's value (config.monitor)
+        if config.monitor == "weighted":
+            monitored = record["val_weighted"] = _weighted_loss(engine.weighting, val)
+        any_cut, any_reset = _schedule_step(rules, epoch, {g: val[g] if per_task else monitored for g in rules},
                                             run["stopped"])
         if hasattr(engine.weighting, "values"):
             record.update(engine.weighting.values())  # what this epoch trained with
@@ -532,6 +552,14 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
         if done:
             break
     return _result(rules, run, per_task, config, engine, steps)
+
+
+def _weighted_loss(weighting, val: dict) -> float:
+    """The weighting rule applied to the validation losses ``{task: loss}`` with its current
+    weights (σ and the ln(σ+1) terms of uncertainty weighting): the loss the joint step minimises,
+    what MT-UNet's authors' public code monitors (``Module/hzhu_learn.py``)."""
+    total, _ = weighting({t: tf.constant(v, tf.float32) for t, v in val.items()})
+    return float(total)
 
 
 def _share(seconds: dict, tasks, elapsed: float) -> None:
@@ -582,7 +610,9 @@ def describe_optimizers(optimizers: dict, lr0: dict | None = None) -> dict:
     """``{group: {"optimizer": class name, "learning_rate": initial rate}}`` (``results.json``'s
     ``config.optimizers``)."""
     return {k: {"optimizer": type(getattr(o, "inner_optimizer", o)).__name__,
-                "learning_rate": float((lr0 or {}).get(k, o.learning_rate.numpy()))} for k, o in optimizers.items()}
+                # the rate as set (1e-2), not its float32 value (0.0099999998)
+                "learning_rate": float(f"{float((lr0 or {}).get(k, o.learning_rate.numpy())):.6g}")}
+            for k, o in optimizers.items()}
 
 
 def _epoch_record(epoch: int, seconds: float, total_val: float, means: dict, val: dict, rules: dict) -> dict:
@@ -704,8 +734,9 @@ fit.__doc__ = _fit.__doc__
 class _Store:
     """Per-epoch checkpoint (weights, optimizer state, the weighting rule's variables — σ, DWA's
     weights and loss history —, the training iterators' positions and hence the shuffle order),
-    each rule's best weights (``best_<rule>.npz``), and ``state.json`` (history, schedules,
-    timings): everything a run needs to continue after a crash.
+    each rule's best weights (``best_<rule>.npz``: what its :class:`_WeightsHolder` keeps, with
+    ``FitConfig.reset_optimizer`` the best epoch's optimizer state too), and ``state.json``
+    (history, schedules, timings): everything a run needs to continue after a crash.
 
     ``state.json`` is written atomically *after* the files it names, so a crash at any moment
     leaves a consistent earlier state (TF's CheckpointManager keeps the previous checkpoint until
@@ -764,16 +795,27 @@ class _Store:
         return self.state
 
 
+def optimizer_state(optimizer) -> list:
+    """An optimizer's variables but its learning rate: what a reset to the best epoch restores
+    (Adam: iteration count, first and second moments). The optimizer must be built."""
+    # its own rate variable and, for a loss-scale wrapper, the inner optimizer's
+    rates = {id(getattr(optimizer, "_learning_rate", None)), id(optimizer.learning_rate)}
+    return [v for v in optimizer.variables if id(v) not in rates]
+
+
 def _is_rng(variable) -> bool:
     return "seed_generator" in getattr(variable, "path", "")
 
 
 class _WeightsHolder:
-    """In-memory copy of the best weights of some models (shared layers copied once); random
-    generator states are left alone, so a reset does not replay the same dropout masks."""
+    """In-memory copy of the best weights of some models (shared layers copied once), of ``extra``
+    variables (a weighting's σ) and of ``optimizers``' state (moments, iteration count; not the
+    learning rate, which the schedule sets); random generator states are left alone, so a reset
+    does not replay the same dropout masks."""
 
-    def __init__(self, models: dict, extra=()):
-        self.variables = _unique([v for m in models.values() for v in m.variables if not _is_rng(v)] + list(extra))
+    def __init__(self, models: dict, extra=(), optimizers=()):
+        self.variables = _unique([v for m in models.values() for v in m.variables if not _is_rng(v)] + list(extra)
+                                 + [v for o in optimizers for v in optimizer_state(o)])
         self.best = None
 
     def save_best(self):
