@@ -6,7 +6,7 @@ InceptionResNetV2 (needs ≥ 75 px per side) and EfficientNetV2-S (its built-in 
 switched off). Each ends in global average pooling and a Dense softmax.
 
 Saliency models are written from their papers' descriptions, with VGG16-style blocks whose width
-scales with ``base`` (64 = VGG16; the quick preset uses 16 so they train on a CPU). No
+scales with ``base`` (64 = VGG16, the paper preset; quick 8 and tiny 4, so they train on a CPU). No
 pretrained encoders exist offline here, so all start from random weights, as MT-UNet does:
 
 * ``simplenet`` — SimpleNet (Reddy et al., ICPR 2020): a VGG16 encoder and a light decoder of
