@@ -19,14 +19,14 @@ from data_prep.egd import CLASSES
 from data_prep.io import atomic_write_text
 from mt_unet import data, figures, scoring
 from mt_unet.model import DISEASE, SALIENCY, TASKS, build
-from mt_unet.schedule import fit_config_kwargs
+from mt_unet.schedule import describe as describe_schedule, fit_config_kwargs
 from ums_rep import presets
 from ums_rep.precision import clear_session, set_precision
 from ums_rep.report import MT_UNET_METRICS, mt_unet_compare
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, results, resume_args, run_dir, save_args,
                           save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
-from ums_rep.weighting import FixedWeights, get as get_weighting, mtl
+from ums_rep.weighting import LOSS_FORMS, FixedWeights, get as get_weighting, mtl
 
 log = logging.getLogger("mt_unet.train")
 
@@ -41,14 +41,25 @@ def label(model: str, variant: str, scheme: str) -> str:
             "vggssm": "VGGSSM"}.get(model, model)
 
 
-def loss_weighting(scheme: str, task_names):
-    """MT-UNet's uncertainty weighting (``mtl1``-``mtl3``) or a registered rule (``dwa``); fixed
+def loss_weighting(scheme: str, task_names, form: str = "paper"):
+    """MT-UNet's uncertainty weighting (``mtl1``-``mtl3``, the saliency term in the paper's or the
+    authors' ``form``: :func:`ums_rep.weighting.mtl`) or a registered rule (``dwa``); fixed
     weights for a single-task model. Build it inside the distribution strategy's scope."""
+    check_loss_form(scheme, task_names, form)
     if len(task_names) != 2:
         return FixedWeights()
     if scheme.startswith("mtl"):
-        return mtl(scheme, SALIENCY, DISEASE)
+        return mtl(scheme, SALIENCY, DISEASE, form)
     return get_weighting(scheme, tasks=[SALIENCY, DISEASE])
+
+
+def check_loss_form(scheme: str, task_names, form: str) -> None:
+    """``--loss-form authors`` changes the saliency term of MT-UNet's MTL schemes only."""
+    if form not in LOSS_FORMS:
+        raise ValueError(f"unknown --loss-form {form!r}; expected one of {list(LOSS_FORMS)}")
+    if form != "paper" and (len(task_names) != 2 or not scheme.startswith("mtl")):
+        raise ValueError(f"--loss-form {form} applies to the MTL schemes of a two-task model only, not "
+                         f"--scheme {scheme} with tasks {list(task_names)}")
 
 
 def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
@@ -61,7 +72,7 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     shape = tuple(preset["image"]) + (1,)
     with dist.scope():
         net, task_names = build(args.model, shape, len(CLASSES), preset["base"], args.variant)
-        weighting = loss_weighting(args.scheme, task_names)
+        weighting = loss_weighting(args.scheme, task_names, args.loss_form)
         optimizer = keras.optimizers.Adam(learning_rate=preset["lr"])
     tasks = {t: TASKS[t] for t in task_names}
     rows = {s: prepared.rows(s) for s in ("train", "val", "test")}
@@ -72,7 +83,8 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     val = data.dataset(prepared, rows["val"], batch, task_names)
     config = FitConfig(epochs=preset["epochs"], steps_per_epoch={"joint": max(1, len(rows["train"]) // batch)},
                        checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
-                       resume=bool(args.resume), on_nonfinite="stop", **fit_config_kwargs(preset["lr_patience"]),
+                       resume=bool(args.resume), on_nonfinite="stop",
+                       **fit_config_kwargs(preset["lr_patience"], args.schedule),
                        label=f"{label(args.model, args.variant, args.scheme)} seed {seed}")
     log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s", label(args.model, args.variant, args.scheme),
              seed, net.count_params(), *(len(rows[s]) for s in ("train", "val", "test")), "x".join(map(str, shape[:2])))
@@ -125,6 +137,10 @@ class MtUnetOptions(TrainingOptions):
     lr: float | None = None
     patience: int | None = None  # RLRP patience P (Appendix B)
     batch: int | None = None
+    # where the paper is silent: the authors' public code's RLRP (monitor the weighted loss, cut on the
+    # (P+1)-th bad epoch, reset the optimizer too) or this package's earlier one (mt_unet.schedule.SCHEDULES)
+    schedule: str = "authors"
+    loss_form: str = "paper"  # the saliency term: KLD/σ² as Eqs. 1, 4, 5 (paper) or KLD/(2σ²) (authors' code)
 
 
 def run(args: MtUnetOptions) -> int:
@@ -132,6 +148,8 @@ def run(args: MtUnetOptions) -> int:
     raises :class:`~ums_rep.strategies.NonFiniteLossError` when a loss turned non-finite (the
     seed's outputs are written first)."""
     args = resume_args(args, "mt_unet.train")
+    if args.resume and "schedule" not in json.loads((Path(args.out) / "args.json").read_text()):
+        args.schedule = "package"  # a run started before --schedule existed continues with the rule it began with
     dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
     # (as before the preset tables: 0 for a number means the preset's value)
     preset = presets.preset(args.preset, epochs=args.epochs or None, lr=args.lr or None,
@@ -140,7 +158,9 @@ def run(args: MtUnetOptions) -> int:
     name = label(args.model, args.variant, args.scheme)
     policy = set_precision(args.precision)  # before any model is built
     # everything that can be checked is checked before data is prepared or a model built
-    build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)
+    _, task_names = build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)
+    check_loss_form(args.scheme, task_names, args.loss_form)
+    rlrp = describe_schedule(preset["lr_patience"], args.schedule)
     clear_session()
     out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}", "mt_unet.train",
                   resume=bool(args.resume), dist=dist)
@@ -161,8 +181,10 @@ def run(args: MtUnetOptions) -> int:
     entry = {"label": name, "metrics": med, "std": std, "per_seed": per_seed,
              "train_seconds": float(np.median([r["train_seconds"] for r in per_seed])),
              "trainable_params": params}
-    body = results(f"mt_unet.train --model {args.model} --variant {args.variant} --scheme {args.scheme}",
+    body = results(f"mt_unet.train --model {args.model} --variant {args.variant} --scheme {args.scheme} "
+                   f"--schedule {args.schedule} --loss-form {args.loss_form}",
                    {"model": args.model, "variant": args.variant, "scheme": args.scheme, "preset": args.preset,
+                    "loss_form": args.loss_form, "rlrp": rlrp,
                     **{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "seeds": n_seeds,
                     "precision": policy,
                     "data": "phantom" if args.data is None else str(args.data),

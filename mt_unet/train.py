@@ -1,13 +1,19 @@
 """``python -m mt_unet.train --scheme {mtl1,mtl2,mtl3} --variant {full,bottleneck,top} [--model NAME]
-[--seeds N]``: MT-UNet and the models it is compared with, on the eye-gaze layout (phantom by
+[--seeds N] [--schedule {authors,package}] [--loss-form {paper,authors}]``: MT-UNet and the models it is compared with, on the eye-gaze layout (phantom by
 default; MT-UNet Sections 3–5, Tables 1–3, Figures 2–3).
 
 One code path for every model: the joint loop of :mod:`ums_rep.strategies` with the model as a
 multi-output ``joint_model`` (one forward pass feeds both losses), the loss weighting of
 :mod:`ums_rep.weighting` (MTL1/2/3 for MT-UNet, a plain sum for single-task models), Adam, and
-RLRP (:mod:`mt_unet.schedule`: ×0.1 and reset to the best epoch after ``patience`` epochs).
-The validation loss RLRP watches is the unweighted sum ``L_s + L_c`` (σ would otherwise let the
-monitored value fall without the predictions improving).
+RLRP (:mod:`mt_unet.schedule`: ×0.1 and reset to the best epoch after ``patience`` epochs
+without improvement). Where the paper is silent, ``--schedule authors`` (the default) trains as
+the authors' public code does: RLRP watches the weighted validation loss it optimises (σ terms
+included), cuts on the (P+1)-th epoch without improvement (PyTorch's ``ReduceLROnPlateau``) and
+a reset restores the optimizer's state with the weights and σ; ``--schedule package`` is this
+package's earlier rule (the unweighted sum ``L_s + L_c``, which σ cannot lower without the
+predictions improving; a cut on the P-th epoch; weights and σ only). ``--loss-form`` picks the
+saliency term: ``paper`` KLD/σ_s² (Eqs. 1, 4; KLD under MTL3, Eq. 5), ``authors`` KLD/(2σ_s²)
+(½·KLD under MTL3), as the authors' code computes it. Both are recorded in ``results.json``.
 
 Data: the eye-gaze layout letter-boxed to the preset's shape (paper 640×416; ``--shape 640x512``
 is the authors' code), saliency from duration-weighted fixations, patient-level class-stratified
@@ -29,6 +35,8 @@ from data_prep.cli import (INPUT_ERRORS, add_compare_options, add_training_optio
 
 SCHEMES = ("mtl1", "mtl2", "mtl3", "dwa")
 VARIANTS = ("full", "bottleneck", "top")  # mt_unet.model.VARIANTS
+SCHEDULES = ("authors", "package")  # mt_unet.schedule.SCHEDULES
+LOSS_FORMS = ("paper", "authors")  # ums_rep.weighting.LOSS_FORMS
 MODELS = ("mtunet", "unets", "unetc", "resnet50", "inceptionresnetv2", "efficientnetv2s", "simplenet", "msinet",
           "vggssm")  # mt_unet.model.models()
 
@@ -51,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=int, default=None, metavar="P",
                         help="RLRP patience P, MT-UNet Appendix B (default per preset)")
     parser.add_argument("--batch", type=int, default=None, metavar="N", help="batch size (default per preset)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="authors",
+                        help="RLRP where the paper is silent: authors (default; the authors' public code: watch "
+                             "the weighted validation loss, cut on the (P+1)-th epoch without improvement, reset "
+                             "the optimizer state too) or package (the unweighted sum, cut on the P-th, reset "
+                             "weights and sigma only)")
+    parser.add_argument("--loss-form", choices=LOSS_FORMS, default="paper",
+                        help="the MTL saliency term: paper (default) KLD/sigma_s^2, Eqs. 1, 4 (KLD under MTL3, "
+                             "Eq. 5); authors KLD/(2 sigma_s^2) (KLD/2 under MTL3), the authors' public code")
     add_training_options(parser)
     add_compare_options(parser)
     return parser

@@ -96,14 +96,21 @@ class UncertaintyWeights(Weighting, tf.Module):
     * MTL2 (Eq. 4): σ_c = 1, σ_s learned;
     * MTL3 (Eq. 5): σ_s = 1, σ_c learned (the paper's best).
 
-    σ is stored as ``log σ`` (initial 0 ⇒ σ = 1, always > 0), as in the authors' code. We
-    implement the paper's form ``L/σ²`` for both tasks; the authors' code writes the saliency
-    term ``L_s/(2σ²)``. Create it inside ``strategy.scope()`` so σ are mirrored variables.
+    σ is stored as ``log σ`` (initial 0 ⇒ σ = 1, always > 0), as in the authors' code.
+
+    ``halved``: tasks whose term is ``L_t/(2σ_t²)`` instead of ``L_t/σ_t²`` (a fixed σ_t = 1:
+    ``L_t/2``). The paper weights the saliency KLD by 1/σ_s² (Eqs. 1 and 4) and by 1 under MTL3
+    (Eq. 5); the authors' public code (``compute_loss_image`` in ``Module/hzhu_MTL_UNet.py``)
+    writes ``KLD/(2σ_s²)`` in every scheme, hence ½·KLD under MTL3 (:func:`mtl`'s ``form``). That
+    code also adds ln(σ+1) = ln 2 for a fixed σ; a constant, left out here (no gradient, and no
+    effect on which epoch is best). Create it inside ``strategy.scope()`` so σ are mirrored
+    variables.
     """
 
-    def __init__(self, learned, name: str = "uncertainty"):
+    def __init__(self, learned, name: str = "uncertainty", halved=()):
         super().__init__(name=name)
         self.learned = tuple(learned)
+        self.halved = tuple(halved)
         self.log_sigma = {t: tf.Variable(0.0, name=f"log_sigma_{t}", dtype=tf.float32) for t in self.learned}
 
     @property
@@ -116,13 +123,14 @@ class UncertaintyWeights(Weighting, tf.Module):
     def __call__(self, losses: dict):
         terms, weights = [], {}
         for t, loss in losses.items():
+            half = 0.5 if t in self.halved else 1.0
             if t in self.log_sigma:
                 sigma = tf.exp(self.log_sigma[t])
-                weights[t] = 1.0 / tf.square(sigma)
+                weights[t] = half / tf.square(sigma)
                 terms.append(weights[t] * loss + tf.math.log(sigma + 1.0))
             else:
-                weights[t] = tf.constant(1.0)
-                terms.append(loss)
+                weights[t] = tf.constant(half)
+                terms.append(weights[t] * loss)
         return tf.add_n(terms), weights
 
     def values(self) -> dict:
@@ -130,15 +138,24 @@ class UncertaintyWeights(Weighting, tf.Module):
         return {f"sigma_{t}": float(self.sigma(t).numpy()) for t in self.learned}
 
     def describe(self) -> dict:
-        return {"rule": "uncertainty", "learned": list(self.learned), **self.values()}
+        return {"rule": "uncertainty", "learned": list(self.learned), "halved": list(self.halved), **self.values()}
 
 
-def mtl(scheme: str, saliency: str, classification: str) -> UncertaintyWeights:
-    """MT-UNet's scheme by name: ``mtl1`` (Eq. 1), ``mtl2`` (Eq. 4) or ``mtl3`` (Eq. 5)."""
+LOSS_FORMS = ("paper", "authors")  # mtl()'s form
+
+
+def mtl(scheme: str, saliency: str, classification: str, form: str = "paper") -> UncertaintyWeights:
+    """MT-UNet's scheme by name: ``mtl1`` (Eq. 1), ``mtl2`` (Eq. 4) or ``mtl3`` (Eq. 5).
+
+    ``form="paper"``: the saliency term is ``KLD/σ_s²`` (Eqs. 1, 4), ``KLD`` under MTL3 (Eq. 5);
+    ``form="authors"``: ``KLD/(2σ_s²)`` in every scheme, ``KLD/2`` under MTL3, as the authors'
+    public code computes it. The classification term is ``CE/σ_c²`` (``CE`` when fixed) in both."""
     learned = {"mtl1": (saliency, classification), "mtl2": (saliency,), "mtl3": (classification,)}
     if scheme not in learned:
         raise ValueError(f"unknown MTL scheme {scheme!r}; expected one of {sorted(learned)}")
-    return UncertaintyWeights(learned[scheme], name=scheme)
+    if form not in LOSS_FORMS:
+        raise ValueError(f"unknown loss form {form!r}; expected one of {list(LOSS_FORMS)}")
+    return UncertaintyWeights(learned[scheme], name=scheme, halved=(saliency,) if form == "authors" else ())
 
 
 @register("dwa")

@@ -16,8 +16,9 @@ from mt_unet.schedule import ResetOnPlateau, fit_config_kwargs
 from mt_unet.train import compare, main
 from tests.helpers import table_rows
 from ums_rep import metrics
+from ums_rep.heads import SpatialSoftmax
 from ums_rep.losses import categorical_crossentropy, kld
-from ums_rep.strategies import FitConfig, fit
+from ums_rep.strategies import FitConfig, fit, optimizer_state
 from ums_rep.weighting import mtl
 
 SHAPE = (32, 48, 1)
@@ -96,6 +97,31 @@ def test_loss_equals_the_papers_equation_with_sigma_fixed(scheme):
     assert w.values() == {f"sigma_{t}": pytest.approx(s) for t in w.learned}
 
 
+@pytest.mark.parametrize("scheme", ["mtl1", "mtl3"])
+def test_loss_form_paper_or_authors_weights_the_saliency_term(scheme):
+    """--loss-form: the saliency KLD over σ_s² (Eqs. 1, 4; KLD itself under MTL3, Eq. 5) or over
+    2σ_s² (½·KLD under MTL3), as the authors' public code's compute_loss; CE/σ_c² in both."""
+    s, ls, lc = 1.7, 0.8, 1.1
+    totals = {}
+    for form in ("paper", "authors"):
+        w = mtl(scheme, SALIENCY, DISEASE, form)
+        for v in w.trainable_variables:
+            v.assign(math.log(s))
+        total, weights = w({SALIENCY: tf.constant(ls), DISEASE: tf.constant(lc)})
+        totals[form] = float(total)
+        sal = {("mtl1", "paper"): 1 / s**2, ("mtl1", "authors"): 1 / (2 * s**2),
+               ("mtl3", "paper"): 1.0, ("mtl3", "authors"): 0.5}[scheme, form]
+        assert float(weights[SALIENCY]) == pytest.approx(sal, rel=1e-6)
+        assert float(weights[DISEASE]) == pytest.approx(1 / s**2, rel=1e-6)
+        assert w.describe()["halved"] == ([SALIENCY] if form == "authors" else [])
+    n_log = len(w.trainable_variables)
+    assert totals["paper"] == pytest.approx((ls if scheme == "mtl3" else ls / s**2) + lc / s**2
+                                            + n_log * math.log(s + 1), rel=1e-6)
+    assert totals["paper"] - totals["authors"] == pytest.approx((ls if scheme == "mtl3" else ls / s**2) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="loss form"):
+        mtl(scheme, SALIENCY, DISEASE, "halved")
+
+
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.5])
 def test_sigma_gradient_vanishes_at_the_appendix_a_equilibrium(sigma):
     w = mtl("mtl1", SALIENCY, DISEASE)
@@ -114,11 +140,12 @@ def test_sigma_gradient_vanishes_at_the_appendix_a_equilibrium(sigma):
     assert all(g < -1e-3 for g in grads(equilibrium * 2))
 
 
-def test_keras_callback_cuts_the_rate_and_restores_the_best_weights():
+@pytest.mark.parametrize("schedule", ["authors", "package"])
+def test_keras_callback_cuts_the_rate_and_restores_the_best_weights(schedule):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(keras.optimizers.Adam(1e-2), "mse")
-    cb = ResetOnPlateau(patience=2)
+    cb = ResetOnPlateau(patience=2, schedule=schedule)
     cb.set_model(model)
     cb.on_train_begin()
     cb.on_epoch_end(0, {"val_loss": 1.0})
@@ -126,78 +153,158 @@ def test_keras_callback_cuts_the_rate_and_restores_the_best_weights():
     model.set_weights([w + 1 for w in best])
     cb.on_epoch_end(1, {"val_loss": 2.0})  # one epoch without improvement: nothing yet
     assert not np.allclose(model.get_weights()[0], best[0])
+    # P = 2: the package cuts on the second epoch without improvement; the authors' code
+    # (PyTorch's ReduceLROnPlateau: bad epochs > P) on the third
+    cut = {"package": 2, "authors": 3}[schedule]
+    for e in range(2, cut):
+        cb.on_epoch_end(e, {"val_loss": 2.5})
+        assert cb.events == [] and not np.allclose(model.get_weights()[0], best[0])
     logs = {"val_loss": 3.0}
-    cb.on_epoch_end(2, logs)  # P = 2 epochs: cut by 90% and reset to epoch 0
+    cb.on_epoch_end(cut, logs)  # cut by 90% and reset to epoch 0
     for a, b in zip(model.get_weights(), best):
         np.testing.assert_array_equal(a, b)
     assert logs["lr"] == pytest.approx(1e-3)
-    assert cb.events == [{"epoch": 2, "lr": pytest.approx(1e-3), "reset_to": 0}]
-    for e in range(3, 3 + 2 * 2 + 3):
+    assert cb.events == [{"epoch": cut, "lr": pytest.approx(1e-3), "reset_to": 0}]
+    for e in range(cut + 1, 2 * 2 + 3):
         cb.on_epoch_end(e, {"val_loss": 3.0})
+        assert not model.stop_training
+    cb.on_epoch_end(2 * 2 + 3, {"val_loss": 3.0})
     assert model.stop_training  # 2P + 3 epochs without improvement
 
 
-def test_keras_callback_works_inside_model_fit():
+@pytest.mark.parametrize("schedule", ["package", "authors"])
+def test_keras_callback_works_inside_model_fit(schedule):
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.Adam(1e-2), "mse")
     ends, begins, val = {}, {}, []
+    opt_ends, opt_begins = {}, {}
+
+    def opt_state():  # the optimizer's iteration count and Adam's moments
+        return [np.array(v.numpy()) for v in optimizer_state(model.optimizer)]
 
     class Recorder(keras.callbacks.Callback):  # runs before ResetOnPlateau: sees each epoch's own weights
         def on_epoch_begin(self, epoch, logs=None):
             begins[epoch] = [w.copy() for w in self.model.get_weights()]
+            opt_begins[epoch] = opt_state()
 
         def on_epoch_end(self, epoch, logs=None):
             ends[epoch] = [w.copy() for w in self.model.get_weights()]
+            opt_ends[epoch] = opt_state()
             val.append(logs["val_loss"])
 
-    cb = ResetOnPlateau(patience=1)
+    cb = ResetOnPlateau(patience=1, schedule=schedule)
     # the validation target is unreachable and drifts away, so validation never improves after epoch 0
-    hist = model.fit(x, x[:, :1], validation_data=(x, x[:, :1] * 0 + 100), epochs=4, verbose=0,
+    epochs, cuts = {"package": (4, (1, 2, 3)), "authors": (5, (2, 4))}[schedule]
+    hist = model.fit(x, x[:, :1], validation_data=(x, x[:, :1] * 0 + 100), epochs=epochs, verbose=0,
                      callbacks=[Recorder(), cb])
     assert val == pytest.approx(hist.history["val_loss"])
     assert int(np.argmin(val)) == 0, val  # the best epoch
-    # P = 1: every epoch after the best one cuts the rate by 90% and resets to epoch 0
-    assert cb.events == [{"epoch": e, "lr": pytest.approx(1e-2 * 0.1 ** e), "reset_to": 0} for e in (1, 2, 3)]
-    assert hist.history["lr"] == pytest.approx([1e-2, 1e-3, 1e-4, 1e-5])
-    for e in (1, 2, 3):  # the epoch trained away from the best weights; the reset brought them back
+    # P = 1: the package cuts the rate by 90% and resets to epoch 0 on every epoch after the best
+    # one; the authors' rule (bad epochs > P) on every second
+    assert cb.events == [{"epoch": e, "lr": pytest.approx(1e-2 * 0.1 ** (k + 1)), "reset_to": 0}
+                         for k, e in enumerate(cuts)]
+    lrs = [1e-2 * 0.1 ** sum(c <= e for c in cuts) for e in range(epochs)]
+    assert hist.history["lr"] == pytest.approx(lrs)
+    if schedule == "package":
+        assert hist.history["lr"] == pytest.approx([1e-2, 1e-3, 1e-4, 1e-5])
+    for e in cuts:  # the epoch trained away from the best weights; the reset brought them back
         assert not np.allclose(ends[e][0], ends[0][0])
         after = begins[e + 1] if e + 1 in begins else model.get_weights()
         for a, b in zip(after, ends[0]):
             np.testing.assert_array_equal(a, b)
+        # the authors' code reloads the best epoch's optimizer too (moments and step count); the
+        # package's rule keeps the optimizer state it reached
+        after_opt = opt_begins[e + 1] if e + 1 in opt_begins else opt_state()
+        same = [np.array_equal(a, b) for a, b in zip(after_opt, opt_ends[0])]
+        assert all(same) if schedule == "authors" else not all(same), same
+        assert int(after_opt[0]) == (1 if schedule == "authors" else e + 1)  # one batch (of 16) an epoch
 
 
-def test_custom_loop_rlrp_resets_weights_and_sigma():
+def _tiny_two_task_model():
+    """A few-parameter stand-in for MT-UNet (batch norm and dropout included): a 4×4 saliency map
+    and 3 classes from a 4×4 image."""
+    inputs = keras.Input((4, 4, 1))
+    flat = keras.layers.Dropout(0.25)(keras.layers.BatchNormalization()(keras.layers.Flatten()(inputs)))
+    sal = SpatialSoftmax(name="saliency.out")(keras.layers.Reshape((4, 4, 1))(keras.layers.Dense(16)(flat)))
+    cls = keras.layers.Dense(3, activation="softmax", name="disease.out")(flat)
+    return keras.Model(inputs, {SALIENCY: sal, DISEASE: cls})
+
+
+def _tiny_two_task_data(n=8):
+    rng = np.random.default_rng(0)
+    sal = rng.random((n, 4, 4, 1)).astype("float32")
+    y = {"saliency": sal / sal.sum(axis=(1, 2, 3), keepdims=True),
+         "label": np.eye(3, dtype="float32")[rng.integers(0, 3, n)]}
+    return tf.data.Dataset.from_tensor_slices((rng.normal(size=(n, 4, 4, 1)).astype("float32"), y))
+
+
+@pytest.mark.parametrize("schedule", ["authors", "package"])
+def test_custom_loop_rlrp_resets_weights_sigma_and_optimizer(schedule):
     keras.utils.set_random_seed(0)
-    net, _ = build("mtunet", SHAPE, 3, base_filters=4)
+    net, ds = _tiny_two_task_model(), _tiny_two_task_data()
     weighting = mtl("mtl1", SALIENCY, DISEASE)
-    x, y = _batch(8)
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    optimizer = keras.optimizers.Adam(1e-9)
     snapshot = {}
 
     def spoil(epoch, record):
         if epoch == 0:  # after the best epoch was stored: remember it, then wreck the model and σ
             snapshot["weights"] = [v.numpy().copy() for v in net.variables]
             snapshot["sigma"] = [v.numpy() for v in weighting.trainable_variables]
+            snapshot["optimizer"] = [np.array(v.numpy()) for v in optimizer_state(optimizer)]
             for v in net.trainable_variables:
                 v.assign(v * 50.0 + 1.0)
-            for v in weighting.trainable_variables:
-                v.assign(3.0)
+            for v in weighting.trainable_variables:  # σ = e⁻³: the weighted loss grows too
+                v.assign(-3.0)
 
-    config = FitConfig(epochs=2, steps_per_epoch={"joint": 1}, progress=False, restore_best=False,
-                       **{**fit_config_kwargs(1), "stop_patience": None})
+    # P = 1: the package cuts on the first epoch without improvement (epoch 2), the authors' rule
+    # on the second (epoch 3)
+    cut = {"package": 1, "authors": 2}[schedule]
+    config = FitConfig(epochs=cut + 1, steps_per_epoch={"joint": 1}, progress=False, restore_best=False,
+                       **{**fit_config_kwargs(1, schedule), "stop_patience": None, "min_lr": 1e-12})
     out = fit("joint", {"model": net}, TASKS, ds.repeat().batch(4, drop_remainder=True), ds.batch(4), config,
-              optimizers={"joint": keras.optimizers.Adam(1e-9)}, weighting=weighting, joint_model=net,
-              on_epoch_end=spoil)
-    second = out["history"][1]
-    assert second["lr_cut"] and second["reset"] and second["lr"] == pytest.approx(1e-9)
+              optimizers={"joint": optimizer}, weighting=weighting, joint_model=net, on_epoch_end=spoil)
+    assert [h["lr_cut"] for h in out["history"]] == [e == cut for e in range(cut + 1)], out["stopped"]
+    last = out["history"][cut]
+    assert last["lr_cut"] and last["reset"] and last["lr"] == pytest.approx(1e-9)
     for v, w in zip(net.variables, snapshot["weights"]):
         if "seed_generator" not in v.path:  # dropout's generator runs on; only weights are reset
             np.testing.assert_allclose(v.numpy(), w, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose([v.numpy() for v in weighting.trainable_variables], snapshot["sigma"], atol=1e-6)
     assert {"sigma_saliency", "sigma_disease"} <= set(out["history"][0])
     assert out["schedule"]["lr"] == pytest.approx(1e-10)
+    # the authors' code also reloads the best epoch's optimizer: Adam's moments and its step count
+    state = [np.array(v.numpy()) for v in optimizer_state(optimizer)]
+    assert int(state[0]) == (1 if schedule == "authors" else cut + 1)  # one step an epoch
+    same = [np.array_equal(a, b) for a, b in zip(state, snapshot["optimizer"])]
+    assert all(same) if schedule == "authors" else not all(same), same
+    assert float(optimizer.learning_rate.numpy()) == pytest.approx(1e-10)  # the cut's rate, not the best epoch's
+
+
+@pytest.mark.parametrize("schedule", ["authors", "package"])
+def test_rlrp_monitors_the_weighted_validation_loss(schedule):
+    """The authors' code watches the loss it optimises, σ terms included (MTL1:
+    L_s/σ_s² + ln(σ_s+1) + L_c/σ_c² + ln(σ_c+1) on the validation losses); the package's rule the
+    unweighted sum L_s + L_c."""
+    keras.utils.set_random_seed(0)
+    ds = _tiny_two_task_data()
+    net, weighting = _tiny_two_task_model(), mtl("mtl1", SALIENCY, DISEASE)
+    config = FitConfig(epochs=3, steps_per_epoch={"joint": 2}, progress=False, restore_best=False,
+                       **fit_config_kwargs(5, schedule))
+    out = fit("joint", {"model": net}, TASKS, ds.repeat().batch(4, drop_remainder=True), ds.batch(4), config,
+              optimizers={"joint": keras.optimizers.Adam(0.3)}, weighting=weighting, joint_model=net)
+    h = pd.DataFrame(out["history"])
+    weighted = [r.val_saliency / r.sigma_saliency**2 + math.log(r.sigma_saliency + 1)
+                + r.val_disease / r.sigma_disease**2 + math.log(r.sigma_disease + 1) for r in h.itertuples()]
+    assert not np.allclose(h.sigma_saliency, 1.0)  # σ moved, so the two values differ beyond ln 2 terms
+    watched = weighted if schedule == "authors" else list(h.val_total)
+    assert out["schedule"]["best"] == pytest.approx(min(watched), rel=1e-5)
+    assert out["best_epoch"] == int(np.argmin(watched)) + 1
+    if schedule == "authors":
+        assert list(h.val_weighted) == pytest.approx(weighted, rel=1e-5)
+    else:
+        assert "val_weighted" not in h
 
 
 def test_saliency_metrics_equal_hand_computed_values():
@@ -232,8 +339,15 @@ def test_train_writes_results_with_median_and_std(tiny_run):
     seeds = [s["metrics"]["kld"] for s in entry["per_seed"]]
     assert entry["metrics"]["kld"] == pytest.approx(np.median(seeds))
     assert entry["std"]["kld"] == pytest.approx(np.std(seeds, ddof=1))
+    # where the paper is silent, the authors' public code's RLRP by default, and the paper's loss form
+    assert r["config"]["loss_form"] == "paper"
+    assert r["config"]["rlrp"] == {"schedule": "authors", "patience": 1, "factor": 0.1, "min_lr": 1e-8,
+                                   "stop_patience": 5, "cut_rule": "exceed", "monitor": "weighted",
+                                   "reset": "weights, sigma and optimizer state"}
+    assert "--schedule authors --loss-form paper" in r["command"]
     h = pd.read_csv(tiny_run / "mtl1" / "seed0" / "history.csv")
-    assert {"train_saliency", "val_disease", "sigma_saliency", "sigma_disease", "lr", "lr_cut"} <= set(h.columns)
+    assert {"train_saliency", "val_disease", "sigma_saliency", "sigma_disease", "lr", "lr_cut",
+            "val_weighted"} <= set(h.columns)
     assert not np.allclose(h.sigma_saliency, 1.0)  # σ is trained
     for f in ("training_curves.png", "saliency_overlays.png", "model.keras", "predictions_test.csv"):
         assert (tiny_run / "mtl1" / "seed0" / f).stat().st_size > 0
@@ -280,8 +394,31 @@ def test_a_model_file_outside_its_run_takes_the_preset_of_its_input_size(tiny_ru
 
 def test_the_parsers_name_the_presets_the_tables_define():
     from data_prep.cli import PRESETS
+    from mt_unet import schedule, train
+    from ums_rep import weighting
     from ums_rep.presets import MT_UNET, UMS_REP
     assert tuple(MT_UNET) == tuple(UMS_REP) == PRESETS
+    assert train.SCHEDULES == tuple(schedule.SCHEDULES) and train.LOSS_FORMS == weighting.LOSS_FORMS
+    assert f"quick {MT_UNET['quick']['base']} and tiny {MT_UNET['tiny']['base']}" in baselines.__doc__
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_reproduce_gives_every_mt_unet_model_the_same_budget(preset, tmp_path):
+    """reproduce.sh's MT-UNet block, run with a step() that prints each command: every model of
+    Tables 1-3 gets the same seeds and epochs (and the preset's patience and early stopping)."""
+    import subprocess
+    from pathlib import Path
+    text = (Path(__file__).parents[2] / "reproduce.sh").read_text()
+    block = text[text.index("# MT-UNet:"):text.index('"$PY" -m mt_unet.train --compare')]
+    script = f'PRESET={preset}; OUT={tmp_path}; DATA=(); step() {{ shift; echo "$*"; }}\n{block}'
+    lines = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(lines) == {"quick": 9, "paper": 13}[preset] and any("--model resnet50" in line for line in lines)
+
+    def budget(line):
+        words = line.split()
+        return {k: words[words.index(k) + 1] for k in ("--seeds", "--epochs", "--patience") if k in words}
+    assert len({tuple(sorted(budget(line).items())) for line in lines}) == 1, lines
+    assert budget(lines[0]) == ({"--seeds": "2", "--epochs": "15"} if preset == "quick" else {})
 
 
 def test_compare_puts_models_side_by_side(tiny_run):
@@ -295,6 +432,9 @@ def test_bad_arguments_fail_before_training(tmp_path, caplog):
     assert main(["--preset", "tiny", "--model", "resnet50", "--variant", "top", "--out", str(tmp_path / "x")]) == 1
     assert "applies to mtunet only" in caplog.text
     assert not (tmp_path / "x").exists()
+    assert main(["--preset", "tiny", "--model", "unetc", "--loss-form", "authors", "--out", str(tmp_path / "y")]) == 1
+    assert "--loss-form authors applies to the MTL schemes of a two-task model only" in caplog.text
+    assert not (tmp_path / "y").exists()
 
 
 def test_report_puts_runs_beside_the_paper_and_inlines_figures(tiny_run):
@@ -314,11 +454,15 @@ def test_scheme_dwa_trains_mt_unet_with_dynamic_weight_average(tiny_run):
     """--scheme dwa: a registered weighting rule reaches MT-UNet's loop unchanged."""
     out = tiny_run / "dwa"
     assert main(["--preset", "tiny", "--scheme", "dwa", "--seeds", "1", "--epochs", "3", "--out", str(out),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--schedule", "package"]) == 0
     r = json.loads((out / "results.json").read_text())
     (entry,) = r["tasks"].values()
     assert entry["label"] == "MT-UNet (DWA)"
+    # --schedule package: the package's earlier RLRP, recorded
+    assert {k: r["config"]["rlrp"][k] for k in ("schedule", "cut_rule", "monitor", "reset")} == {
+        "schedule": "package", "cut_rule": "reach", "monitor": "sum", "reset": "weights and sigma"}
     h = pd.read_csv(next(out.glob("seed*/history.csv")))
+    assert "val_weighted" not in h
     cols = sorted(c for c in h if c.startswith("weight_"))
     assert len(cols) == 2 and len(h) == 3
     assert np.allclose(h.loc[:1, cols].to_numpy(), 1.0) and np.isclose(h.loc[2, cols].sum(), 2.0)
