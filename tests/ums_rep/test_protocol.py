@@ -249,3 +249,106 @@ def test_every_task_set_can_be_cross_validated_on_the_presets_phantoms(preset, t
                 for name in {sdef["train"], sdef["test"]}}
         cv = cross_validation(set_name, data[sdef["train"]].manifest, data[sdef["test"]].manifest, p["folds"], 0)
         assert cv.n_runs == p["folds"] and not cv.test.empty
+
+
+# --------------------------------------------------------------------------- the test split, read last
+
+def test_precise_bn_statistics_are_those_of_the_folds_training_images(cxr_runs):
+    """PreciseBN re-estimates batch norm on a sample of the fold's training images (at this size
+    every one of them, in one chunk): fold 0's saved encoder holds their statistics at its first
+    batch norm, not those of its validation fold or of the test set."""
+    from ums_rep.runs import load_model
+    run = cxr_runs / "joint"
+    r = json.loads((run / "results.json").read_text())
+    train_root, test_root = (r["config"]["prepared"][k] for k in ("train", "test"))
+    train = pd.read_csv(f"{train_root}/manifest.csv", dtype={"patient_id": str})
+    test = pd.read_csv(f"{test_root}/manifest.csv", dtype={"patient_id": str})
+    fit_rows, val_rows = cross_validation("cxr-hetero", train, test, 2, seed=0).fold(0)
+    assert len(fit_rows) <= 32  # one PreciseBN chunk: the layer holds the sample's own statistics
+    norm = MeanNormalizer.from_json((run / "normalizer_fold0.json").read_text())
+    model = load_model(run / "model.keras")
+    conv, bn = model.get_layer("cdae.enc1.conv"), model.get_layer("cdae.enc1.bn")
+
+    def moments(root, rows):
+        x = norm(np.stack([read_image(f"{root}/{p}") for p in rows.image]))[..., None].astype("float32")
+        y = np.asarray(conv(x), np.float64)
+        return y.mean(axis=(0, 1, 2)), y.var(axis=(0, 1, 2))
+
+    mean, var = np.asarray(bn.moving_mean), np.asarray(bn.moving_variance)
+    want_mean, want_var = moments(train_root, fit_rows)
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(var, want_var, rtol=1e-3, atol=1e-6)
+    for root, rows in ((train_root, val_rows), (test_root, test)):
+        other_mean, _ = moments(root, rows)
+        assert np.abs(other_mean - mean).max() > 10 * np.abs(want_mean - mean).max() + 1e-4
+
+
+def test_echo_encoder_pretrains_on_the_train_split_only(tmp_path, monkeypatch):
+    """The echo encoder trains and validates on the 70% train split (fold 0 validates) and is
+    scored on the test split after training: no patient of the fine-tuning pool (the 20% val
+    split) or of the test split is in its training or validation rows."""
+    from ums_rep import pretraining
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = pretraining.make_dataset
+
+    def spy(prepared, rows, **kw):
+        calls.append((rows.copy(), kw))
+        return real(prepared, rows, **kw)
+
+    monkeypatch.setattr(pretraining, "make_dataset", spy)
+    out = tmp_path / "echo"
+    assert pretraining.pretrain(pretraining.PretrainOptions(backbone="echo", preset="tiny", epochs=1, out=out,
+                                                            no_progress=True)) == 0
+    r = json.loads((out / "results.json").read_text())
+    manifest = pd.read_csv(f"{r['config']['prepared']}/manifest.csv", dtype={"patient_id": str})
+    (train_rows, train_kw), (val_rows, _), (scored, _) = calls
+    assert train_kw.get("shuffle") and len(train_rows) == r["config"]["n_train"]
+    assert len(val_rows) == r["config"]["n_val"] and len(scored) == r["config"]["n_test"]
+    split = manifest.set_index("id").split
+    assert set(split[train_rows.id]) == set(split[val_rows.id]) == {"train"}
+    assert set(split[scored.id]) == {"test"}
+    assert not set(train_rows.patient_id) & set(val_rows.patient_id)
+    cv = cross_validation("echo-hetero", manifest, manifest, 1, seed=0)
+    encoder_patients = set(train_rows.patient_id) | set(val_rows.patient_id)
+    assert len(cv.pool) > 0 and len(cv.test) > 0
+    assert not encoder_patients & (set(cv.pool.patient_id) | set(cv.test.patient_id))
+
+
+def test_mt_unet_selects_its_best_epoch_on_the_validation_split(tmp_path, monkeypatch):
+    """MT-UNet's plateau rule and best epoch watch the validation split: the history's validation
+    losses at the best epoch are those of the saved (best) model on the val split, recomputed
+    here, and not its losses on the test split."""
+    from dataclasses import replace
+
+    from data_prep.pipeline import load_prepared
+    from mt_unet import data as mt_data
+    from mt_unet.model import TASKS as MT_TASKS
+    from mt_unet.train import main as mt_main
+    from ums_rep.runs import load_model
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "mt"
+    assert mt_main(["--preset", "tiny", "--seeds", "1", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    (entry,) = r["tasks"].values()
+    best = entry["per_seed"][0]["best_epoch"]
+    h = pd.read_csv(out / "seed0" / "history.csv")
+    watched = "val_weighted" if "val_weighted" in h else "val_total"
+    assert h.loc[best - 1, watched] == h[watched].min()
+    prepared = load_prepared(r["config"]["prepared"])
+    prepared = replace(prepared, normalizer=MeanNormalizer.from_json((out / "normalizer.json").read_text()))
+    model = load_model(out / "seed0" / "model.keras")
+
+    def losses(split):
+        totals, n = {t: 0.0 for t in MT_TASKS}, 0
+        for x, y in mt_data.dataset(prepared, prepared.rows(split), 4, list(MT_TASKS)):
+            pred = model(x, training=False)
+            for t, task in MT_TASKS.items():
+                totals[t] += float(tf.reduce_sum(task.loss(y[task.target], pred[t])))
+            n += int(x.shape[0])
+        return {t: v / n for t, v in totals.items()}
+
+    val, test = losses("val"), losses("test")
+    for t in MT_TASKS:
+        assert h.loc[best - 1, f"val_{t}"] == pytest.approx(val[t], rel=1e-4), t
+    assert not all(h.loc[best - 1, f"val_{t}"] == pytest.approx(test[t], rel=1e-2) for t in MT_TASKS)
