@@ -53,6 +53,19 @@ def score_task(spec: Spec, probs: np.ndarray, rows: pd.DataFrame, test_root: Pat
     return m, table
 
 
+LEARNED_IOU = 0.5  # a segmentation head has learned when its validation IoU reaches this
+
+
+def learned(metrics_: dict) -> bool:
+    """Whether a head has learned, from its validation metrics: a classification head beats the
+    majority-class rate of its validation fold, a segmentation head reaches IoU
+    :data:`LEARNED_IOU`. Arms of a comparison are compared only when every head has (a baseline
+    that does not learn is a broken experiment, not a finding)."""
+    if "iou" in metrics_:
+        return bool(metrics_["iou"] >= LEARNED_IOU)
+    return bool(metrics_["accuracy"] > metrics_["majority_accuracy"])
+
+
 def mean_std(per_fold: list) -> tuple[dict, dict]:
     """Mean and sample standard deviation over the folds of every scalar metric they all have."""
     keys = [k for k in per_fold[0] if all(k in m and np.isscalar(m[k]) for m in per_fold)]
@@ -118,6 +131,11 @@ def summary(out: Path, strategy: str, task_set: str, body: dict) -> str:
         elif "accuracy" in m:
             lines.append(f"  {t:<20} accuracy {m['accuracy']:.3f} (majority class {m['majority_accuracy']:.3f})"
                          + (f"  AUC {m['auc']:.3f}" if "auc" in m else ""))
+    for t, r in body["tasks"].items():
+        flags = r.get("learned_on_validation", [])
+        if flags and not all(flags):
+            lines.append(f"  WARNING {t}: did not learn on validation fold(s) "
+                         f"{[k for k, ok in enumerate(flags) if not ok]} (majority class / IoU {LEARNED_IOU})")
     counted = f" (with the {body['source']['role']})" if body.get("source") else ""
     lines.append(f"  cost: {body['total_train_seconds']:.0f} s, {body['total_params']:,} parameters{counted}")
     lines.append(f"  {out}: results.json, predictions_*.csv, model(s), normalizer.json, gradcam_*.png")
