@@ -74,7 +74,7 @@ COST_RULE = ("the source model (the shared encoder's pretraining) counts on the 
              "and 10 count them; Table 6 (cxr-homo) leaves its source model out on both sides, so its paper "
              "ratio is shown as printed and recomputed under this rule")
 VERDICTS = ("agrees", "agrees (n.s.)", "reversed", "differs (significant)", "not significant", "inconclusive",
-            "not run")
+            "not learned", "not run")
 
 
 @dataclass(frozen=True)
@@ -414,7 +414,15 @@ def _judge_comparison(claim: Claim, arms: dict) -> Judged:
             return Judged(claim, note=f"{folder}: no predictions_{claim.task}.csv")
     t = paired_test(ra, rb, claim.task)
     extra = {k: t[k] for k in ("metric", "n", "discordant", "auc_diff", "auc_ci") if k in t}
-    return Judged(claim, test=t["test"], p=t["p"], diff=t["diff"], ci=t["ci"], extra=extra)
+    # an arm whose head did not learn on a validation fold is no fair comparison: its test is shown,
+    # not judged (and left out of the Holm family)
+    unlearned = [body["config"]["strategy"] for _, body in (ra, rb)
+                 if not all(body["tasks"][claim.task].get("learned_on_validation", [True]))]
+    if unlearned:
+        extra["not_learned"] = unlearned
+    return Judged(claim, test=t["test"], p=t["p"], diff=t["diff"], ci=t["ci"], extra=extra,
+                  note=f"{' and '.join(unlearned)} did not learn {claim.task} on every validation fold" if unlearned
+                  else "")
 
 
 def _source_seconds(body: dict) -> float:
@@ -522,12 +530,13 @@ def judge(runs, registry=None) -> list[Judged]:
     judged = [JUDGES[c.kind](c, arms) for c in registry]
     families = {}
     for j in judged:
-        if j.claim.kind != "saving" and math.isfinite(j.p):
+        if j.claim.kind != "saving" and math.isfinite(j.p) and not j.extra.get("not_learned"):
             families.setdefault((j.claim.paper, j.claim.task_set), []).append(j)
     for family in families.values():
         for j, p in zip(family, holm([j.p for j in family])):
             j.p_holm = float(p)
     for j in judged:
         if j.claim.kind != "saving":
-            j.verdict = comparison_verdict(j.claim.finding, j.diff, j.p_holm)
+            j.verdict = "not learned" if j.extra.get("not_learned") else \
+                comparison_verdict(j.claim.finding, j.diff, j.p_holm)
     return judged

@@ -392,7 +392,7 @@ def _verdict(diff: float, significant: bool) -> str:
 
 VERDICT_CLASS = {"agrees": "agrees", "agrees (n.s.)": "agrees", "holds": "agrees", "reversed": "reversed",
                  "differs (significant)": "reversed", "not significant": "ns", "inconclusive": "ns",
-                 "not run": "notrun"}  # report.html colours each verdict cell by its class
+                 "not learned": "notrun", "not run": "notrun"}  # report.html colours each verdict cell by its class
 
 
 CLAIMS_METHOD = (
@@ -403,7 +403,9 @@ CLAIMS_METHOD = (
     "with its paired bootstrap 95% CI. Images are paired by id. The paper calls a difference significant at "
     "McNemar p < 0.05. p (Holm): Holm-corrected within each task set. Verdicts (α = 0.05 on the Holm p): *agrees* — "
     "significant in the paper's direction; *reversed* — significant the other way; *not significant*; for a claim "
-    "of no difference *agrees (n.s.)* or *differs (significant)*; *not run* — a run or its predictions missing. A "
+    "of no difference *agrees (n.s.)* or *differs (significant)*; *not learned* — an arm's head did not beat its "
+    "majority class (segmentation: IoU 0.5) on every validation fold, so the pair is no fair comparison (its test is shown, outside the Holm family); "
+    "*not run* — a run or its predictions missing. A "
     "time saving is judged fold by fold: fold k's ratio a / baseline is (source s + fold k's fine-tuning s summed "
     "over tasks) / the baseline's same; it *agrees* when every fold's ratio lies below 1, is *reversed* when every "
     "one lies above, and *inconclusive* otherwise (ours: the ratio for the folds' mean seconds, and the range over "
@@ -435,7 +437,7 @@ def _ours_cell(j) -> str:
     if math.isfinite(j.extra.get("auc_diff", math.nan)):
         alo, ahi = j.extra["auc_ci"]
         text += f"; AUC {j.extra['auc_diff']:+.3f} [{alo:+.3f}, {ahi:+.3f}]"
-    return text
+    return text + (f" ({j.note})" if j.note else "")
 
 
 def claims(runs, judged=None) -> list:

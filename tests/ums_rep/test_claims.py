@@ -333,3 +333,20 @@ def test_bootstrap_ci_is_the_percentile_interval_of_paired_resamples():
     diffs = a[idx].mean(axis=1) - b[idx].mean(axis=1)  # the same images for both arms
     assert point == pytest.approx(a.mean() - b.mean())
     assert (lo, hi) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])))
+
+
+def test_an_arm_that_did_not_learn_is_not_judged(tmp_path):
+    """A head that did not beat its majority class on a validation fold makes its pair no fair
+    comparison: verdict 'not learned', kept out of the Holm family of the set's other claims."""
+    folders = cxr_hetero(tmp_path)
+    learned = json.loads((folders["baseline"] / "results.json").read_text())
+    learned["tasks"]["abnormal"]["learned_on_validation"] = [True, False]
+    learned["tasks"]["lung_seg"]["learned_on_validation"] = [True, True]
+    (folders["baseline"] / "results.json").write_text(json.dumps(learned))
+    judged = judged_by_id(tmp_path)
+    j = judged["ums-rep/cxr-hetero/abnormal/independent-vs-baseline"]
+    assert j.verdict == "not learned" and "baseline did not learn abnormal" in j.note and math.isnan(j.p_holm)
+    assert judged["ums-rep/cxr-hetero/lung_seg/independent-vs-baseline"].verdict == "reversed"  # learned: judged
+    family = [j for j in judged.values() if j.claim.task_set == "cxr-hetero" and j.claim.kind == "comparison"
+              and j.verdict != "not learned"]
+    assert [j.p_holm for j in family] == pytest.approx(list(multipletests([j.p for j in family], method="holm")[1]))
