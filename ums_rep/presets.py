@@ -43,11 +43,9 @@ UMS_REP = {
         "pretrain": {"n": {"rsna": 300, "doppler": 600}, "phantom_size": 128, "image": {"cxr": 128, "echo": 64},
                      "epochs": 30, "lr_patience": 3, "stop": 6, "batch": 16, "eval_images": 30, "echo_strides": 2},
         # chest X-rays at 128 px: at 64 px a TB nodule is 1-3 pixels, and the CDAE's stride-2
-        # convolutions (no pooling, as the paper's) sample past it (main job TB AUC 0.65 at 64 px).
-        # 300 Shenzhen phantoms (240 train, the real set has 662): with 200 (160 train) the main job's
-        # TB head reached AUC 0.799 (accuracy 0.717, majority 0.659), with 300 AUC 0.869 (0.819), the
-        # same encoder, 2026-12-06; without augmentation it memorises its images in ~10 epochs.
-        # Montgomery keeps its real 138 images, so the test AUC is not a 60-image coin toss (±0.06).
+        # convolutions (no pooling, as the paper's) sample past it. The Shenzhen phantom count,
+        # augmentation and PreciseBN are chosen on the validation folds (docs/fair-comparison.md);
+        # Montgomery keeps its real 138 images, so that the test AUC is not a 60-image coin toss.
         "finetune": {"n": {"shenzhen": 300, "montgomery": 138, "kermany": 300, "doppler": 600}, "phantom_size": 128,
                      "image": {"cxr": 128, "echo": 64}, "epochs": 30, "batch": 16, "lr_patience": 3, "stop": 5,
                      "folds": 3, "augment": True, "shared_optimizer": ("adam", 1e-3),
