@@ -353,15 +353,14 @@ def test_train_writes_results_with_median_and_std(tiny_run):
         assert (tiny_run / "mtl1" / "seed0" / f).stat().st_size > 0
 
 
-def test_a_trained_mt_unet_beats_uniform_saliency_and_the_majority_class(tmp_path):
+def test_a_trained_mt_unet_beats_uniform_saliency_and_the_majority_class(tmp_path, monkeypatch):
     """Every arm learns (issue 30): MT-UNet (MTL3) trained at the quick size (one seed, 8 epochs) predicts
     gaze better than a uniform map (median KLD on the test images) and the disease class better
     than always answering the training split's majority class — what a model that did not train
     cannot do (the tiny size does not beat the uniform map: its 64×48 maps are nearly flat)."""
     from data_prep.egd import CLASSES
     from mt_unet.scoring import predict
-    import os
-    os.environ["UMS_REP_CACHE"] = str(tmp_path / "cache")
+    monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))  # restored for the module's other tests
     assert main(["--preset", "quick", "--scheme", "mtl3", "--seeds", "1", "--epochs", "8", "--out",
                  str(tmp_path / "run"), "--no-progress"]) == 0
     model_file = tmp_path / "run" / "seed0" / "model.keras"
