@@ -508,10 +508,10 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
             order = joint_schedule(names, steps)
         else:
             order = alternating_schedule(active, config.ratio if spec.order == "alternating" else {}, steps)
-        step_seconds = dict(run["seconds"])
+        before = dict(run["seconds"])
         means, nonfinite = _train_epoch(engine, order, iters, names, joint_model, rules, run["seconds"], epoch,
                                         config, f"{config.label or strategy_name} epoch {epoch + 1}/{config.epochs}")
-        step_seconds = sum(run["seconds"][t] - step_seconds[t] for t in names)
+        step_seconds = sum(run["seconds"][t] - before[t] for t in names)  # this epoch's training steps
         if nonfinite is not None:
             run["stopped"] = {g: nonfinite for g in rules}
             break
