@@ -19,6 +19,7 @@ from data_prep.egd import CLASSES
 from data_prep.io import atomic_write_text
 from mt_unet import data, figures, scoring
 from mt_unet.model import DISEASE, SALIENCY, TASKS, build
+from mt_unet.naming import label
 from mt_unet.schedule import describe as describe_schedule, fit_config_kwargs
 from ums_rep import presets
 from ums_rep.precision import clear_session, set_precision
@@ -29,16 +30,6 @@ from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
 from ums_rep.weighting import LOSS_FORMS, FixedWeights, get as get_weighting, mtl
 
 log = logging.getLogger("mt_unet.train")
-
-
-def label(model: str, variant: str, scheme: str) -> str:
-    """The model's name as the paper's tables write it."""
-    if model == "mtunet":
-        suffix = {"full": "", "bottleneck": "B", "top": "T"}[variant]
-        return f"MT-UNet{suffix} ({scheme.upper()})"
-    return {"unets": "UNetS", "unetc": "UNetC", "resnet50": "ResNet50", "inceptionresnetv2": "InceptionResNetV2",
-            "efficientnetv2s": "EfficientNetV2-S", "simplenet": "SimpleNet", "msinet": "MSINet",
-            "vggssm": "VGGSSM"}.get(model, model)
 
 
 def loss_weighting(scheme: str, task_names, form: str = "paper"):
@@ -85,15 +76,16 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
                        checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
                        resume=bool(args.resume), on_nonfinite="stop",
                        **fit_config_kwargs(preset["lr_patience"], args.schedule),
-                       label=f"{label(args.model, args.variant, args.scheme)} seed {seed}")
-    log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s", label(args.model, args.variant, args.scheme),
+                       label=f"{label(args.model, args.variant, args.scheme, args.loss_form)} seed {seed}")
+    log.info("%s, seed %d: %d parameters, %d/%d/%d images of %s",
+             label(args.model, args.variant, args.scheme, args.loss_form),
              seed, net.count_params(), *(len(rows[s]) for s in ("train", "val", "test")), "x".join(map(str, shape[:2])))
     fitted = fit("joint", {"model": net}, tasks, train, val, config, optimizers={"joint": optimizer},
                  weighting=weighting, dist=dist, joint_model=net)
     history = pd.DataFrame(fitted["history"])
     history_csv(out / "history.csv", fitted["history"])
     figures.training_curves(history, out / "training_curves.png",
-                            title=f"{label(args.model, args.variant, args.scheme)}, seed {seed}")
+                            title=f"{label(args.model, args.variant, args.scheme, args.loss_form)}, seed {seed}")
     save_model(net, out / "model.keras")
     m, table, arrays = scoring.evaluate(net, prepared, rows["test"], batch)
     atomic_write_text(out / "predictions_test.csv", table.to_csv(index=False))
@@ -155,7 +147,7 @@ def run(args: MtUnetOptions) -> int:
     preset = presets.preset(args.preset, epochs=args.epochs or None, lr=args.lr or None,
                             lr_patience=args.patience or None, batch=args.batch or None, image=args.shape)
     n_seeds = args.seeds or preset["seeds"]
-    name = label(args.model, args.variant, args.scheme)
+    name = label(args.model, args.variant, args.scheme, args.loss_form)
     policy = set_precision(args.precision)  # before any model is built
     # everything that can be checked is checked before data is prepared or a model built
     _, task_names = build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)

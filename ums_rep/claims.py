@@ -99,6 +99,7 @@ class Claim:
     quote: str = ""
     kind: str = "comparison"
     what: str | None = None
+    lower_is_better: bool = False  # a comparison's metric (e.g. KLD): "a better than b" means a − b < 0
 
     def __post_init__(self):
         if self.finding not in FINDINGS:
@@ -140,6 +141,8 @@ def _paper_ratio(claim: Claim, package_rule: bool) -> float | None:
 
 
 REGISTRY: list[Claim] = []
+METHODS: dict[str, str] = {}  # paper → how its comparison claims are tested (the report's text), register_method
+PLUGIN_GROUP = "ums_rep.claims"  # the entry-point group through which another paper's package registers its claims
 
 
 def register(*claims: Claim) -> None:
@@ -156,6 +159,30 @@ def register(*claims: Claim) -> None:
             raise ValueError(f"claim {c.claim_id} is registered already")
         known.add(c.claim_id)
         REGISTRY.append(c)
+
+
+def register_method(paper: str, text: str) -> None:
+    """Say how ``paper``'s comparison claims are tested (the report prints it above their table).
+
+    Args:
+        paper: the paper's name as its claims give it.
+        text: the tests, the difference reported and its CI, the correction (Markdown)."""
+    METHODS[paper] = text
+
+
+def load_plugins() -> list[str]:
+    """Import every module registered under the entry-point group :data:`PLUGIN_GROUP` (an
+    installed package's ``[options.entry_points]``), so that each adds its paper's claims and
+    judges; a module imported before is not imported again.
+
+    Returns:
+        The entry points' names."""
+    from importlib.metadata import entry_points
+    names = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        ep.load()
+        names.append(ep.name)
+    return names
 
 
 # --------------------------------------------------------------------------- UMS-Rep's claims
@@ -404,7 +431,8 @@ def _arm(arms: dict, task_set: str, strategy: str):
     return found[0]
 
 
-def _judge_comparison(claim: Claim, arms: dict) -> Judged:
+def _judge_comparison(claim: Claim, runs) -> Judged:
+    arms = finetune_arms(runs)
     ra, rb = _arm(arms, claim.task_set, claim.a), _arm(arms, claim.task_set, claim.b)
     for r in (ra, rb):
         if isinstance(r, str):
@@ -463,7 +491,8 @@ def saving_verdict(ratios, paper_ratio: float) -> str:
     return "inconclusive"
 
 
-def _judge_saving(claim: Claim, arms: dict) -> Judged:
+def _judge_saving(claim: Claim, runs) -> Judged:
+    arms = finetune_arms(runs)
     ra, rb = _arm(arms, claim.task_set, claim.a), _arm(arms, claim.task_set, claim.b)
     for r in (ra, rb):
         if isinstance(r, str):
@@ -490,6 +519,8 @@ def _judge_saving(claim: Claim, arms: dict) -> Judged:
                   note="judged on the totals: the runs recorded no per-fold seconds")
 
 
+# kind → judge(claim, runs) → Judged (test, p, diff, ci, extra; judge() adds the Holm p and the verdict of
+# every kind but "saving"); another paper's package adds its kinds
 JUDGES = {"comparison": _judge_comparison, "saving": _judge_saving}
 
 
@@ -498,7 +529,7 @@ def comparison_verdict(finding: str, diff: float, p_holm: float, alpha: float = 
 
     Args:
         finding: the paper's finding (:data:`FINDINGS`).
-        diff: our difference a − b.
+        diff: how much better a is than b (a − b; b − a for a metric where lower is better).
         p_holm: our Holm-corrected p-value (NaN: not run).
         alpha: the significance level.
 
@@ -525,9 +556,11 @@ def judge(runs, registry=None) -> list[Judged]:
     Returns:
         One :class:`Judged` per claim, in the registry's order. Raises ``ValueError`` (one line
         naming both runs) when compared runs are not comparable."""
-    registry = REGISTRY if registry is None else registry
-    arms = finetune_arms(runs)
-    judged = [JUDGES[c.kind](c, arms) for c in registry]
+    if registry is None:
+        load_plugins()
+        registry = REGISTRY
+    runs = list(runs)
+    judged = [JUDGES[c.kind](c, runs) for c in registry]
     families = {}
     for j in judged:
         if j.claim.kind != "saving" and math.isfinite(j.p) and not j.extra.get("not_learned"):
@@ -537,6 +570,7 @@ def judge(runs, registry=None) -> list[Judged]:
             j.p_holm = float(p)
     for j in judged:
         if j.claim.kind != "saving":
+            better_by = -j.diff if j.claim.lower_is_better else j.diff
             j.verdict = "not learned" if j.extra.get("not_learned") else \
-                comparison_verdict(j.claim.finding, j.diff, j.p_holm)
+                comparison_verdict(j.claim.finding, better_by, j.p_holm)
     return judged

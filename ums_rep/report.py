@@ -384,13 +384,7 @@ def _compare_md(text: str, out) -> str:
     return text
 
 
-def _verdict(diff: float, significant: bool) -> str:
-    if not significant:
-        return "not significant"
-    return "holds" if diff > 0 else "reversed"
-
-
-VERDICT_CLASS = {"agrees": "agrees", "agrees (n.s.)": "agrees", "holds": "agrees", "reversed": "reversed",
+VERDICT_CLASS = {"agrees": "agrees", "agrees (n.s.)": "agrees", "reversed": "reversed",
                  "differs (significant)": "reversed", "not significant": "ns", "inconclusive": "ns",
                  "not learned": "notrun", "not run": "notrun"}  # report.html colours each verdict cell by its class
 
@@ -416,8 +410,16 @@ CLAIMS_METHOD = (
 def _claim_text(c) -> str:
     if c.kind == "saving":
         return f"a shared representation saves training {c.what}"
-    return {"better": f"{c.a} better than {c.b}", "direction": f"{c.a} higher than {c.b}",
+    return {"better": f"{c.a} better than {c.b}",
+            "direction": f"{c.a} {'lower' if c.lower_is_better else 'higher'} than {c.b}",
             "not significant": f"{c.a} and {c.b} do not differ"}[c.finding]
+
+
+def _verdict_counts(judged) -> str:
+    counts = {}
+    for j in judged:
+        counts[j.verdict] = counts.get(j.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _p(v) -> str:
@@ -444,27 +446,27 @@ def claims(runs, judged=None) -> list:
     """The claims at a glance: one row per registered claim (:mod:`ums_rep.claims`) of every task
     set with a run — the paper's finding, ours (difference with its 95% CI, or our cost ratio and
     its spread over folds), p, Holm-corrected p, the verdict and a link to the claim's table — a
-    line for the sets without any run, and MT-UNet's claims in their own table.
+    line for the sets without any run, and each other registered paper's claims (its method text
+    from :data:`ums_rep.claims.METHODS`) in a table of their own once one of them could be judged.
 
     Args:
         runs: ``(folder, results)`` pairs (:func:`collect`).
         judged: :func:`ums_rep.claims.judge` of ``runs`` when already computed.
 
     Returns:
-        Markdown lines (none when there is neither a finetune nor an MT-UNet run)."""
+        Markdown lines (none when no claim could be judged and no finetune run is present)."""
     judged = paper_claims.judge(runs) if judged is None else judged
     present = set(_finetune_sets(runs))
-    mt_rows = _mt_unet_claims(runs)
-    if not present and not mt_rows:
+    others = {}
+    for j in judged:
+        if j.claim.paper != "UMS-Rep":
+            others.setdefault(j.claim.paper, []).append(j)
+    others = {paper: js for paper, js in others.items() if any(j.verdict != "not run" for j in js)}
+    if not present and not others:
         return []
     lines = ["## Claims at a glance", ""]
     ums = [j for j in judged if j.claim.paper == "UMS-Rep"]
-    counts = {}
-    for j in ums:
-        counts[j.verdict] = counts.get(j.verdict, 0) + 1
-    lines += ["### UMS-Rep", "",
-              f"Verdicts of its {len(ums)} registered claims: "
-              + ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1])) + ".", ""]
+    lines += ["### UMS-Rep", "", f"Verdicts of its {len(ums)} registered claims: {_verdict_counts(ums)}.", ""]
     if present:
         lines += [CLAIMS_METHOD, "", f"Cost rule: {paper_claims.COST_RULE}.", ""]
         rows = []
@@ -484,12 +486,15 @@ def claims(runs, judged=None) -> list:
     if absent:
         lines += ["Not run (no finetune run of the set): "
                   + ", ".join(f"{k} ({n} claims)" for k, n in absent.items()) + ".", ""]
-    if mt_rows:
-        link = f"[Tables 1–3](#{MT_UNET_ANCHOR})"
-        lines += ["### MT-UNet", "", "A difference counts as significant when it is larger than the spread (std) over "
-                  "seeds.", ""]
-        lines += markdown_table(["claim", "where", "verdict", "evidence", "table"], [[*r, link] for r in mt_rows])
-        lines.append("")
+    for paper, js in others.items():
+        lines += [f"### {paper}", "", f"Verdicts of its {len(js)} registered claims: {_verdict_counts(js)}.", ""]
+        if paper in paper_claims.METHODS:
+            lines += [paper_claims.METHODS[paper], ""]
+        rows = [[_claim_text(j.claim), f"{j.claim.task_set} {j.claim.task or ''}".strip(), j.claim.paper_statement,
+                 _ours_cell(j), _p(j.p), _p(j.p_holm), j.verdict,
+                 f"[Table {j.claim.table}](#{table_anchor(paper, j.claim.table)})"] for j in js]
+        lines += markdown_table(["claim", "where", "paper", "ours: diff [95% CI]", "p", "p (Holm)", "verdict", "table"],
+                                rows) + [""]
     return lines
 
 
@@ -505,32 +510,6 @@ def write_claims_json(judged, path) -> Path:
     path = Path(path)
     atomic_write_text(path, json.dumps([j.as_json() for j in judged], indent=1, allow_nan=False) + "\n")
     return path
-
-
-def _mt_unet_claims(runs) -> list:
-    models = {}
-    for folder, r in runs:
-        if r["command"].startswith("mt_unet.train"):
-            for e in r["tasks"].values():
-                models[e["label"]] = e
-    rows = []
-
-    def compare(a, b, key, claim, lower_better=False):
-        if a not in models or b not in models or key not in models[a]["metrics"] or key not in models[b]["metrics"]:
-            return
-        ma, mb = models[a], models[b]
-        diff = ma["metrics"][key] - mb["metrics"][key]
-        diff = -diff if lower_better else diff
-        spread = max(ma.get("std", {}).get(key, 0.0), mb.get("std", {}).get(key, 0.0))
-        rows.append((claim, f"{a} vs {b}", _verdict(diff, abs(diff) > spread),
-                     f"{key} {ma['metrics'][key]:.3f} vs {mb['metrics'][key]:.3f} (std ≤ {spread:.3f})"))
-
-    for other in ("MT-UNet (MTL1)", "MT-UNet (MTL2)"):
-        compare("MT-UNet (MTL3)", other, "accuracy", "MTL3 is the best weighting (classification)")
-        compare("MT-UNet (MTL3)", other, "kld", "MTL3 is the best weighting (saliency)", lower_better=True)
-    compare("MT-UNet (MTL3)", "UNetC", "accuracy", "multi-task training helps classification")
-    compare("MT-UNet (MTL3)", "UNetS", "kld", "multi-task training helps saliency", lower_better=True)
-    return rows
 
 
 def _metric_label(key: str) -> str:
@@ -579,7 +558,8 @@ def mt_unet_tables(runs) -> list:
         return []
     keys = MT_UNET_METRICS
     c = entries[0][1]["config"]
-    lines = [f"### <a id=\"{MT_UNET_ANCHOR}\"></a>MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
+    anchors = "".join(f"<a id=\"{a}\"></a>" for a in (MT_UNET_ANCHOR, *(table_anchor("MT-UNet", t) for t in "123")))
+    lines = [f"### {anchors}MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
              f"{'×'.join(map(str, c.get('image', c.get('shape', []))))}, {c.get('seeds')} seed(s); "  # shape: before 2026-12
              f"median ± std; paper below each row)", ""]
     rows = []
