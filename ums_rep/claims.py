@@ -3,7 +3,10 @@
 **Registry.** :data:`REGISTRY` holds one :class:`Claim` per claim a paper states: UMS-Rep's
 strategy comparisons, one entry per task (Sections 4.1.2 and 4.2.2, Tables 3, 5, 7, 9), and its
 time and parameter savings (Tables 4, 6, 8, 10). Another paper's package appends its own entries
-with :func:`register`, and, for a new kind of claim, its judge to :data:`JUDGES`.
+with :func:`register`, for a new kind of claim its judge to :data:`JUDGES`, and its tests' wording
+with :func:`register_method`; it names the module that does so under the entry-point group
+:data:`PLUGIN_GROUP`, which :func:`judge` loads (:func:`load_plugins`), so this module names no
+other paper.
 
 A comparison's ``finding`` is what the paper reports of arm ``a`` against arm ``b``:
 

@@ -4,7 +4,8 @@ numbers, with the figures, in Markdown (``report.md``) and one self-contained HT
 
 The report opens with the claims at a glance: every claim of :data:`ums_rep.claims.REGISTRY`
 judged on the runs (UMS-Rep Sections 4.1.2 and 4.2.2; tests, verdicts and the one cost rule are
-:mod:`ums_rep.claims`), each row linked to its table; ``claims.json`` holds the same, one object
+:mod:`ums_rep.claims`; another paper's claims, such as MT-UNet's Tables 1–3, as its package
+registered them), each row linked to its table; ``claims.json`` holds the same, one object
 per claim. It reads every ``results.json`` under the given folders and recognises each by its
 ``command``: CDAE pretraining → UMS-Rep Table 2; ``finetune`` runs → Tables 3/5/7/9 (metrics)
 and 4/6/8/10 (time, parameters), per task set; ``mt_unet.train`` runs → MT-UNet Tables 1–3;
