@@ -155,9 +155,8 @@ def seeds_bootstrap_test(run_a, run_b, metric: str, n_resamples: int = N_RESAMPL
         ValueError: (one line naming both runs) when they used another data seed or preset, trained
             other seeds, or scored other test images."""
     (fa, ba), (fb, bb) = run_a, run_b
-    for key in ("seed",):
-        if ba.get(key) != bb.get(key):
-            raise ValueError(f"{fa} and {fb}: not comparable (data seed {ba.get(key)} vs {bb.get(key)})")
+    if ba.get("seed") != bb.get("seed"):
+        raise ValueError(f"{fa} and {fb}: not comparable (data seed {ba.get('seed')} vs {bb.get('seed')})")
     if ba["config"].get("preset") != bb["config"].get("preset"):
         raise ValueError(f"{fa} and {fb}: not comparable (preset {ba['config'].get('preset')} vs "
                          f"{bb['config'].get('preset')})")

@@ -97,7 +97,6 @@ def test_bootstrap_finds_a_real_difference_and_none_where_there_is_none(tmp_path
     b = make_run(tmp_path, "B", kld_shift=0.0, accuracy=0.4)
     same = make_run(tmp_path, "B2", kld_shift=0.0, accuracy=0.4)
     ra, rb, rs = ((f, json.loads((f / "results.json").read_text())) for f in (a, b, same))
-    rb = list(rb)
     kld = mt_claims.seeds_bootstrap_test(ra, rb, "kld")
     assert kld["p"] < 0.01 and kld["ci"][1] < 0 and kld["seeds"] == list(SEEDS) and kld["n"] == N
     # diff: mean over seeds of the per-seed medians, a − b
