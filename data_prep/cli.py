@@ -200,7 +200,22 @@ class TrainingOptions:
     :func:`add_training_options`, with their defaults. Each command's library function takes a
     subclass of it; its shell builds one from the parsed arguments (:func:`options_from`), a
     notebook or a caller in Python builds one directly. ``command`` names the command that owns
-    the run folder (``ums_rep.runs.resume_args`` sets it)."""
+    the run folder (``ums_rep.runs.resume_args`` sets it).
+
+    Attributes:
+        preset: ``"tiny"`` (seconds, for tests), ``"quick"`` (minutes on 2 CPU cores) or
+            ``"paper"`` (the papers' sizes and epochs).
+        seed: The random seed.
+        data: A folder with one subfolder per dataset, in the real layouts; None: phantoms.
+        out: The run folder; None: ``runs/<command>-<timestamp>/``.
+        deterministic: Deterministic kernels: reruns and resumed runs end bit-identical.
+        precision: ``"float32"``, ``"mixed"`` (16-bit compute) or ``"auto"``.
+        distribute: ``"none"``, ``"mirrored"``, ``"multiworker"`` (over ``TF_CONFIG``'s
+            cluster) or ``"auto"``.
+        resume: A run folder to continue from its last completed epoch, with its own arguments.
+        no_progress: No progress bars.
+        command: The command that owns the run folder.
+    """
 
     preset: str = "quick"
     seed: int = 0

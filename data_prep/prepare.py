@@ -124,7 +124,38 @@ def item_jobs(df: pd.DataFrame, src: Path, out: Path, size, shape, gaze) -> list
 def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, folds: int = 10,
             seed: int = 0, workers: int | None = None, gaze_source: str = "fixations",
             progress: bool = True) -> pd.DataFrame:
-    """Prepare ``dataset`` from ``src`` into ``out``; return the manifest (also written)."""
+    """Prepare ``dataset`` from ``src`` into ``out``; return the manifest (also written).
+
+    Example:
+        ```python
+        from data_prep.prepare import prepare
+
+        manifest = prepare("shenzhen", "data/shenzhen", "runs/prepared/shenzhen", size=(256, 256))
+        ```
+
+    Args:
+        dataset: ``"rsna"``, ``"shenzhen"``, ``"montgomery"``, ``"kermany"``, ``"doppler"`` or
+            ``"egd"`` (a key of :data:`DEFAULT_SPLIT`).
+        src: The dataset's own folder, in its real layout.
+        out: The prepared folder (``images/``, ``masks/``, ``manifest.csv``, ``stats.json``).
+        size: ``(H, W)`` every image is bicubic-resized to (UMS-Rep).
+        shape: ``(H, W)`` every image is letter-boxed to instead (default for ``egd``: 640×416).
+        split: ``"70/20/10"`` or ``"70/10/20"`` (train/validation/test); None: the dataset's
+            default.
+        folds: Patient-level folds within each split part.
+        seed: Seeds the split and the folds.
+        workers: Processes (default: the cores, at most 8); a small dataset uses one.
+        gaze_source: ``egd``: the saliency maps from ``"fixations"`` or the raw ``"eye_gaze"``
+            samples (a key of ``data_prep.egd.GAZE_SOURCES``).
+        progress: Show a progress bar.
+
+    Returns:
+        The manifest: one row per image, with its ``split`` and ``fold``.
+
+    Raises:
+        DataValidationError: Every problem of the dataset found up front (missing files,
+            unknown labels, empty classes, unreadable or constant images, bad masks), together.
+    """
     module = datasets.get(dataset)
     src, out = Path(src), Path(out)
     df = datasets.load(dataset, src)

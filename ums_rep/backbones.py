@@ -44,7 +44,19 @@ FEATURES = {
 
 
 def cdae(input_shape=(256, 256, 1), filters=CDAE_FILTERS, name: str = "cdae") -> keras.Model:
-    """The denoising autoencoder; ``model.get_layer(f"{name}.enc4.relu")`` gives the latent."""
+    """The denoising autoencoder; ``model.get_layer(f"{name}.enc4.relu")`` gives the latent.
+
+    Args:
+        input_shape: ``(H, W, 1)``; the side must be a multiple of 16 (four stride-2 layers).
+        filters: The four encoder widths; the decoder mirrors them.
+        name: The model's name, the prefix of its layers' names.
+
+    Returns:
+        The CDAE, image to image (1 channel, linear output).
+
+    Raises:
+        ValueError: Not four widths, or a side that is not a multiple of 16.
+    """
     if len(filters) != 4:
         raise ValueError(f"cdae needs four encoder widths, got {filters}")
     side = min(input_shape[:2])
@@ -65,7 +77,25 @@ def echo_encoder(input_shape=(256, 256, 1), filters=ECHO_FILTERS, kernel_size: i
                  strides: int = 1, name: str = "echo") -> keras.Model:
     """The dilated echo encoder with its flow-type head (Talos space: kernel {3,5,7},
     dilation {2,3}, dropout {0.1,0.3,0.5}); outputs flow-type probabilities. ``strides=2``
-    strides layers 2 and 3 (the CPU presets; the paper's encoder does not stride)."""
+    strides layers 2 and 3 (the CPU presets; the paper's encoder does not stride).
+
+    Args:
+        input_shape: ``(H, W, 1)``.
+        filters: The six convolutions' widths.
+        kernel_size: 3, 5 or 7.
+        dilation: The dilation of layers 4-6.
+        dropout: The flow head's dropout rate.
+        fc_units: The flow head's hidden units.
+        n_classes: Flow types (MV, MA, TR).
+        strides: 1 (the paper) or 2 (layers 2 and 3 stride: the tiny and quick presets).
+        name: The model's name, the prefix of its layers' names.
+
+    Returns:
+        The encoder with its flow-type head, image to class probabilities.
+
+    Raises:
+        ValueError: Not six widths, or a kernel size, dilation, dropout or stride out of range.
+    """
     if len(filters) != 6:
         raise ValueError(f"echo_encoder needs six widths, got {filters}")
     if kernel_size not in (3, 5, 7) or dilation < 1 or not 0 <= dropout < 1 or strides not in (1, 2):
@@ -82,5 +112,13 @@ def echo_encoder(input_shape=(256, 256, 1), filters=ECHO_FILTERS, kernel_size: i
 
 
 def encoder(model: keras.Model, kind: str) -> keras.Model:
-    """The encoder part of a backbone: inputs → the named feature layer."""
+    """The encoder part of a backbone: inputs → the named feature layer.
+
+    Args:
+        model: A backbone built by :func:`cdae` or :func:`echo_encoder`.
+        kind: ``"cdae"`` or ``"echo"`` (a key of :data:`FEATURES`).
+
+    Returns:
+        A ``keras.Model`` sharing ``model``'s layers, from its input to its feature layer.
+    """
     return keras.Model(model.inputs, model.get_layer(FEATURES[kind]).output, name=f"{model.name}.encoder")

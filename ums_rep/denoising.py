@@ -49,7 +49,14 @@ def classical(noisy: np.ndarray, methods=("nlm", "wavelet")) -> dict:
     """scikit-image's non-local means and BayesShrink wavelet denoisers on gray images in
     [0, 1] (one (H, W) image or a stack (N, H, W)), the noise σ estimated per image
     (``estimate_sigma``); NLM with ``h = 0.8 σ``, 5×5 patches, search distance 6, fast mode.
-    Returns ``{method: denoised, clipped to [0, 1]}`` in the input's shape."""
+
+    Args:
+        noisy: One gray image ``(H, W)`` or a stack ``(N, H, W)``, in [0, 1].
+        methods: ``"nlm"`` and/or ``"wavelet"``.
+
+    Returns:
+        ``{method: denoised, clipped to [0, 1]}`` in the input's shape.
+    """
     from skimage.restoration import denoise_nl_means, denoise_wavelet, estimate_sigma
     noisy = np.asarray(noisy, np.float64)
     stack = noisy[None] if noisy.ndim == 2 else noisy
@@ -74,7 +81,16 @@ def noise_seed(seed: int, name: str) -> tuple:
 
 def add_noise(image: np.ndarray, level: str, seed) -> np.ndarray:
     """``data_prep.noise.apply(image, level)`` with the stateless seed pair ``seed``: the same
-    seed gives the same noise. ``level``: ``gaussian<σ>`` (σ on the 0–255 scale) or ``poisson``."""
+    seed gives the same noise. ``level``: ``gaussian<σ>`` (σ on the 0–255 scale) or ``poisson``.
+
+    Args:
+        image: A gray image (or stack) in [0, 1].
+        level: ``gaussian<σ>`` or ``poisson``.
+        seed: A pair of integers, TensorFlow's stateless seed.
+
+    Returns:
+        The noisy image, same shape, float32.
+    """
     x = tf.convert_to_tensor(np.asarray(image, np.float32))
     return apply(x, level, seed=tf.constant(seed, tf.int64)).numpy()
 
@@ -222,7 +238,22 @@ def denoise_image(predictor, image: np.ndarray, mode: str = "model", noise: str 
                   seed=(0, 0)) -> dict:
     """Denoise one gray image in [0, 1]. Returns ``denoised`` (the original size), and with
     ``noise``: ``clean``, ``noisy`` and ``outputs`` (noisy / cdae / nlm) at the resolution
-    denoised, and ``noisy_full`` (the noisy input at the original size)."""
+    denoised, and ``noisy_full`` (the noisy input at the original size).
+
+    Args:
+        predictor: A :class:`ums_rep.inference.Predictor` of a CDAE pretraining run.
+        image: A gray image in [0, 1], any size.
+        mode: ``"model"`` (resized to the model's input, as ``prepare`` does) or ``"tiled"``
+            (the full resolution, in overlapping tiles blended by a sine window).
+        noise: ``gaussian<σ>`` or ``poisson`` to add before denoising; None: denoise as is.
+        seed: The noise's stateless seed pair.
+
+    Returns:
+        ``{"denoised", ...}`` as above.
+
+    Raises:
+        ValueError: An unknown mode.
+    """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {MODES}")
     image = np.asarray(image, np.float32)
@@ -242,7 +273,19 @@ def denoise_files(predictor, paths, out, mode: str = "model", noise: str | None 
     """Denoise every image of ``paths`` into ``out``: ``<stem>_denoised.png`` (the original
     size), with ``noise`` also ``<stem>_noisy.png`` (the noisy input, at the original size) and
     ``quality.csv`` (one row per image and method). An image that cannot be read is logged (one
-    line) and skipped. Returns ``(quality table or None, failures [(path, message)])``."""
+    line) and skipped.
+
+    Args:
+        predictor: A :class:`ums_rep.inference.Predictor` of a CDAE pretraining run.
+        paths: Image files.
+        out: The output folder.
+        mode: ``"model"`` or ``"tiled"`` (:func:`denoise_image`).
+        noise: ``gaussian<σ>`` or ``poisson`` to add and score against; None: denoise as is.
+        seed: Seeds each image's noise (with its file name).
+
+    Returns:
+        ``(quality table or None, failures [(path, message)])``.
+    """
     denoiser(predictor)
     out = Path(out)
     if noise:

@@ -82,7 +82,25 @@ def _fold_normalizer(prepared, rows) -> MeanNormalizer:
 @dataclass
 class FinetuneOptions(TrainingOptions):
     """What ``python -m ums_rep.finetune`` is told (its options, typed; ``--weights`` and
-    ``--ratio`` as the JSON objects the parser read)."""
+    ``--ratio`` as the JSON objects the parser read).
+
+    The common fields are :class:`data_prep.cli.TrainingOptions`'.
+
+    Attributes:
+        strategy: ``"independent"``, ``"alternating"``, ``"joint"`` or ``"baseline"`` (a name of
+            :data:`ums_rep.strategies.REGISTRY`).
+        tasks: The task set: ``"cxr-hetero"``, ``"cxr-homo"``, ``"echo-hetero"`` or
+            ``"echo-homo"`` (a name of ``ums_rep.tasks.TASK_SETS``).
+        encoder: A pretrained encoder ``.keras``; None: pretrain one beside the run.
+        params: A hyper-parameters JSON file (a Talos ``best.json``).
+        folds: Cross-validation folds; None: the preset's.
+        epochs: Epochs; None: the preset's.
+        weights: Fixed joint loss weights by task, e.g. ``{"lung_seg": 1, "abnormal": 0.5}``.
+        weighting: The loss-weighting rule (a name of :mod:`ums_rep.weighting`'s registry).
+        augment: Augment training images; None: the preset's.
+        ratio: ``alternating``: consecutive batches by task.
+        recommend_flow: ``echo-hetero``: the flow type whose good-quality images are recommended.
+    """
 
     strategy: str = "joint"  # a name of ums_rep.strategies.REGISTRY
     tasks: str = "cxr-hetero"  # a name of ums_rep.tasks.TASK_SETS
@@ -280,7 +298,21 @@ def run_fold(args, cfg: Settings, fold: int, cv, train_p, test_p, test_rows: dic
 
 def run(args: FinetuneOptions) -> int:
     """Fine-tune ``args.strategy`` on ``args.tasks`` fold by fold into a run folder; 0, or 3 when
-    a non-finite loss stopped a fold (its restored weights' outputs are written)."""
+    a non-finite loss stopped a fold (its restored weights' outputs are written).
+
+    Example:
+        ```python
+        from ums_rep.experiment import FinetuneOptions, run
+
+        run(FinetuneOptions(strategy="joint", tasks="cxr-hetero", preset="tiny", out="runs/ft-tiny"))
+        ```
+
+    Args:
+        args: The command's options; ``args.resume`` continues an interrupted run.
+
+    Returns:
+        The exit code: 0, or 3 when a non-finite loss stopped a fold.
+    """
     args = resume_args(args, "ums_rep.finetune")
     resume = bool(args.resume)
     dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor

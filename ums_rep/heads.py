@@ -35,7 +35,21 @@ def classification_head(features, n_classes: int, name: str, units: int = 256, d
     """GAP → FC(``units``, ReLU) → Dropout(``dropout``) → FC(``n_classes``) softmax.
 
     ``features`` may be a list of maps: each is pooled and the vectors are concatenated
-    (MT-UNet: GAP(bottleneck) ⊕ GAP(top) → Dense(64) → Dropout(0.25) → Dense(C))."""
+    (MT-UNet: GAP(bottleneck) ⊕ GAP(top) → Dense(64) → Dropout(0.25) → Dense(C)).
+
+    Args:
+        features: The encoder's feature map, or a list of maps.
+        n_classes: Output classes (at least 2).
+        name: The task's name, the prefix of the head's layers (``<name>.fc``, ``<name>.out``).
+        units: Hidden units.
+        dropout: Dropout rate.
+
+    Returns:
+        The head's output tensor: class probabilities (float32).
+
+    Raises:
+        ValueError: Fewer than 2 classes.
+    """
     if n_classes < 2:
         raise ValueError(f"{name}: a classification head needs at least 2 classes, got {n_classes}")
     if isinstance(features, (list, tuple)):
@@ -50,13 +64,33 @@ def classification_head(features, n_classes: int, name: str, units: int = 256, d
 
 def segmentation_head(features, encoder_filters, name: str, steps: int | None = None):
     """Decoder symmetric to the encoder (:func:`ums_rep.layers.decoder`), then a 3×3
-    1-channel sigmoid convolution: the CDAE with its output layer replaced (paper 4.1.2)."""
+    1-channel sigmoid convolution: the CDAE with its output layer replaced (paper 4.1.2).
+
+    Args:
+        features: The encoder's feature map.
+        encoder_filters: The encoder's widths, which the decoder mirrors.
+        name: The task's name, the prefix of the head's layers (``<name>.dec1.conv``, …).
+        steps: Upsampling stages (default: one per width).
+
+    Returns:
+        The head's output tensor: a mask probability map (float32).
+    """
     x = decoder(features, encoder_filters, name=f"{name}.dec", steps=steps)
     return layers.Conv2D(1, 3, padding="same", activation="sigmoid", name=f"{name}.out", dtype="float32")(x)
 
 
 def saliency_head(features, name: str, filters: int = 64, momentum: float = 0.99):
-    """3×3 conv(``filters``) + BN + ReLU → 1×1 conv → softmax over H×W (MT-UNet's code)."""
+    """3×3 conv(``filters``) + BN + ReLU → 1×1 conv → softmax over H×W (MT-UNet's code).
+
+    Args:
+        features: The decoder's last feature map.
+        name: The task's name, the prefix of the head's layers.
+        filters: Width of the 3×3 convolution.
+        momentum: Batch-norm momentum.
+
+    Returns:
+        The saliency map, ``(B, H, W, 1)``, summing to 1 over each image (float32).
+    """
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}.conv")(features)
     x = BatchNorm(momentum=momentum, name=f"{name}.bn")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)

@@ -130,7 +130,16 @@ class Member:
 
 @dataclass
 class Prediction:
-    """One image's outputs, maps at its original size ``shape``."""
+    """One image's outputs, maps at its original size ``shape``.
+
+    Attributes:
+        shape: The image's original ``(height, width)``.
+        probs: ``{task: (C,) probabilities}`` of each classification head.
+        masks: ``{task: (H, W) uint8 in {0, 1}}`` of each segmentation head.
+        saliency: ``{task: (H, W) float32, maximum 1}``: MT-UNet's saliency map.
+        gradcam: ``{task: (H, W) float32 in [0, 1]}``: Grad-CAM of the predicted class.
+        denoised: ``{task: (H, W) float32 in [0, 1]}``: the CDAE's output.
+    """
 
     shape: tuple
     probs: dict = field(default_factory=dict)  # task -> (C,) probabilities
@@ -401,7 +410,29 @@ class Predictor:
     maps gray images in [0, 1] to :class:`Prediction`s.
 
     ``heads`` and ``normalizer`` are the (first) model set's; ``members``, where given, are all
-    the model sets (:class:`Member`), whose outputs are averaged (:data:`FOLD_ENSEMBLE`)."""
+    the model sets (:class:`Member`), whose outputs are averaged (:data:`FOLD_ENSEMBLE`).
+    :meth:`from_run` builds one from a run folder; the constructor is for models in hand.
+
+    Example:
+        ```python
+        from ums_rep.inference import Predictor
+
+        predictor = Predictor.from_run("runs/finetune-cxr-hetero-joint-20261124-101500")
+        [p.probs["abnormal"] for p in predictor.predict(images)]  # gray images in [0, 1]
+        ```
+
+    Args:
+        heads: The model set's heads (:class:`Head`: a task, its model and output key).
+        normalizer: The run's ``(x - mean) / std`` normaliser.
+        geometry: How images are resized to the model's input and back (:class:`Geometry`).
+        run: The run folder the models come from.
+        command: The command that made the run (``ums_rep.finetune``, ``ums_rep.pretrain``,
+            ``mt_unet.train``).
+        model_files: The model files used, for ``predict.json``.
+        gradcam: Whether classification heads get a Grad-CAM heatmap.
+        members: Every model set of a fold ensemble (default: one, of ``heads`` and
+            ``normalizer``).
+    """
 
     def __init__(self, heads: list, normalizer: MeanNormalizer, geometry: Geometry, *, run: Path | None = None,
                  command: str | None = None, model_files=(), gradcam: bool = True, members=None):
@@ -495,7 +526,16 @@ class Predictor:
         return self.members[member].normalizer(small)[..., None].astype(np.float32), lb
 
     def predict(self, images) -> list:
-        """One :class:`Prediction` per gray image (2-D, values in [0, 1], any size)."""
+        """One :class:`Prediction` per gray image (2-D, values in [0, 1], any size).
+
+        Args:
+            images: Gray images, each a 2-D array with values in [0, 1], at any size.
+
+        Returns:
+            One :class:`Prediction` per image, its maps at the image's own size; a fold
+            ensemble averages its members' probabilities (a mask: the mean probability map,
+            thresholded at 0.5).
+        """
         return [self._one(np.asarray(img, np.float32)) for img in images]
 
     def _outputs(self, member: Member, x: np.ndarray) -> dict:
@@ -649,8 +689,17 @@ def unique_stem(path: Path, used: set) -> str:
 
 def predict_files(predictor: Predictor, paths, out) -> tuple:
     """Predict every image of ``paths``, writing the PNGs and ``predictions.csv`` under ``out``.
-    An image that cannot be read is logged (one line) and skipped. Returns ``(table,
-    failures)``: the predictions.csv rows (a DataFrame) and ``[(path, message)]``."""
+    An image that cannot be read is logged (one line) and skipped.
+
+    Args:
+        predictor: The model(s) and preprocessing (:meth:`Predictor.from_run`).
+        paths: Image files (DICOM, PNG, JPEG, TIFF, BMP); see :func:`image_files` for folders.
+        out: The output folder.
+
+    Returns:
+        ``(table, failures)``: the ``predictions.csv`` rows (a ``pandas.DataFrame``) and
+        ``[(path, message)]`` for the images that could not be read.
+    """
     out = Path(out)
     tasks = {t.name: t for t in predictor.tasks}
     rows, failures, used = [], [], set()

@@ -21,7 +21,15 @@ from sklearn import metrics as skm
 
 
 def classification(y_true, y_pred) -> dict:
-    """Accuracy, F-score (binary: positive class 1; multi-class: macro) and MCC."""
+    """Accuracy, F-score (binary: positive class 1; multi-class: macro) and MCC.
+
+    Args:
+        y_true: True class indices.
+        y_pred: Predicted class indices, in the same order.
+
+    Returns:
+        ``{"accuracy", "f_score", "mcc"}`` as floats.
+    """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     binary = len(np.union1d(y_true, y_pred)) <= 2 and set(np.union1d(y_true, y_pred)) <= {0, 1}
     return {"accuracy": float(skm.accuracy_score(y_true, y_pred)),
@@ -36,7 +44,16 @@ def segmentation(masks_true, masks_pred, threshold: float = 0.5) -> dict:
 
     UMS-Rep's Tables 3 and 7 report an IoU above their F-score (lung 0.98 vs 0.96), which a
     foreground IoU cannot be (IoU ≤ Dice), so the papers' IoU is most likely the mean over both
-    classes: the tables show both, labelled."""
+    classes: the tables show both, labelled.
+
+    Args:
+        masks_true: True masks, ``(N, H, W[, 1])``; foreground where > 0.5.
+        masks_pred: Predicted masks or probability maps of the same shape.
+        threshold: Foreground where ``masks_pred`` is above it.
+
+    Returns:
+        ``{"accuracy", "f_score", "iou", "iou_mean", "iou_per_image"}`` as floats.
+    """
     t = (np.asarray(masks_true) > 0.5).reshape(len(masks_true), -1)
     p = (np.asarray(masks_pred) > threshold).reshape(len(masks_pred), -1)
     per_image = [skm.jaccard_score(a, b, zero_division=1.0) for a, b in zip(t, p)]
@@ -51,7 +68,16 @@ def segmentation(masks_true, masks_pred, threshold: float = 0.5) -> dict:
 def segmentation_per_image(masks_true, masks_pred, threshold: float = 0.5) -> dict:
     """Per image: ``dice`` (F1), ``iou`` (foreground Jaccard) and ``iou_mean`` (mean of the
     foreground's and the background's Jaccard), scikit-learn's scores; 1 where both masks agree
-    on an empty class."""
+    on an empty class.
+
+    Args:
+        masks_true: True masks, ``(N, H, W[, 1])``; foreground where > 0.5.
+        masks_pred: Predicted masks or probability maps of the same shape.
+        threshold: Foreground where ``masks_pred`` is above it.
+
+    Returns:
+        ``{"dice", "iou", "iou_mean"}``, each an array of N values.
+    """
     t = (np.asarray(masks_true) > 0.5).reshape(len(masks_true), -1)
     p = (np.asarray(masks_pred) > threshold).reshape(len(masks_pred), -1)
     return {"dice": np.array([skm.f1_score(a, b, zero_division=1.0) for a, b in zip(t, p)]),
@@ -61,7 +87,17 @@ def segmentation_per_image(masks_true, masks_pred, threshold: float = 0.5) -> di
 
 
 def auc(y_true, probabilities, classes=None) -> dict:
-    """Hand & Till multi-class AUC (one-vs-one) and one-vs-rest AUC per class."""
+    """Hand & Till multi-class AUC (one-vs-one) and one-vs-rest AUC per class.
+
+    Args:
+        y_true: True class indices.
+        probabilities: ``(N, C)`` class probabilities.
+        classes: Class names for the per-class keys (default: the indices).
+
+    Returns:
+        ``{"auc": ..., "auc_<class>": ...}``: the binary or Hand & Till AUC, and each class's
+        one-vs-rest AUC where the class is neither absent nor everything.
+    """
     y_true, prob = np.asarray(y_true), np.asarray(probabilities)
     n = prob.shape[1]
     labels = list(range(n))
@@ -92,7 +128,16 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 def image_quality(clean, test, max_val: float = 1.0) -> dict:
     """Mean PSNR (dB), SSIM and MS-SSIM of ``test`` against ``clean`` (N, H, W[, 1]) via
     ``tf.image``. MS-SSIM uses 5 scales at ≥161 px and fewer on smaller images (the weights of
-    the first scales, renormalised); ``ms_ssim_scales`` says how many."""
+    the first scales, renormalised); ``ms_ssim_scales`` says how many.
+
+    Args:
+        clean: Reference images, ``(N, H, W[, 1])``.
+        test: The images to score, same shape.
+        max_val: The images' dynamic range.
+
+    Returns:
+        ``{"psnr", "ssim", "ms_ssim", "ms_ssim_scales"}``: means over the images.
+    """
     import tensorflow as tf
     a = tf.convert_to_tensor(np.asarray(clean, np.float32))
     b = tf.convert_to_tensor(np.asarray(test, np.float32))
@@ -108,7 +153,15 @@ def image_quality(clean, test, max_val: float = 1.0) -> dict:
 
 def saliency_per_image(truth, pred) -> dict:
     """Per-image KLD (KL(truth ‖ pred), MIT ε), CC (Pearson, scipy) and HS (Σ min) of maps
-    that are first normalised to sum to 1."""
+    that are first normalised to sum to 1.
+
+    Args:
+        truth: Ground-truth saliency maps, ``(N, H, W[, 1])``.
+        pred: Predicted maps of the same shape.
+
+    Returns:
+        ``{"kld", "cc", "hs"}``, each an array of N values.
+    """
     from scipy.stats import pearsonr
     from ums_rep.losses import EPS
     t = np.asarray(truth, np.float64).reshape(len(truth), -1)
@@ -121,7 +174,15 @@ def saliency_per_image(truth, pred) -> dict:
 
 
 def saliency(truth, pred) -> dict:
-    """Median over images of KLD, CC and HS (:func:`saliency_per_image`)."""
+    """Median over images of KLD, CC and HS (:func:`saliency_per_image`).
+
+    Args:
+        truth: Ground-truth saliency maps, ``(N, H, W[, 1])``.
+        pred: Predicted maps of the same shape.
+
+    Returns:
+        ``{"kld", "cc", "hs"}`` as floats.
+    """
     return {k: float(np.median(v)) for k, v in saliency_per_image(truth, pred).items()}
 
 

@@ -26,14 +26,29 @@ HEAD_PARAMS = {"head_units": 1024, "head_dropout": 0.5}  # classification head; 
 
 def copy_model(model: keras.Model) -> keras.Model:
     """A new model of the same architecture holding a copy of ``model``'s weights (no shared
-    variables): each cross-validation fold starts from the same pretrained weights."""
+    variables): each cross-validation fold starts from the same pretrained weights.
+
+    Args:
+        model: The model to copy.
+
+    Returns:
+        A new ``keras.Model`` with ``model``'s architecture and a copy of its weights.
+    """
     clone = keras.Model.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     return clone
 
 
 def fresh_backbone(backbone: keras.Model) -> keras.Model:
-    """The same architecture, randomly initialised (the baseline's starting point)."""
+    """The same architecture, randomly initialised (the baseline's starting point).
+
+    Args:
+        backbone: A pretrained backbone (:func:`ums_rep.backbones.cdae` or
+            :func:`ums_rep.backbones.echo_encoder`).
+
+    Returns:
+        A new ``keras.Model`` of the same architecture with fresh weights.
+    """
     return keras.Model.from_config(backbone.get_config())
 
 
@@ -56,7 +71,19 @@ def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None 
 
     CXR segmentation reuses the whole CDAE with its output layer replaced (paper 4.1.2): the
     head's decoder starts from the CDAE decoder's weights. Pass :func:`copy_model` of the
-    pretrained backbone to get models that share nothing with another fold's."""
+    pretrained backbone to get models that share nothing with another fold's.
+
+    Args:
+        backbone: The pretrained source model: the CDAE (``modality="cxr"``) or the echo encoder.
+        modality: ``"cxr"`` or ``"echo"``.
+        specs: The task set's :class:`ums_rep.tasks.Spec` entries, one head per task.
+        head: Overrides of :data:`HEAD_PARAMS` (``head_units``, ``head_dropout``), e.g. a head
+            scan's ``best.json``.
+
+    Returns:
+        ``(models, encoder_layers)``: ``{task: keras.Model}`` sharing the encoder's layers, and
+        those layers (to count the shared parameters once, or to freeze them).
+    """
     kind = "echo" if modality == "echo" else "cdae"
     enc = encoder_of(backbone, kind)
     feats = enc.output
@@ -84,7 +111,15 @@ def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None 
 
 
 def head_params(model: keras.Model, encoder_layers) -> int:
-    """Parameters of a task model's own layers (its head), excluding the shared encoder's."""
+    """Parameters of a task model's own layers (its head), excluding the shared encoder's.
+
+    Args:
+        model: A task model of :func:`build_shared`.
+        encoder_layers: The shared encoder's layers (:func:`build_shared`'s second value).
+
+    Returns:
+        The number of parameters in ``model`` that are not the encoder's.
+    """
     shared = {id(w) for layer in encoder_layers for w in layer.weights}
     return int(sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in shared))
 
@@ -93,7 +128,19 @@ def baseline_model(backbone: keras.Model, modality: str, spec, head: dict | None
                    denoiser: keras.Model | None = None) -> keras.Model:
     """One separate end-to-end model for one task (the paper's baseline, Figure 4): the backbone's
     architecture with random weights plus the task head; for CXR its input first passes through
-    ``denoiser`` (the separately trained CDAE, frozen)."""
+    ``denoiser`` (the separately trained CDAE, frozen).
+
+    Args:
+        backbone: The source model whose architecture the baseline copies (its weights are not
+            used).
+        modality: ``"cxr"`` or ``"echo"``.
+        spec: The task's :class:`ums_rep.tasks.Spec`.
+        head: Overrides of :data:`HEAD_PARAMS`.
+        denoiser: For CXR, the separately trained CDAE its input passes through first.
+
+    Returns:
+        The task's ``keras.Model``, named after the task.
+    """
     models, _ = build_shared(fresh_backbone(backbone), modality, [spec], head)
     net = models[spec.task.name]
     if denoiser is None:
@@ -103,6 +150,13 @@ def baseline_model(backbone: keras.Model, modality: str, spec, head: dict | None
 
 
 def feature_layer(model: keras.Model) -> str | None:
-    """The encoder feature layer Grad-CAM differentiates against, if ``model`` has one at top level."""
+    """The encoder feature layer Grad-CAM differentiates against, if ``model`` has one at top level.
+
+    Args:
+        model: A task model.
+
+    Returns:
+        The layer's name (one of ``ums_rep.backbones.FEATURES``), or None.
+    """
     names = {layer.name for layer in model.layers}
     return next((FEATURES[k] for k in FEATURES if FEATURES[k] in names), None)

@@ -3,9 +3,9 @@
 :func:`set_precision` sets Keras' global dtype policy and returns the policy it applied; call it
 *before* building models (a layer takes the policy in force when it is created).
 
-* ``float32`` — everything in float32, the default of every command (the README's figures are
+* ``float32`` — everything in float32, the default of every command (the documented figures are
   float32; mixed matched them on the quick presets, and is slower for the quick MT-UNet's small
-  widths on a CPU: the README's "Mixed precision: accuracy parity");
+  widths on a CPU: "Mixed precision: accuracy parity" in ``docs/gpu.md``);
 * ``mixed`` — float32 variables, computations in a 16-bit type:
 
   - ``mixed_bfloat16`` on CPUs with native bfloat16 (``/proc/cpuinfo`` flags ``avx512_bf16`` or

@@ -6,20 +6,20 @@ task heads and strategies, Sections 4.1.2 and 4.2) and ``scan`` (the Talos searc
 4 and 4.2.1). :data:`MT_UNET` gives one entry per preset of MT-UNet (Section 3). A name means
 the same thing wherever it appears:
 
-``n``             phantom images written per dataset when there is no ``--data``
-``phantom_size``  the phantoms' side in pixels
-``image``         the training image size: one side, or one side per modality (UMS-Rep); (H, W) (MT-UNet)
-``epochs``, ``batch``
-``lr_patience``   epochs without improvement before the learning rate drops (reduce on plateau)
-``stop``          epochs without improvement before training stops (UMS-Rep; MT-UNet derives it)
-``folds``         cross-validation folds fine-tuning trains (1: one hold-out fold of five)
-``shared_optimizer``  (kind, learning rate) of the shared encoder's optimizer under every strategy
-                  and of the baseline models' encoders (each head keeps its task's own: UMS-Rep
-                  Section 4.2 names the heads' optimizers, none for the encoder)
-``precise_bn``    re-estimate batch norm on training images after every epoch (PreciseBN)
-``classification_optimizer``  (kind, learning rate) of every classification head under every
-                  strategy and the baseline, in place of Section 4.2's SGD at 1e-2; None: the paper's.
-                  A deviation from the paper, chosen on validation folds (docs/presets.md)
+* ``n`` — phantom images written per dataset when there is no ``--data``
+* ``phantom_size`` — the phantoms' side in pixels
+* ``image`` — the training image size: one side, or one side per modality (UMS-Rep); (H, W) (MT-UNet)
+* ``epochs``, ``batch``
+* ``lr_patience`` — epochs without improvement before the learning rate drops (reduce on plateau)
+* ``stop`` — epochs without improvement before training stops (UMS-Rep; MT-UNet derives it)
+* ``folds`` — cross-validation folds fine-tuning trains (1: one hold-out fold of five)
+* ``shared_optimizer`` — (kind, learning rate) of the shared encoder's optimizer under every
+  strategy and of the baseline models' encoders (each head keeps its task's own: UMS-Rep
+  Section 4.2 names the heads' optimizers, none for the encoder)
+* ``precise_bn`` — re-estimate batch norm on training images after every epoch (PreciseBN)
+* ``classification_optimizer`` — (kind, learning rate) of every classification head under every
+  strategy and the baseline, in place of Section 4.2's SGD at 1e-2; None: the paper's.
+  A deviation from the paper, chosen on validation folds (docs/fair-comparison.md)
 
 :func:`preset` is the one override mechanism: a copy of an entry with the command line's values,
 where given, in place of the preset's.
@@ -77,7 +77,20 @@ MT_UNET = {
 def preset(name: str, stage: str | None = None, **overrides) -> dict:
     """A copy of preset ``name`` — of UMS-Rep's ``stage`` ("pretrain", "finetune", "scan"), or of
     MT-UNet's table when ``stage`` is None — with every override that is not None in place of the
-    preset's value (a command line's unset options are None)."""
+    preset's value (a command line's unset options are None).
+
+    Args:
+        name: ``"tiny"``, ``"quick"`` or ``"paper"``.
+        stage: UMS-Rep's ``"pretrain"``, ``"finetune"`` or ``"scan"``; None for MT-UNet.
+        **overrides: Values to use instead of the preset's; None leaves the preset's.
+
+    Returns:
+        A new dict: the entry with the overrides applied.
+
+    Raises:
+        ValueError: An unknown preset name.
+        KeyError: An override the entry does not have.
+    """
     if name not in NAMES:
         raise ValueError(f"unknown preset {name!r}; expected one of {list(NAMES)}")
     entry = dict(MT_UNET[name] if stage is None else UMS_REP[name][stage])

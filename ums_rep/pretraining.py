@@ -86,7 +86,20 @@ def _noise_map(norm):
 
 def evaluate_denoising(model, clean: np.ndarray, norm, seed: int, batch: int = 16) -> tuple[dict, dict]:
     """Table 2 rows: quality of noisy, CDAE, NLM and wavelet outputs against the clean images,
-    for each noise level, with noise drawn from a fixed stateless seed."""
+    for each noise level, with noise drawn from a fixed stateless seed.
+
+    Args:
+        model: The CDAE (normalised image in, normalised image out).
+        clean: Clean test images, ``(n, H, W)`` in [0, 1].
+        norm: The run's normaliser (``mean``, ``std``).
+        seed: Seeds the noise: the same seed gives the same noisy images.
+        batch: Images per forward pass.
+
+    Returns:
+        ``(table, examples)``: ``{noise level: {"noisy" | "cdae" | "nlm" | "wavelet": {"psnr",
+        "ssim", "ms_ssim"}}}`` and ``{noise level: (noisy, denoised)}``, three images each, for
+        the figure.
+    """
     table, examples = {}, {}
     x = tf.convert_to_tensor(clean[..., None], tf.float32)
     for i, level in enumerate(NOISE_LEVELS):
@@ -119,7 +132,18 @@ def _figure(path, clean, examples) -> None:
 
 @dataclass
 class PretrainOptions(TrainingOptions):
-    """What ``python -m ums_rep.pretrain`` is told (its options, typed)."""
+    """What ``python -m ums_rep.pretrain`` is told (its options, typed).
+
+    The common fields (``preset``, ``seed``, ``data``, ``out``, ``deterministic``,
+    ``precision``, ``distribute``, ``resume``, ``no_progress``) are
+    :class:`data_prep.cli.TrainingOptions`'.
+
+    Attributes:
+        backbone: ``"cdae"`` (the CXR denoising autoencoder) or ``"echo"`` (the dilated echo
+            encoder).
+        params: A hyper-parameters JSON file (a Talos ``best.json``).
+        epochs: Epochs to train; None: the preset's.
+    """
 
     backbone: str = "cdae"  # "cdae": the CXR denoising autoencoder; "echo": the dilated echo encoder
     params: Path | None = None  # hyper-parameters JSON (a Talos best.json)
@@ -131,7 +155,26 @@ def pretrain_encoder(modality: str, out: Path, *, preset: str, seed: int, data=N
                      distribute: str = "none") -> Path:
     """The shared encoder of ``modality`` ("cxr": the CDAE, "echo": the echo encoder), pretrained
     into ``out`` as ``python -m ums_rep.pretrain`` would with these options (finished: reused;
-    interrupted: resumed). Returns its ``model.keras``; what ``finetune`` and ``scan`` train on."""
+    interrupted: resumed). Returns its ``model.keras``; what ``finetune`` and ``scan`` train on.
+
+    Args:
+        modality: ``"cxr"`` (the CDAE) or ``"echo"`` (the echo encoder).
+        out: The pretraining run folder.
+        preset: ``"tiny"``, ``"quick"`` or ``"paper"``.
+        seed: The random seed.
+        data: A folder with one subfolder per dataset; None: phantoms.
+        params: A hyper-parameters JSON file (a Talos ``best.json``).
+        deterministic: Deterministic kernels (bit-identical reruns and resumes).
+        no_progress: No progress bars.
+        precision: ``"float32"``, ``"mixed"`` or ``"auto"``.
+        distribute: ``"none"``, ``"mirrored"``, ``"multiworker"`` or ``"auto"``.
+
+    Returns:
+        The path of the pretrained ``model.keras``.
+
+    Raises:
+        RuntimeError: Pretraining did not finish (a non-finite loss).
+    """
     out = Path(out)
     if not (out / "results.json").is_file():
         options = PretrainOptions(backbone="cdae" if modality == "cxr" else "echo", preset=preset, params=params,
@@ -145,7 +188,21 @@ def pretrain_encoder(modality: str, out: Path, *, preset: str, seed: int, data=N
 
 def pretrain(args: PretrainOptions) -> int:
     """Pretrain ``args.backbone`` into a run folder (UMS-Rep 4.1.1 / 4.2.1); 0, or 3 when a
-    non-finite loss stopped it (the restored weights' outputs are written)."""
+    non-finite loss stopped it (the restored weights' outputs are written).
+
+    Example:
+        ```python
+        from ums_rep.pretraining import PretrainOptions, pretrain
+
+        pretrain(PretrainOptions(backbone="cdae", preset="tiny", out="runs/pretrain-tiny"))
+        ```
+
+    Args:
+        args: The command's options; ``args.resume`` continues an interrupted run.
+
+    Returns:
+        The exit code: 0, or 3 when a non-finite loss stopped training.
+    """
     args = resume_args(args, "ums_rep.pretrain")
     dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
     preset = presets.preset(args.preset, "pretrain", epochs=args.epochs or None)

@@ -276,7 +276,21 @@ def _latest_experiment(talos_dir: Path) -> Path | None:
 
 @dataclass
 class ScanOptions(TrainingOptions):
-    """What ``python -m ums_rep.scan`` is told (its options, typed)."""
+    """What ``python -m ums_rep.scan`` is told (its options, typed).
+
+    The common fields are :class:`data_prep.cli.TrainingOptions`'.
+
+    Attributes:
+        model: What to search: ``"echo"`` (the paper's space), ``"cdae"`` or ``"head"`` (keys
+            of ``ums_rep.presets.SCAN_SPACES``).
+        task: ``model="head"``: the classification task whose head is searched.
+        encoder: ``model="head"``: a shared encoder ``.keras`` (None: pretrain one).
+        fraction_limit: Run this fraction of the rounds, in (0, 1].
+        round_limit: Run at most this many rounds.
+        time_limit: ``HH:MM`` from the start.
+        epochs: Epochs per round; None: the preset's.
+        shard: ``(I, N)``: run the I-th of N disjoint parts of the rounds (one machine's share).
+    """
 
     model: str = "echo"  # a key of SCAN_SPACES
     task: str = "flow"  # --model head: a key of CLASSIFICATION_TASKS
@@ -290,7 +304,24 @@ class ScanOptions(TrainingOptions):
 
 def scan(args: ScanOptions) -> int:
     """A Talos scan of ``args.model`` into a run folder (its table, best parameters, figures,
-    ``results.json``); 0, or 130 when interrupted (continue it with ``resume``)."""
+    ``results.json``); 0, or 130 when interrupted (continue it with ``resume``).
+
+    Example:
+        ```python
+        from ums_rep.scanning import ScanOptions, scan
+
+        scan(ScanOptions(model="echo", preset="tiny", round_limit=2, out="runs/scan-tiny"))
+        ```
+
+    Args:
+        args: The command's options; ``args.resume`` continues an interrupted scan.
+
+    Returns:
+        The exit code: 0, or 130 when interrupted.
+
+    Raises:
+        ValueError: An unknown model or task, or a fraction limit outside (0, 1].
+    """
     import talos
     args = resume_args(args, "ums_rep.scan")  # --resume RUN_DIR: the scan's own arguments
     resume = bool(args.resume)
@@ -369,7 +400,18 @@ def merge(folders, out=None) -> Path:
     scan, once each) as one scan in ``out``: ``scan.csv`` in one machine's round order,
     ``best.json`` picked from it by :func:`best_params`, figures, ``results.json`` (rounds, the
     shards' seconds) and ``args.json``. Parts of different scans, a missing or repeated part, or
-    an unfinished part raise ValueError."""
+    an unfinished part raise ValueError.
+
+    Args:
+        folders: The finished ``--shard I/N`` scan folders, every part once.
+        out: The merged scan's folder (None: ``runs/scan-<model>-merged-<timestamp>/``).
+
+    Returns:
+        The merged scan's folder.
+
+    Raises:
+        ValueError: Parts of different scans, a missing, repeated or unfinished part.
+    """
     folders = [Path(f) for f in folders]
     parts = []
     for folder in folders:

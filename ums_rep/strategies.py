@@ -85,7 +85,15 @@ class Strategy:
     "alternating" (``ratio[t]`` batches of each task in turn, each task's own optimizer) or
     "interleaved" (one batch of each task in turn, each task's own optimizer, no ratio);
     ``per_task_schedule``: each task its own plateau / early-stop / best-epoch rule on its own
-    validation loss (else one rule on the sum)."""
+    validation loss (else one rule on the sum).
+
+    Attributes:
+        name: The strategy's name, its ``--strategy`` choice and its key in :data:`REGISTRY`.
+        order: The batch order: ``"joint"``, ``"alternating"`` or ``"interleaved"``.
+        shared: Heads on one shared encoder (False: one model per task, the baseline).
+        freeze_encoder: The shared encoder's layers are not trained (``independent``).
+        per_task_schedule: Each task its own plateau / early-stop / best-epoch rule.
+    """
 
     name: str
     order: str
@@ -108,6 +116,38 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class FitConfig:
+    """How :func:`fit` trains: epochs, batches, the plateau and early-stopping rule, checkpoints.
+
+    Attributes:
+        epochs: The most epochs to train.
+        steps_per_epoch: Batches per epoch, ``{task: n}`` (``{"joint": n}`` with a joint model);
+            a task not named gets 1.
+        lr_patience: Epochs without improvement before the learning rates are cut.
+        lr_factor: What a cut multiplies every optimizer's learning rate by.
+        min_lr: No learning rate is cut below this.
+        stop_patience: Epochs without improvement before training stops (None: never early).
+        reset_to_best: A cut also restores the best epoch's weights (and σ), as MT-UNet's RLRP.
+        lr_cut_rule: ``"reach"`` cuts on the ``lr_patience``-th epoch without improvement,
+            ``"exceed"`` on the next one (PyTorch's ``ReduceLROnPlateau``).
+        monitor: What the shared rule watches: ``"sum"`` (the unweighted sum of the tasks'
+            validation losses) or ``"weighted"`` (the weighting rule applied to them).
+        reset_optimizer: A reset to the best epoch also restores the optimizers' state.
+        restore_best: Restore the best epoch's weights when training ends.
+        ratio: ``alternating``: consecutive batches of each task, ``{task: n}`` (default 1).
+        checkpoint_dir: Folder of the per-epoch checkpoint (None: no checkpoints).
+        resume: Continue from the last completed epoch in ``checkpoint_dir``.
+        jit_compile: XLA-compile each replica's step.
+        on_nonfinite: ``"raise"`` (:class:`NonFiniteLossError`) or ``"stop"`` (restore the best
+            weights and return what there is) on a non-finite loss.
+        progress: Show a progress bar per epoch.
+        label: What the progress bar says it trains (default: the strategy's name).
+        bn_images: A batch of training images: re-estimate batch norm on it after every epoch
+            (:func:`precise_batch_norm`); None: keep the moving averages.
+        shared_optimizer: ``(kind, learning rate)`` of the shared variables' optimizer: with it,
+            every head is trained by its task's own optimizer and the shared encoder by this one
+            under every strategy (:func:`default_optimizers`).
+    """
+
     epochs: int = 10
     steps_per_epoch: dict = field(default_factory=dict)  # task -> batches per epoch
     lr_patience: int = 10
@@ -165,7 +205,15 @@ def variable_groups(models: dict, extra=()) -> dict:
     """The trainable variables of each task's head (the layers named ``<task>.…``, as
     :mod:`ums_rep.heads` names them) and, under :data:`SHARED`, all the others (the encoder, shared
     or a baseline model's own) plus ``extra``: ``{task: [...], SHARED: [...]}``. A strategy then
-    differs from another only in which groups a step updates, not in which optimizer updates them."""
+    differs from another only in which groups a step updates, not in which optimizer updates them.
+
+    Args:
+        models: ``{task: keras.Model}``.
+        extra: Further variables of the shared group (a learned weighting's σ).
+
+    Returns:
+        ``{task: [variables], SHARED: [variables]}``.
+    """
     heads = {t: _unique([v for layer in m._flatten_layers(include_self=False) if layer.name.startswith(f"{t}.")
                          for v in layer.trainable_variables]) for t, m in models.items()}
     in_heads = {id(v) for vs in heads.values() for v in vs}
@@ -394,7 +442,18 @@ def precise_batch_norm(models, images, dist=None, chunk: int = 32) -> int:
     Frozen layers (``trainable = False``: the independent strategy's encoder) keep theirs.
     The images go through in chunks of ``chunk`` (bounded memory at the paper's 256 px); each
     layer then holds the mean of the chunks' means and of their variances, as PreciseBN does.
-    Returns the number of layers set."""
+
+    Args:
+        models: The Keras models whose batch-norm layers to set (layers shared between them are
+            set once).
+        images: One batch of training images, ``(n, H, W, C)``, without augmentation.
+        dist: The ``tf.distribute`` strategy to run the forward passes under (default: the
+            active one).
+        chunk: Images per forward pass.
+
+    Returns:
+        The number of batch-norm layers set.
+    """
     dist = dist or tf.distribute.get_strategy()
     layers = [layer for layer in _batch_norm_layers(models) if layer.trainable]
     if not layers:
@@ -437,6 +496,47 @@ def _synchronized_batch_norm(dist, models):
 
 def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data, config: FitConfig, *,
         dist=None, joint_model=None, **kw) -> dict:
+    """Train ``models`` with one strategy of :data:`REGISTRY`: the one training loop of both papers.
+
+    The shared strategies train the models (which share the encoder's layers) in one loop; the
+    baseline (``shared=False``) fits each task's own model as a ``joint`` fit of that task alone,
+    with checkpoints in ``checkpoint_dir/<task>``. Over several replicas batch norm uses the
+    global batch's statistics.
+
+    Args:
+        strategy_name: A key of :data:`REGISTRY`: ``"independent"``, ``"alternating"``,
+            ``"joint"`` or ``"baseline"``.
+        models: ``{task: keras.Model}``, sharing the encoder's layers (the baseline: one model per
+            task).
+        tasks: ``{task: ums_rep.tasks.Task}``: each task's loss, metrics and optimizer.
+        train_data: ``{task: tf.data.Dataset}`` of ``(x, y)`` batches that repeat and drop
+            remainders (one dataset with ``joint_model``).
+        val_data: ``{task: tf.data.Dataset}``, finite (one dataset with ``joint_model``).
+        config: Epochs, batches per epoch, the plateau / early-stopping rule, checkpoints.
+        dist: The ``tf.distribute`` strategy (default: the active one).
+        joint_model: One model whose dict outputs are keyed by task (MT-UNet: every task labels
+            the same images); then ``train_data``/``val_data`` are single datasets and
+            ``config.steps_per_epoch["joint"]`` sets the batches per epoch.
+        **kw: ``optimizers`` (``{"joint" | task | SHARED: optimizer}``; default
+            :func:`default_optimizers` with ``config.shared_optimizer``), ``weighting`` (a
+            :class:`ums_rep.weighting.Weighting`; its ``values()`` are logged every epoch, its
+            ``on_epoch_end(epoch, {task: mean training loss})`` called after each and its
+            ``state_variables`` checkpointed) and ``on_epoch_end(epoch, record)`` (called after
+            each epoch: checkpointing, logging).
+
+    Returns:
+        ``{"history": [...], "seconds": {task: s}, "best_epoch": e, "stopped": reason,
+        "schedule": state, "optimizers": {group: {"optimizer", "learning_rate"}},
+        "updates": {task: batches per epoch}}``. Under a per-task schedule (``independent``,
+        ``baseline``) ``best_epoch``, ``stopped`` and ``schedule`` are dicts keyed by task.
+        ``seconds`` is every second of the fit (steps, validation, PreciseBN, checkpoints), each
+        step's to its tasks and the rest shared evenly by the tasks training in that epoch.
+
+    Raises:
+        ValueError: An unknown strategy or ``config.monitor``, or a per-task schedule given an
+            optimizer for shared variables.
+        NonFiniteLossError: A non-finite loss with ``config.on_nonfinite="raise"``.
+    """
     dist = dist or tf.distribute.get_strategy()
     if strategy_name not in REGISTRY:
         raise ValueError(f"unknown strategy {strategy_name!r}; expected one of {tuple(REGISTRY)}")
@@ -593,7 +693,18 @@ def default_optimizers(strategy_name: str, tasks: dict, dist=None, shared: tuple
     each task's head its task's own (``Task.optimizer`` at ``Task.learning_rate``) and the shared
     variables ``shared``'s, under every strategy (:func:`variable_groups`; UMS-Rep Section 4.2
     gives the heads' optimizers and none for the encoder). Without: one optimizer on the joint
-    sum (the first task's kind and rate), else one per task on its whole model."""
+    sum (the first task's kind and rate), else one per task on its whole model.
+
+    Args:
+        strategy_name: A key of :data:`REGISTRY`.
+        tasks: ``{task: ums_rep.tasks.Task}``.
+        dist: The ``tf.distribute`` strategy whose scope creates the optimizers (default: the
+            active one).
+        shared: ``(kind, learning rate)`` of the shared variables' optimizer, or None.
+
+    Returns:
+        ``{task | SHARED | "joint": keras.optimizers.Optimizer}``.
+    """
     names = list(tasks)
     dist = dist or tf.distribute.get_strategy()
     with dist.scope():
@@ -726,9 +837,6 @@ def updates_per_epoch(engine, steps: dict) -> dict:
     else:
         order = alternating_schedule(names, {}, steps)
     return {t: order.count(t) for t in names}
-
-
-fit.__doc__ = _fit.__doc__
 
 
 class _Store:

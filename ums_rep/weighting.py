@@ -28,7 +28,17 @@ WEIGHTINGS: dict = {}
 
 
 def register(name: str):
-    """Class decorator: make a rule available as ``get(name, ...)``."""
+    """Class decorator: make a rule available as ``get(name, ...)``.
+
+    Args:
+        name: The rule's name (a ``--weighting`` choice once the command lists it).
+
+    Returns:
+        The decorator, which registers the class and returns it unchanged.
+
+    Raises:
+        ValueError: When the class is registered, if ``name`` is already taken.
+    """
     def add(cls):
         if name in WEIGHTINGS:
             raise ValueError(f"weighting {name!r} is already registered ({WEIGHTINGS[name].__name__})")
@@ -38,7 +48,20 @@ def register(name: str):
 
 
 def get(name: str, **kwargs):
-    """The registered rule ``name`` built with ``kwargs`` (e.g. ``get("dwa", tasks=[...])``)."""
+    """The registered rule ``name`` built with ``kwargs`` (e.g. ``get("dwa", tasks=[...])``).
+
+    Args:
+        name: A registered rule: ``"fixed"``, ``"uncertainty"``, ``"dwa"`` or one added with
+            :func:`register`.
+        **kwargs: The rule's constructor arguments.
+
+    Returns:
+        The rule, a :class:`Weighting`. Under ``tf.distribute`` call it inside
+        ``strategy.scope()`` so its variables are mirrored.
+
+    Raises:
+        ValueError: An unknown name (the message lists the known ones).
+    """
     if name not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")
     return WEIGHTINGS[name](**kwargs)
@@ -49,22 +72,39 @@ class Weighting:
 
     @property
     def trainable_variables(self) -> list:
+        """Variables the step trains with the shared variables (uncertainty weighting's σ)."""
         return []
 
     @property
     def state_variables(self) -> list:
+        """Further variables checkpointed every epoch, so ``--resume`` continues the rule."""
         return []
 
     def __call__(self, losses: dict):
+        """The total loss, inside the compiled step.
+
+        Args:
+            losses: ``{task: scalar loss tensor}``.
+
+        Returns:
+            ``(total, weights)``: the scalar loss the step minimises and ``{task: weight}``.
+        """
         raise NotImplementedError
 
     def on_epoch_end(self, epoch: int, losses: dict) -> None:
-        """Called by the loop after every epoch with ``{task: mean training loss}``."""
+        """Called by the loop after every epoch with ``{task: mean training loss}``.
+
+        Args:
+            epoch: The epoch just finished, from 0.
+            losses: ``{task: mean training loss}`` of that epoch.
+        """
 
     def values(self) -> dict:
+        """What the epoch's history record logs (e.g. ``{"sigma_disease": 1.2}``)."""
         return {}
 
     def describe(self) -> dict:
+        """The rule's name and :meth:`values`, for ``results.json``."""
         return {"rule": type(self).__name__, **self.values()}
 
 
