@@ -1,5 +1,5 @@
 """Reliability: SIGKILL mid-run and --resume gives the uninterrupted result; a non-finite loss
-stops cleanly; the bad-input cases not covered next to their loaders (see the matrix in README)."""
+stops cleanly; the bad-input cases not covered next to their loaders (see the matrix in docs/reliability.md)."""
 import json
 import os
 import shutil

@@ -9,7 +9,7 @@ preset its accuracy at the 0.5 threshold sat on the majority-class rate (0.659 =
 here, AUC 0.78, MCC 0.34; val loss 0.60), so this test asserts what a head that does not learn
 would fail — AUC and MCC (0 for a head that answers one class, as issue 17's alternating run did)
 — while the full job's accuracy against the majority rate is measured by the command itself and
-quoted, with its date, in the README."""
+quoted, with its date, in docs/getting-started.md."""
 import json
 
 import pytest
