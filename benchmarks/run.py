@@ -166,7 +166,8 @@ def case_models(case: str, shape, base=None):
     if case.startswith("echo"):
         return ({"flow": echo_encoder(shape + (1,), strides=CASES[case].get("strides", 1))},
                 {"flow": Task("flow", "classification", classes=FLOW_CLASSES)}, None)
-    from mt_unet.model import TASKS, build
+    from mt_unet.model import build
+    from mt_unet.tasks import TASKS
     net, tasks = build("mtunet", shape + (1,), 3, base)
     return {"model": net}, {t: TASKS[t] for t in tasks}, net
 

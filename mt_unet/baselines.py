@@ -28,7 +28,7 @@ import keras
 from keras import layers
 
 from ums_rep.heads import SpatialSoftmax
-from ums_rep.tasks import DISEASE, SALIENCY
+from mt_unet.tasks import DISEASE, SALIENCY
 
 VGG_BLOCKS = (2, 2, 3, 3, 3)
 

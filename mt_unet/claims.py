@@ -39,14 +39,13 @@ import pandas as pd
 
 from data_prep.egd import CLASSES
 from mt_unet.naming import label
+from mt_unet.report import PAPER as PAPER_TABLES
 from ums_rep import claims as registry
 from ums_rep.metrics import N_RESAMPLES, SEED, auc_resampled, resample_indices, resample_weights
-from ums_rep.report import PAPER as PAPER_NUMBERS
 
 PAPER = "MT-UNet"
 KIND = "mt_unet"
 LOWER_IS_BETTER = ("kld",)
-PAPER_TABLES = PAPER_NUMBERS["mt_unet"]  # the tables' medians over ≥ 5 trainings (Tables 1-3, Appendix C)
 MTL3, MTL1, MTL2 = label("mtunet", "full", "mtl3"), label("mtunet", "full", "mtl1"), label("mtunet", "full", "mtl2")
 BOTTLENECK, TOP = label("mtunet", "bottleneck", "mtl3"), label("mtunet", "top", "mtl3")
 SALIENCY_METRICS, CLASSIFICATION_METRICS = ("kld", "cc", "hs"), ("accuracy", "auc")

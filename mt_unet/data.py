@@ -1,7 +1,7 @@
 """The eye-gaze data recipe of MT-UNet (Section 4): the prepared data, the tf.data
 pipeline, the split check, and the data settings a saved model was trained on.
 
-The eye-gaze layout is letter-boxed to the preset's image size (``ums_rep.presets.MT_UNET``; paper
+The eye-gaze layout is letter-boxed to the preset's image size (``mt_unet.presets.MT_UNET``; paper
 640×416, ``--shape 640x512`` is the authors' code), saliency comes from duration-weighted fixations, and the split is
 patient-level, class-stratified 70/10/20 (the authors split per class, not per patient).
 ``mt_unet.train`` and ``mt_unet.evaluate`` both take their data from here, so a model is scored
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from data_prep.egd import CLASSES
 from data_prep.pipeline import make_dataset
-from mt_unet.model import DISEASE, SALIENCY
-from ums_rep.presets import MT_UNET
+from mt_unet.presets import MT_UNET
+from mt_unet.tasks import DISEASE, SALIENCY
 from ums_rep.runs import prepared_data
 
 TRAIN_COMMAND = "mt_unet.train"

@@ -14,16 +14,16 @@ import keras
 import numpy as np
 import pandas as pd
 
-from data_prep.cli import TrainingOptions
 from data_prep.egd import CLASSES
 from data_prep.io import atomic_write_text
-from mt_unet import data, figures, scoring
-from mt_unet.model import DISEASE, SALIENCY, TASKS, build
+from mt_unet import data, figures, presets, scoring
+from mt_unet.model import build
 from mt_unet.naming import label
+from mt_unet.report import METRICS, compare as compare_runs
 from mt_unet.schedule import describe as describe_schedule, fit_config_kwargs
-from ums_rep import presets
+from mt_unet.tasks import DISEASE, SALIENCY, TASKS
+from ums_rep.options import TrainingOptions
 from ums_rep.precision import clear_session, set_precision
-from ums_rep.report import MT_UNET_METRICS, mt_unet_compare
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, results, resume_args, run_dir, save_args,
                           save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
@@ -184,12 +184,12 @@ def run(args: MtUnetOptions) -> int:
                    {name: entry}, args.seed)
     write_json(out / "results.json", body)
     log.info("%s over %d seed(s): %s", name, n_seeds,
-             ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in MT_UNET_METRICS if k in med))
+             ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in METRICS if k in med))
     log.info("wrote %s", out)
     discard_worker_folder(out, dist)
     return 0
 
 
 def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """``mt_unet.train --compare``: :func:`ums_rep.report.mt_unet_compare`."""
-    return mt_unet_compare(run_dirs, out, mix_presets)
+    """``mt_unet.train --compare``: :func:`mt_unet.report.compare`."""
+    return compare_runs(run_dirs, out, mix_presets)

@@ -22,11 +22,10 @@ import keras
 from keras import layers
 
 from mt_unet import baselines
+from mt_unet.tasks import DISEASE, SALIENCY
 from ums_rep.heads import classification_head, saliency_head
 from ums_rep.layers import BatchNorm
-from ums_rep.tasks import DISEASE, EYE_GAZE_TASKS, SALIENCY
 
-TASKS = EYE_GAZE_TASKS  # saliency and disease (ums_rep.tasks: where ums_rep.inference finds them too)
 VARIANTS = ("full", "bottleneck", "top")
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
 BN_MOMENTUM = 0.9

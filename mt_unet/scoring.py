@@ -18,7 +18,8 @@ from data_prep.egd import CLASSES
 from data_prep.io import atomic_write_text
 from mt_unet.data import dataset, egd_data, evaluation_settings
 from mt_unet.figures import saliency_overlays
-from mt_unet.model import DISEASE, SALIENCY
+from mt_unet.inference import MODEL_KIND
+from mt_unet.tasks import DISEASE, SALIENCY
 from ums_rep import metrics
 from ums_rep.runs import load_model, run_dir, write_json
 
@@ -73,7 +74,7 @@ def evaluate_saved(model_file, out=None, *, split: str = "test", batch: int = 8,
     :func:`mt_unet.data.evaluation_settings`); writes ``results.json``, the per-image predictions
     and saliency overlays to the run folder ``out`` and returns it. A bad model file, a preset
     that does not fit the model or an unusable ``out`` raise ``ValueError`` (one line)."""
-    model = load_model(model_file, expect="mt_unet")
+    model = load_model(model_file, expect=MODEL_KIND)
     settings = evaluation_settings(model_file, model.input.shape[1:3], preset=preset, data=data, seed=seed)
     log.info("data: preset %s, %s, seed %d (from %s)", settings.preset,
              "phantom" if settings.data is None else settings.data, settings.seed, settings.source)

@@ -30,8 +30,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from data_prep.cli import (INPUT_ERRORS, add_compare_options, add_training_options, base_parser, options_from,
-                          parse_early, run_cli, shape_arg)
+from data_prep.cli import INPUT_ERRORS, base_parser, parse_early, run_cli, shape_arg
+from ums_rep.options import add_compare_options, add_training_options, options_from
 
 SCHEMES = ("mtl1", "mtl2", "mtl3", "dwa")
 VARIANTS = ("full", "bottleneck", "top")  # mt_unet.model.VARIANTS

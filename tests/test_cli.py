@@ -191,11 +191,11 @@ def test_constants_the_parsers_repeat_match_their_sources():
     """The light parsers name choices without importing TensorFlow; they must match the library."""
     from data_prep import datasets, doppler, egd, prepare, splits
     from data_prep.phantoms import __main__ as phantoms, layouts
-    from mt_unet import model, train
+    from mt_unet import model, tasks as mt_tasks, train
     from ums_rep import backbones, finetune, strategies, tasks
     assert finetune.ALL_STRATEGIES == tuple(strategies.REGISTRY)
     assert tasks.FLOW_CLASSES == backbones.FLOW_CLASSES == doppler.CLASSES
-    assert tasks.EYE_GAZE_CLASSES == egd.CLASSES == model.TASKS[model.DISEASE].classes
+    assert mt_tasks.CLASSES == egd.CLASSES == mt_tasks.TASKS[mt_tasks.DISEASE].classes
     assert train.VARIANTS == model.VARIANTS and set(train.MODELS) == set(model.models())
     assert set(prepare.DEFAULT_SPLIT) == set(datasets.DATASETS) and set(prepare.SPLITS) == set(splits.SPLIT_PRESETS)
     assert phantoms.LAYOUTS == layouts.LAYOUTS
@@ -339,7 +339,7 @@ def test_each_training_shell_hands_its_library_typed_options_with_the_parsers_de
     import dataclasses
     import importlib
 
-    from data_prep.cli import options_from
+    from ums_rep.options import options_from
     parser = importlib.import_module(command).build_parser()
     module, name = options.split(":")
     cls = getattr(importlib.import_module(module), name)

@@ -5,8 +5,8 @@ strategy comparisons, one entry per task (Sections 4.1.2 and 4.2.2, Tables 3, 5,
 time and parameter savings (Tables 4, 6, 8, 10). Another paper's package appends its own entries
 with :func:`register`, for a new kind of claim its judge to :data:`JUDGES`, and its tests' wording
 with :func:`register_method`; it names the module that does so under the entry-point group
-:data:`PLUGIN_GROUP`, which :func:`judge` loads (:func:`load_plugins`), so this module names no
-other paper.
+:data:`ums_rep.plugins.PLUGIN_GROUP`, which :func:`judge` loads (:func:`ums_rep.plugins.load`),
+so this module names no other paper.
 
 A comparison's ``finding`` is what the paper reports of arm ``a`` against arm ``b``:
 
@@ -67,6 +67,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ums_rep import plugins
 from ums_rep.metrics import auc_resampled, bootstrap_ci, holm, mcnemar, weighted_mean, wilcoxon_paired
 
 FINDINGS = ("better", "direction", "not significant")
@@ -145,7 +146,6 @@ def _paper_ratio(claim: Claim, package_rule: bool) -> float | None:
 
 REGISTRY: list[Claim] = []
 METHODS: dict[str, str] = {}  # paper → how its comparison claims are tested (the report's text), register_method
-PLUGIN_GROUP = "ums_rep.claims"  # the entry-point group through which another paper's package registers its claims
 
 
 def register(*claims: Claim) -> None:
@@ -171,21 +171,6 @@ def register_method(paper: str, text: str) -> None:
         paper: the paper's name as its claims give it.
         text: the tests, the difference reported and its CI, the correction (Markdown)."""
     METHODS[paper] = text
-
-
-def load_plugins() -> list[str]:
-    """Import every module registered under the entry-point group :data:`PLUGIN_GROUP` (an
-    installed package's ``[options.entry_points]``), so that each adds its paper's claims and
-    judges; a module imported before is not imported again.
-
-    Returns:
-        The entry points' names."""
-    from importlib.metadata import entry_points
-    names = []
-    for ep in entry_points(group=PLUGIN_GROUP):
-        ep.load()
-        names.append(ep.name)
-    return names
 
 
 # --------------------------------------------------------------------------- UMS-Rep's claims
@@ -560,7 +545,7 @@ def judge(runs, registry=None) -> list[Judged]:
         One :class:`Judged` per claim, in the registry's order. Raises ``ValueError`` (one line
         naming both runs) when compared runs are not comparable."""
     if registry is None:
-        load_plugins()
+        plugins.load()
         registry = REGISTRY
     runs = list(runs)
     judged = [JUDGES[c.kind](c, runs) for c in registry]

@@ -16,7 +16,7 @@ import pandas as pd
 
 import keras
 from data_prep.augment import Affine
-from data_prep.cli import TrainingOptions
+from ums_rep.options import TrainingOptions
 from data_prep.io import atomic_write_text, read_image
 from data_prep.pipeline import make_dataset
 from data_prep.transforms import MeanNormalizer
@@ -84,7 +84,7 @@ class FinetuneOptions(TrainingOptions):
     """What ``python -m ums_rep.finetune`` is told (its options, typed; ``--weights`` and
     ``--ratio`` as the JSON objects the parser read).
 
-    The common fields are :class:`data_prep.cli.TrainingOptions`'.
+    The common fields are :class:`ums_rep.options.TrainingOptions`'.
 
     Attributes:
         strategy: ``"independent"``, ``"alternating"``, ``"joint"`` or ``"baseline"`` (a name of

@@ -53,8 +53,8 @@ import logging
 import textwrap
 from pathlib import Path
 
-from data_prep.cli import (add_compare_options, add_training_options, base_parser, json_object_arg, options_from,
-                          parse_early, run_cli)
+from data_prep.cli import base_parser, json_object_arg, parse_early, run_cli
+from ums_rep.options import add_compare_options, add_training_options, options_from
 from ums_rep.presets import UMS_REP
 from ums_rep.tasks import FLOW_CLASSES, TASK_SETS
 

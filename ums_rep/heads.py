@@ -1,11 +1,11 @@
-"""Task heads shared by UMS-Rep and MT-UNet (UMS-Rep Figures 6 and 8; MT-UNet Section 3).
+"""Task heads shared by UMS-Rep and another paper's package (UMS-Rep Figures 6 and 8).
 
 Each head is a function ``head(features, ..., name) -> KerasTensor`` that adds named layers to a
 Functional graph, so one backbone can carry many heads and ``keras.Model(inputs, {task: head})``
 shares the backbone's weights between tasks.
 
 * :func:`classification_head` — GAP → FC(ReLU) → Dropout → FC softmax; given several feature
-  maps (MT-UNet: bottleneck and last decoder stage) each is pooled and the vectors concatenated;
+  maps (e.g. a UNet's bottleneck and last decoder stage) each is pooled and the vectors concatenated;
 * :func:`segmentation_head` — the decoder symmetric to the encoder, then a 1-channel sigmoid;
 * :func:`saliency_head` — 3×3 conv + BN + ReLU → 1×1 conv → softmax over all pixels
   (:class:`SpatialSoftmax`), so each map is a distribution that sums to 1.
@@ -20,7 +20,7 @@ from ums_rep.layers import BatchNorm, decoder
 
 @keras.saving.register_keras_serializable(package="ums_rep")
 class SpatialSoftmax(layers.Layer):
-    """Softmax over all pixels of a (B, H, W, 1) map: the MT-UNet saliency output."""
+    """Softmax over all pixels of a (B, H, W, 1) map: a saliency output."""
 
     def call(self, x):
         shape = ops.shape(x)
@@ -35,7 +35,7 @@ def classification_head(features, n_classes: int, name: str, units: int = 256, d
     """GAP → FC(``units``, ReLU) → Dropout(``dropout``) → FC(``n_classes``) softmax.
 
     ``features`` may be a list of maps: each is pooled and the vectors are concatenated
-    (MT-UNet: GAP(bottleneck) ⊕ GAP(top) → Dense(64) → Dropout(0.25) → Dense(C)).
+    (e.g. GAP(bottleneck) ⊕ GAP(top) → Dense(64) → Dropout(0.25) → Dense(C)).
 
     Args:
         features: The encoder's feature map, or a list of maps.
@@ -80,7 +80,7 @@ def segmentation_head(features, encoder_filters, name: str, steps: int | None = 
 
 
 def saliency_head(features, name: str, filters: int = 64, momentum: float = 0.99):
-    """3×3 conv(``filters``) + BN + ReLU → 1×1 conv → softmax over H×W (MT-UNet's code).
+    """3×3 conv(``filters``) + BN + ReLU → 1×1 conv → softmax over H×W (as another paper's authors' code).
 
     Args:
         features: The decoder's last feature map.

@@ -17,9 +17,8 @@ that run's own preprocessing, stored in the folder:
 * ``ums_rep.pretrain`` — ``model.keras``, the CDAE (a denoiser) or the echo encoder (a
   flow-type classifier over ``FLOW_CLASSES``); as above, ``normalizer.json`` holding the
   prepared data's training-split statistics;
-* ``mt_unet.train`` — ``seed<k>/model.keras`` (the first seed's, unless a seed folder or model
-  file is given); letter-box (aspect kept, zero padding) to the model's input H×W;
-  ``normalizer.json`` (the prepared eye-gaze data's training split).
+* another paper's training command — as its package registered it (:func:`ums_rep.predictors.register`:
+  which model files, which heads, resize or letter-box), loaded through :mod:`ums_rep.plugins`.
 
 As ``data_prep.prepare`` does for the training images, an image is read as gray in [0, 1]
 (:func:`data_prep.io.read_image`: DICOM, PNG, JPEG, TIFF, BMP), resized or letter-boxed, rounded
@@ -28,12 +27,13 @@ to 8 bits (the prepared images are 8-bit PNGs) and normalised as ``(x - mean) / 
 What comes out, per image (:class:`Prediction`): class probabilities per classification head
 and, where the model has the encoder's feature layer at top level, a Grad-CAM heatmap of the
 predicted class (:func:`ums_rep.derive.grad_cam`; for a fold ensemble
-:data:`FOLD_ENSEMBLE_GRADCAM`); a binary mask per segmentation head; a saliency map (MT-UNet);
+:data:`FOLD_ENSEMBLE_GRADCAM`); a binary mask per segmentation head; a saliency map per saliency head;
 the denoised image (CDAE). Maps are brought back to the image's original size (for a
 letter-box, the padding is cropped first). :func:`predict_files` writes them as PNGs with
 ``predictions.csv``.
 
-Runs made before their command wrote ``normalizer.json`` (pretrain, MT-UNet) fall back, with a
+Runs made before their command wrote ``normalizer.json`` (pretrain, and runs of a package whose
+heads leave the normaliser to :class:`Predictor`) fall back, with a
 warning, to the ``stats.json`` of the prepared data their ``results.json`` names, if it is
 still in the cache.
 """
@@ -54,14 +54,13 @@ from data_prep.io import ImageReadError, atomic_write_text, gray8, read_image, w
 from data_prep.transforms import Letterbox, MeanNormalizer, resize
 from ums_rep.derive import grad_cam
 from ums_rep.models import feature_layer
+from ums_rep import plugins, predictors
 from ums_rep.runs import ModelFileError, RunFolderError, load_model, run_dir
-from ums_rep.tasks import EYE_GAZE_TASKS, FLOW_CLASSES, TASK_SETS, Task
+from ums_rep.tasks import FLOW_CLASSES, TASK_SETS, Task
 
 log = logging.getLogger("ums_rep.inference")
 
-COMMANDS = ("ums_rep.finetune", "ums_rep.pretrain", "mt_unet.train")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
-MT_UNET_FEATURES = "unet.bottleneck.relu2"  # MT-UNet's deepest features (every variant's head sees them)
 FOLD_ENSEMBLE = ("the fold ensemble: each fold's model on the image normalised with its own fold's normaliser, "
                  "probabilities averaged (segmentation: the mean probability map, thresholded at 0.5)")
 FOLD_ENSEMBLE_GRADCAM = ("the mean of the folds' Grad-CAM heatmaps, each of the ensemble's predicted class on "
@@ -73,7 +72,7 @@ FOLD_ENSEMBLE_GRADCAM = ("the mean of the folds' Grad-CAM heatmaps, each of the 
 @dataclass(frozen=True)
 class Geometry:
     """How an image becomes a model input: ``resize`` (square, aspect not kept, as UMS-Rep's
-    prepared data) or ``letterbox`` (MT-UNet), to ``shape`` = (H, W)."""
+    prepared data) or ``letterbox`` (aspect kept, zero padding), to ``shape`` = (H, W)."""
 
     method: str
     shape: tuple
@@ -136,7 +135,7 @@ class Prediction:
         shape: The image's original ``(height, width)``.
         probs: ``{task: (C,) probabilities}`` of each classification head.
         masks: ``{task: (H, W) uint8 in {0, 1}}`` of each segmentation head.
-        saliency: ``{task: (H, W) float32, maximum 1}``: MT-UNet's saliency map.
+        saliency: ``{task: (H, W) float32, maximum 1}``: each saliency head's map.
         gradcam: ``{task: (H, W) float32 in [0, 1]}``: Grad-CAM of the predicted class.
         denoised: ``{task: (H, W) float32 in [0, 1]}``: the CDAE's output.
     """
@@ -151,8 +150,10 @@ class Prediction:
 
 def _feature_layer(model: keras.Model) -> str | None:
     name = feature_layer(model)
-    if name is None and any(layer.name == MT_UNET_FEATURES for layer in model.layers):
-        name = MT_UNET_FEATURES
+    names = {layer.name for layer in model.layers}
+    for kind in predictors.RUN_KINDS.values():
+        if name is None and kind.feature_layer in names:
+            name = kind.feature_layer
     return name
 
 
@@ -195,15 +196,15 @@ def run_command(folder: Path) -> str | None:
             return cmd
     if (folder / "results.json").is_file():
         cmd = str(_read_json(folder / "results.json").get("command", ""))
-        for full in COMMANDS:
+        for full in predictors.RUN_KINDS:
             if cmd.startswith(full) or cmd.startswith(full.split(".")[-1] + " "):
                 return full
     return None
 
 
 def _locate(path: Path):
-    """``(run folder, model file or None)`` for ``--model`` given as a run folder, an MT-UNet
-    seed folder, or a model file inside one."""
+    """``(run folder, model file or None, the path given)`` for ``--model`` given as a run folder,
+    a folder inside one (e.g. a seed's), or a model file inside one."""
     model_file = None
     if not path.exists():
         raise RunFolderError(f"{path}: no such run folder or model file")
@@ -213,7 +214,8 @@ def _locate(path: Path):
         if run_command(folder):
             return folder, model_file, path
     what = f"{model_file}: a model file outside a run folder" if model_file else f"{path}: not a run folder"
-    raise RunFolderError(f"{what} (no args.json or results.json naming one of {', '.join(COMMANDS)})")
+    raise RunFolderError(f"{what} (no args.json or results.json naming one of "
+                         f"{', '.join(predictors.RUN_KINDS)})")
 
 
 def _normalizer(run: Path, name: str = "normalizer.json") -> MeanNormalizer:
@@ -387,20 +389,34 @@ def _pretrain_heads(run: Path, model_file: Path | None) -> list:
     return [Head(task, model, file=f)]
 
 
-def _mt_unet_heads(run: Path, model_file: Path | None, given: Path) -> list:
-    if model_file is None:
-        if (given / "model.keras").exists():
-            model_file = given / "model.keras"
-        else:
-            seeds = sorted(run.glob("seed*/model.keras"), key=lambda p: (len(p.parent.name), p.parent.name))
-            if not seeds:
-                raise RunFolderError(f"{run}: no seed*/model.keras (an unfinished run?)")
-            model_file = seeds[0]
-            if len(seeds) > 1:
-                log.info("%s: %d seeds' models; using %s (give --model %s for another)", run, len(seeds),
-                         model_file.parent.name, run / "seed<k>")
-    model = load_model(model_file, expect="mt_unet")
-    return [Head(EYE_GAZE_TASKS[k], model, k, file=model_file) for k in model.output if k in EYE_GAZE_TASKS]
+def finetune_members(run: Path, model_file: Path | None, given: Path, fold: int | None) -> list:
+    """The model sets of an ``ums_rep.finetune`` run (:data:`ums_rep.predictors.RUN_KINDS`):
+    every fold's, the fold ensemble; or fold ``fold``'s, or ``model_file``'s.
+
+    Args:
+        run: The run folder.
+        model_file: The model file given, or None.
+        given: The path given.
+        fold: The fold asked for, or None.
+
+    Returns:
+        One :class:`Member` per fold."""
+    return _finetune_members(run, model_file, fold)
+
+
+def pretrain_members(run: Path, model_file: Path | None, given: Path, fold: int | None) -> list:
+    """The one model set of an ``ums_rep.pretrain`` run (:data:`ums_rep.predictors.RUN_KINDS`),
+    its normaliser left to :meth:`Predictor.from_run`.
+
+    Args:
+        run: The run folder.
+        model_file: The model file given, or None.
+        given: The path given.
+        fold: None (a pretrain run has no folds).
+
+    Returns:
+        ``[Member]``."""
+    return [Member(_pretrain_heads(run, model_file), None)]
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -427,7 +443,7 @@ class Predictor:
         geometry: How images are resized to the model's input and back (:class:`Geometry`).
         run: The run folder the models come from.
         command: The command that made the run (``ums_rep.finetune``, ``ums_rep.pretrain``,
-            ``mt_unet.train``).
+            or one another package registered: :data:`ums_rep.predictors.RUN_KINDS`).
         model_files: The model files used, for ``predict.json``.
         gradcam: Whether classification heads get a Grad-CAM heatmap.
         members: Every model set of a fold ensemble (default: one, of ``heads`` and
@@ -436,6 +452,7 @@ class Predictor:
 
     def __init__(self, heads: list, normalizer: MeanNormalizer, geometry: Geometry, *, run: Path | None = None,
                  command: str | None = None, model_files=(), gradcam: bool = True, members=None):
+        plugins.load()  # the feature layers other packages' run kinds name (Grad-CAM)
         self.members = list(members) if members else [Member(heads, normalizer)]
         self.heads, self.normalizer = self.members[0].heads, self.members[0].normalizer
         self.geometry = geometry
@@ -450,11 +467,13 @@ class Predictor:
 
     @classmethod
     def from_run(cls, path, *, gradcam: bool = True, fold: int | None = None) -> "Predictor":
-        """The model(s) and preprocessing of a run folder (or a model file inside one, or an
-        MT-UNet seed folder).
+        """The model(s) and preprocessing of a run folder (or a model file or a seed folder inside
+        one) of a command of :data:`ums_rep.predictors.RUN_KINDS` (every package's, once
+        :func:`ums_rep.plugins.load` has run).
 
         Args:
-            path: the run folder, a ``.keras`` file inside one, or an MT-UNet ``seed<k>`` folder.
+            path: the run folder, a ``.keras`` file inside one, or a folder inside one that holds
+                a ``model.keras`` (e.g. a seed's).
             gradcam: whether classification heads get a Grad-CAM heatmap.
             fold: a cross-validated ``ums_rep.finetune`` run's fold whose model(s) (with that
                 fold's normaliser) predict; None: every fold's, the fold ensemble its test set
@@ -467,6 +486,7 @@ class Predictor:
             RunFolderError, ModelFileError: with a one-line message.
         """
         path = Path(path)
+        plugins.load()
         try:
             run, model_file, given = _locate(path)
         except RunFolderError:
@@ -474,18 +494,14 @@ class Predictor:
                 load_model(path)  # a file that is no model is reported as such
             raise
         command = run_command(run)
-        if fold is not None and command != "ums_rep.finetune":
+        kind = predictors.RUN_KINDS.get(command)
+        if fold is not None and not (kind and kind.folds):
             raise RunFolderError(f"{run}: a run folder of {command}; --fold picks a fold of a cross-validated "
                                  "ums_rep.finetune run")
-        if command == "ums_rep.finetune":
-            members = _finetune_members(run, model_file, fold)
-        elif command == "ums_rep.pretrain":
-            members = [Member(_pretrain_heads(run, model_file), None)]
-        elif command == "mt_unet.train":
-            members = [Member(_mt_unet_heads(run, model_file, given), None)]
-        else:
+        if kind is None:
             raise RunFolderError(f"{run}: a run folder of {command}; predict runs the models that "
-                                 f"{', '.join(COMMANDS)} save")
+                                 f"{', '.join(predictors.RUN_KINDS)} save")
+        members = kind.read(run, model_file, given, fold)
         heads = [h for m in members for h in m.heads]
         if not heads:
             raise ModelFileError(f"{model_file or run}: predicts none of the run's tasks")
@@ -495,7 +511,7 @@ class Predictor:
         for h in heads:
             _check_output(h, h.file)
         files = list(dict.fromkeys(h.file for h in heads))
-        geometry = Geometry("letterbox" if command == "mt_unet.train" else "resize", shapes.pop())
+        geometry = Geometry(kind.geometry, shapes.pop())
         for m in members:
             if m.normalizer is None:
                 m.normalizer = _normalizer(run)

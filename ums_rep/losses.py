@@ -1,4 +1,4 @@
-"""Task losses (UMS-Rep Eq. 1; MT-UNet Section 3.2). Each returns one value per example, so a
+"""Task losses (UMS-Rep Eq. 1; the saliency loss of another paper's package). Each returns one value per example, so a
 training loop can average over the global batch under ``tf.distribute``
 (``tf.nn.compute_average_loss``).
 

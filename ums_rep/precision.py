@@ -4,8 +4,8 @@
 *before* building models (a layer takes the policy in force when it is created).
 
 * ``float32`` — everything in float32, the default of every command (the documented figures are
-  float32; mixed matched them on the quick presets, and is slower for the quick MT-UNet's small
-  widths on a CPU: "Mixed precision: accuracy parity" in ``docs/gpu.md``);
+  float32; mixed matched them on the quick presets, and is slower for the small
+  widths of the quick presets' saliency models on a CPU: "Mixed precision: accuracy parity" in ``docs/gpu.md``);
 * ``mixed`` — float32 variables, computations in a 16-bit type:
 
   - ``mixed_bfloat16`` on CPUs with native bfloat16 (``/proc/cpuinfo`` flags ``avx512_bf16`` or
@@ -94,7 +94,7 @@ def set_precision(mode: str = "float32") -> str:
 
 def clear_session() -> None:
     """``keras.backend.clear_session()`` keeping the dtype policy in force (Keras' own resets the
-    global policy to float32, which silently turned MT-UNet's ``--precision mixed`` into float32)."""
+    global policy to float32, which silently turned a multi-seed command's ``--precision mixed`` into float32)."""
     policy = current()
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(policy)

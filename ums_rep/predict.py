@@ -1,10 +1,10 @@
 """``python -m ums_rep.predict --model RUN_DIR IMAGE_OR_DIR... [--out DIR]``: run a trained model
 on one's own images (DICOM, PNG, JPEG, TIFF, BMP; a folder means every image file in it).
 
-``RUN_DIR`` is a run folder of ``ums_rep.finetune``, ``ums_rep.pretrain`` or ``mt_unet.train``
-(or a model file or MT-UNet seed folder inside one); each image gets that run's own
-preprocessing (see :mod:`ums_rep.inference`). A cross-validated finetune run predicts with its
-fold ensemble, as its test set was scored (UMS-Rep Sections 4.1.2 and 4.2): each fold's model on
+``RUN_DIR`` is a run folder of ``ums_rep.finetune``, ``ums_rep.pretrain`` or another paper's
+training command registered with :mod:`ums_rep.predictors` (or a model file or seed folder
+inside one); each image gets that run's own preprocessing (see :mod:`ums_rep.inference`). A
+cross-validated finetune run predicts with its fold ensemble, as its test set was scored (UMS-Rep Sections 4.1.2 and 4.2): each fold's model on
 the image normalised with that fold's normaliser, the probabilities (and segmentation
 probability maps) averaged; ``--fold K`` predicts with fold K's model(s) alone. Writes under
 ``--out`` (default ``runs/predict-<timestamp>/``):
@@ -15,7 +15,7 @@ probability maps) averaged; ``--fold K`` predicts with fold K's model(s) alone. 
 * ``<stem>_<task>_mask.png`` (0/255) and ``<stem>_<task>_overlay.png`` per segmentation head;
   ``<stem>_<task>_gradcam.png`` per classification head (Grad-CAM of the predicted class over
   the image; for a fold ensemble the mean of the folds' heatmaps of the ensemble's class);
-  ``<stem>_saliency.png`` and ``<stem>_saliency_overlay.png`` (MT-UNet); ``<stem>_denoised.png``
+  ``<stem>_saliency.png`` and ``<stem>_saliency_overlay.png`` (a saliency head); ``<stem>_denoised.png``
   (the CDAE) — all at the image's original size;
 * ``args.json`` and ``predict.json`` (the run, model files, folds and preprocessing used,
   failures).
@@ -36,11 +36,11 @@ log = logging.getLogger("ums_rep.predict")
 
 
 def build_parser():
-    parser = base_parser("python -m ums_rep.predict", "Run a trained model (a finetune, pretrain or mt_unet.train "
+    parser = base_parser("python -m ums_rep.predict", "Run a trained model (a finetune, pretrain or other training "
                          "run folder) on your own images.", data=False, preset=False)
     parser.add_argument("--model", type=Path, required=True, metavar="RUN_DIR",
-                        help="run folder of ums_rep.finetune, ums_rep.pretrain or mt_unet.train (or a .keras file "
-                             "or MT-UNet seed<k> folder inside one)")
+                        help="run folder of ums_rep.finetune, ums_rep.pretrain or another paper's training "
+                             "command (or a .keras file or seed<k> folder inside one)")
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
                         help="DICOM/PNG/JPEG/TIFF/BMP files, or folders: every image file directly inside")
     parser.add_argument("--fold", type=int, default=None, metavar="K",
@@ -71,7 +71,7 @@ def run(args) -> int:
     ensemble = len(members) > 1
     write_json(out / "predict.json", {
         "run": str(predictor.run), "run_command": predictor.command, "model_files": predictor.model_files,
-        # the finetune folds whose models predicted (null: a pretrain or MT-UNet model)
+        # the finetune folds whose models predicted (null: a model of a run without folds)
         "folds": predictor.folds,
         "combined": FOLD_ENSEMBLE if ensemble else "one model",
         # what a <stem>_<task>_gradcam.png shows (null: none written)

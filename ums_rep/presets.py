@@ -1,17 +1,17 @@
-"""The tiny / quick / paper presets of both papers: one table per paper, one way to override them.
+"""The tiny / quick / paper presets: one table per stage, one way to override them.
 
 :data:`UMS_REP` gives, per preset, one entry per stage of UMS-Rep: ``pretrain`` (the shared
 source model: the CDAE of Section 4.1.1, the echo encoder of Section 4.2.1), ``finetune`` (the
 task heads and strategies, Sections 4.1.2 and 4.2) and ``scan`` (the Talos searches of Sections
-4 and 4.2.1). :data:`MT_UNET` gives one entry per preset of MT-UNet (Section 3). A name means
-the same thing wherever it appears:
+4 and 4.2.1). Another paper's package adds its own stage with :func:`register` (a table of the
+same preset names). A name means the same thing wherever it appears:
 
 * ``n`` — phantom images written per dataset when there is no ``--data``
 * ``phantom_size`` — the phantoms' side in pixels
-* ``image`` — the training image size: one side, or one side per modality (UMS-Rep); (H, W) (MT-UNet)
+* ``image`` — the training image size: one side, or one side per modality (UMS-Rep); (H, W)
 * ``epochs``, ``batch``
 * ``lr_patience`` — epochs without improvement before the learning rate drops (reduce on plateau)
-* ``stop`` — epochs without improvement before training stops (UMS-Rep; MT-UNet derives it)
+* ``stop`` — epochs without improvement before training stops (where a stage does not derive it)
 * ``folds`` — cross-validation folds fine-tuning trains (1: one hold-out fold of five)
 * ``shared_optimizer`` — (kind, learning rate) of the shared encoder's optimizer under every
   strategy and of the baseline models' encoders (each head keeps its task's own: UMS-Rep
@@ -64,24 +64,35 @@ UMS_REP = {
     },
 }
 
-MT_UNET = {
-    "tiny": {"image": (64, 48), "base": 4, "epochs": 2, "batch": 4, "lr_patience": 1, "lr": 1e-3, "seeds": 1,
-             "n": 40, "phantom_size": 96},
-    "quick": {"image": (96, 64), "base": 8, "epochs": 20, "batch": 8, "lr_patience": 3, "lr": 1e-3, "seeds": 3,
-              "n": 300, "phantom_size": 256},
-    "paper": {"image": (640, 416), "base": 64, "epochs": 500, "batch": 6, "lr_patience": 40, "lr": 1e-4, "seeds": 5,
-              "n": 1083, "phantom_size": 640},
-}
+STAGES = {stage: {name: entries[stage] for name, entries in UMS_REP.items()}
+          for stage in ("pretrain", "finetune", "scan")}  # stage → preset name → entry; register() adds stages
 
 
-def preset(name: str, stage: str | None = None, **overrides) -> dict:
-    """A copy of preset ``name`` — of UMS-Rep's ``stage`` ("pretrain", "finetune", "scan"), or of
-    MT-UNet's table when ``stage`` is None — with every override that is not None in place of the
-    preset's value (a command line's unset options are None).
+def register(stage: str, table: dict) -> None:
+    """Add a stage's presets (another paper's package registers its own table).
+
+    Args:
+        stage: The stage's name, new to :data:`STAGES`.
+        table: One entry (a dict) per preset name of :data:`NAMES`.
+
+    Raises:
+        ValueError: A stage registered already with another table, or a table whose names are not :data:`NAMES`.
+    """
+    if STAGES.get(stage, table) is not table:
+        raise ValueError(f"preset stage {stage!r} is registered already")
+    if tuple(table) != tuple(NAMES):
+        raise ValueError(f"preset stage {stage!r}: expected the presets {list(NAMES)}, got {list(table)}")
+    STAGES[stage] = table
+
+
+def preset(name: str, stage: str, **overrides) -> dict:
+    """A copy of preset ``name`` of ``stage`` — UMS-Rep's ``"pretrain"``, ``"finetune"`` or
+    ``"scan"``, or a stage another package registered (:func:`register`) — with every override
+    that is not None in place of the preset's value (a command line's unset options are None).
 
     Args:
         name: ``"tiny"``, ``"quick"`` or ``"paper"``.
-        stage: UMS-Rep's ``"pretrain"``, ``"finetune"`` or ``"scan"``; None for MT-UNet.
+        stage: A stage of :data:`STAGES`.
         **overrides: Values to use instead of the preset's; None leaves the preset's.
 
     Returns:
@@ -89,11 +100,13 @@ def preset(name: str, stage: str | None = None, **overrides) -> dict:
 
     Raises:
         ValueError: An unknown preset name.
-        KeyError: An override the entry does not have.
+        KeyError: An unknown stage, or an override the entry does not have.
     """
     if name not in NAMES:
         raise ValueError(f"unknown preset {name!r}; expected one of {list(NAMES)}")
-    entry = dict(MT_UNET[name] if stage is None else UMS_REP[name][stage])
+    if stage not in STAGES:
+        raise KeyError(f"no preset stage {stage!r}; expected one of {list(STAGES)}")
+    entry = dict(STAGES[stage][name])
     unknown = set(overrides) - set(entry)
     if unknown:
         raise KeyError(f"preset {name!r} has no {sorted(unknown)}")

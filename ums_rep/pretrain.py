@@ -13,7 +13,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from data_prep.cli import add_training_options, base_parser, options_from, parse_early, run_cli
+from data_prep.cli import base_parser, parse_early, run_cli
+from ums_rep.options import add_training_options, options_from
 from ums_rep.presets import UMS_REP
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from data_prep.cli import TrainingOptions
+from ums_rep.options import TrainingOptions
 from data_prep.io import atomic_write_text, read_image
 from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_noise
 from data_prep.pipeline import make_dataset
@@ -136,7 +136,7 @@ class PretrainOptions(TrainingOptions):
 
     The common fields (``preset``, ``seed``, ``data``, ``out``, ``deterministic``,
     ``precision``, ``distribute``, ``resume``, ``no_progress``) are
-    :class:`data_prep.cli.TrainingOptions`'.
+    :class:`ums_rep.options.TrainingOptions`'.
 
     Attributes:
         backbone: ``"cdae"`` (the CXR denoising autoencoder) or ``"echo"`` (the dilated echo

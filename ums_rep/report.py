@@ -4,16 +4,18 @@ numbers, with the figures, in Markdown (``report.md``) and one self-contained HT
 
 The report opens with the claims at a glance: every claim of :data:`ums_rep.claims.REGISTRY`
 judged on the runs (UMS-Rep Sections 4.1.2 and 4.2.2; tests, verdicts and the one cost rule are
-:mod:`ums_rep.claims`; another paper's claims, such as MT-UNet's Tables 1–3, as its package
-registered them), each row linked to its table; ``claims.json`` holds the same, one object
-per claim. It reads every ``results.json`` under the given folders and recognises each by its
-``command``: CDAE pretraining → UMS-Rep Table 2; ``finetune`` runs → Tables 3/5/7/9 (metrics)
-and 4/6/8/10 (time, parameters), per task set; ``mt_unet.train`` runs → MT-UNet Tables 1–3;
-``scan`` runs → the Talos choice against the paper's; a ``benchmarks.run`` JSON (``--bench``) →
-the compute-saving table. Anything else (an ``mt_unet.evaluate`` output, an unfinished run) is
-skipped with a logged reason, and runs of different presets are refused unless
-``--mix-presets``. The header states the data (phantom or real), presets, seeds,
-versions and hardware the runs recorded. :data:`PAPER` is the one home of the papers' numbers.
+:mod:`ums_rep.claims`; another paper's claims as its package registered them), each row linked
+to its table; ``claims.json`` holds the same, one object per claim. It reads every
+``results.json`` under the given folders and recognises each by its ``command``: CDAE
+pretraining → UMS-Rep Table 2; ``finetune`` runs → Tables 3/5/7/9 (metrics) and 4/6/8/10 (time,
+parameters), per task set; ``scan`` runs → the Talos choice against the paper's; a
+``benchmarks.run`` JSON (``--bench``) → the compute-saving table; another paper's runs → the
+section its package registered (:func:`register_kind`, :func:`register_section`, loaded
+through :mod:`ums_rep.plugins`). Anything else (a kind registered as not reported, an
+unfinished run) is skipped with a logged reason, and runs of different presets are refused
+unless ``--mix-presets``. The header states the data (phantom or real), presets, seeds,
+versions and hardware the runs recorded. :data:`PAPER` is the one home of UMS-Rep's numbers
+(another paper's are its package's).
 """
 from __future__ import annotations
 
@@ -49,13 +51,9 @@ parse_early(__name__, build_parser, tensorflow=False)  # python -m: --help answe
 import pandas as pd  # noqa: E402
 
 from data_prep.io import atomic_write_text  # noqa: E402
-from ums_rep import claims as paper_claims, metrics  # noqa: E402
-from ums_rep.tasks import EYE_GAZE_CLASSES  # noqa: E402
+from ums_rep import claims as paper_claims, metrics, plugins  # noqa: E402
 
 log = logging.getLogger("ums_rep.report")
-MT_UNET_METRICS = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in EYE_GAZE_CLASSES))  # Tables 1-3
-LOWER_IS_BETTER = {"kld"}
-MT_UNET_ANCHOR = "mt-unet-tables-1-3"
 
 PAPER = {
     # UMS-Rep Table 2: PSNR / SSIM / MS-SSIM of the CDAE on RSNA
@@ -100,29 +98,6 @@ PAPER = {
                              "left_out": (302.20, 800_067)},
                 "echo-hetero": {"shared": (38.77, 1_838_042), "baseline": (195.63, 3_933_509)},
                 "echo-homo": {"shared": (33.69, 1_347_260), "baseline": (36.77, 4_720_518)}},
-    # MT-UNet Tables 1-3 (Appendix C): median ± std over ≥ 5 trainings
-    "mt_unet": {
-        "MT-UNet (MTL3)": {"kld": 0.726, "cc": 0.569, "hs": 0.548, "accuracy": 0.670, "auc": 0.843,
-                           "auc_Normal": 0.864, "auc_CHF": 0.912, "auc_pneumonia": 0.711},
-        "MT-UNet (MTL1)": {"kld": 0.730, "cc": 0.566, "hs": 0.547, "accuracy": 0.649, "auc": 0.832,
-                           "auc_Normal": 0.859, "auc_CHF": 0.906, "auc_pneumonia": 0.682},
-        "MT-UNet (MTL2)": {"kld": 0.738, "cc": 0.563, "hs": 0.545, "accuracy": 0.638, "auc": 0.832,
-                           "auc_Normal": 0.861, "auc_CHF": 0.913, "auc_pneumonia": 0.672},
-        "MT-UNetB (MTL3)": {"kld": 0.730, "cc": 0.568, "hs": 0.548, "accuracy": 0.653, "auc": 0.836,
-                            "auc_Normal": 0.859, "auc_CHF": 0.907, "auc_pneumonia": 0.694},
-        "MT-UNetT (MTL3)": {"kld": 0.734, "cc": 0.561, "hs": 0.544, "accuracy": 0.649, "auc": 0.847,
-                            "auc_Normal": 0.883, "auc_CHF": 0.910, "auc_pneumonia": 0.695},
-        "UNetC": {"accuracy": 0.593, "auc": 0.780, "auc_Normal": 0.841, "auc_CHF": 0.840, "auc_pneumonia": 0.597},
-        "EfficientNetV2-S": {"accuracy": 0.640, "auc": 0.826, "auc_Normal": 0.852, "auc_CHF": 0.901,
-                             "auc_pneumonia": 0.653},
-        "InceptionResNetV2": {"accuracy": 0.640, "auc": 0.824, "auc_Normal": 0.862, "auc_CHF": 0.897,
-                              "auc_pneumonia": 0.633},
-        "ResNet50": {"accuracy": 0.613, "auc": 0.816, "auc_Normal": 0.845, "auc_CHF": 0.896, "auc_pneumonia": 0.622},
-        "UNetS": {"kld": 0.750, "cc": 0.552, "hs": 0.540},
-        "SimpleNet": {"kld": 0.758, "cc": 0.545, "hs": 0.541},
-        "MSINet": {"kld": 0.748, "cc": 0.557, "hs": 0.545},
-        "VGGSSM": {"kld": 0.743, "cc": 0.561, "hs": 0.545},
-    },
     "talos_echo": {"kernel_size": 3, "dilation": 2, "dropout": 0.5, "optimizer": "adam", "batch_size": 16},
 }
 SET_TABLES = {"cxr-hetero": ("3", "4"), "cxr-homo": ("5", "6"), "echo-hetero": ("7", "8"), "echo-homo": ("9", "10")}
@@ -138,11 +113,32 @@ KINDS = {
     # results.json's command (its first word) → the keys that kind of results.json must hold
     "pretrain": ("config", "tasks"),
     "finetune": ("config", "tasks", "total_train_seconds", "total_params"),
-    "mt_unet.train": ("config", "tasks"),
     "scan": ("config", "best", "rounds", "scan_seconds"),
-    "mt_unet.evaluate": ("metrics",),
 }
-REPORTED = ("pretrain", "finetune", "mt_unet.train", "scan")
+REPORTED = ["pretrain", "finetune", "scan"]  # the kinds the report reads (register_kind adds to both)
+SECTIONS: list = []  # (heading, runs → Markdown lines): another paper's part of the report (register_section)
+
+
+def register_kind(command: str, keys: tuple, reported: bool = True) -> None:
+    """Let :func:`collect` recognise another package's results.json by its ``command``.
+
+    Args:
+        command: The command's name, the first word of its results.json ``command``.
+        keys: The keys such a results.json must hold.
+        reported: Whether the report reads it (False: it is recognised, and skipped by name)."""
+    KINDS[command] = tuple(keys)
+    if reported and command not in REPORTED:
+        REPORTED.append(command)
+
+
+def register_section(heading: str, tables) -> None:
+    """Add a part to the report, after UMS-Rep's and before the figures (:func:`build`).
+
+    Args:
+        heading: Its ``##`` heading (the paper's name), written even when no run of it is found.
+        tables: ``runs → list of Markdown lines`` (``runs`` as :func:`collect` returns them)."""
+    if all(h != heading for h, _ in SECTIONS):
+        SECTIONS.append((heading, tables))
 
 
 def _classify(f: Path, kinds) -> tuple[str | None, dict | str]:
@@ -164,15 +160,17 @@ def _classify(f: Path, kinds) -> tuple[str | None, dict | str]:
     return kind, body
 
 
-def collect(run_dirs, kinds=REPORTED, *, recursive: bool = True, mix_presets: bool = False,
+def collect(run_dirs, kinds=None, *, recursive: bool = True, mix_presets: bool = False,
             preset: str | None = None) -> list:
-    """``(folder, results)`` of the runs of ``kinds`` (see :data:`KINDS`) among ``run_dirs``:
+    """``(folder, results)`` of the runs of ``kinds`` (see :data:`KINDS`; default
+    :data:`REPORTED`, once :func:`ums_rep.plugins.load` has registered every package's) among ``run_dirs``:
     every results.json under each (nested encoders included) if ``recursive``, else each
     folder's own; with ``preset``, only the runs of that preset. Anything else is skipped with
     one logged line saying why; runs of different presets raise ``ValueError`` unless
     ``mix_presets``, and so does finding no run at all.
-    The one home of reading run folders: ``report``, ``finetune --compare`` and
-    ``mt_unet.train --compare`` all use it."""
+    The one home of reading run folders: ``report`` and the training commands' ``--compare`` all use it."""
+    plugins.load()
+    kinds = tuple(REPORTED) if kinds is None else kinds
     found = []
     for d in map(Path, run_dirs):
         if not d.exists():
@@ -365,7 +363,7 @@ def compare_strategies(run_dirs, out=None, mix_presets: bool = False) -> str:
     Other folders are skipped with a logged reason."""
     runs = collect(run_dirs, ("finetune",), recursive=False, mix_presets=mix_presets)
     judged = paper_claims.judge(runs)
-    text = _compare_md("\n".join(claims(runs, judged) + strategy_tables(runs)), out)
+    text = compare_md("\n".join(claims(runs, judged) + strategy_tables(runs)), out)
     if out is not None:
         write_claims_json(judged, Path(out) / "claims.json")
     return text
@@ -377,8 +375,15 @@ def markdown_table(headers, rows) -> list[str]:
     return frame.to_markdown(index=False, disable_numparse=True).splitlines()
 
 
-def _compare_md(text: str, out) -> str:
-    """``text``, written to ``out/compare.md`` when ``out`` is given (both commands' ``--compare``)."""
+def compare_md(text: str, out) -> str:
+    """``text``, written to ``out/compare.md`` when ``out`` is given (the training commands' ``--compare``).
+
+    Args:
+        text: The comparison's Markdown.
+        out: The folder to write ``compare.md`` in; None: none written.
+
+    Returns:
+        ``text``."""
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out) / "compare.md", text)
@@ -513,68 +518,6 @@ def write_claims_json(judged, path) -> Path:
     return path
 
 
-def _metric_label(key: str) -> str:
-    """An MT-UNet metric as the paper's tables head it: KLD, CC, HS, ACCURACY, AUC, AUC <class>."""
-    return key.upper().replace("AUC_", "AUC ")
-
-
-def _median_std(entry: dict, key: str) -> str:
-    if key not in entry["metrics"]:
-        return ""
-    return f"{entry['metrics'][key]:.3f} ± {entry['std'].get(key, 0.0):.3f}"
-
-
-def mt_unet_compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """Table 1/2/3-style Markdown of finished runs: median ± std over seeds of every metric,
-    training seconds and trainable parameters; the best value of each column in bold. Folders
-    that are not mt_unet.train runs are skipped (logged); see :func:`collect`. (``mt_unet.train --compare``.)"""
-    entries = []
-    for _, body in collect(run_dirs, ("mt_unet.train",), recursive=False, mix_presets=mix_presets):
-        for e in body["tasks"].values():
-            entries.append({**e, "seeds": body["config"].get("seeds"), "preset": body["config"].get("preset")})
-    cols = [k for k in MT_UNET_METRICS if any(k in e["metrics"] for e in entries)]
-    best = {}
-    for k in cols:
-        vals = [e["metrics"][k] for e in entries if k in e["metrics"]]
-        best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
-    head = ["model", *(_metric_label(k) + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in cols),
-            "train s", "params", "seeds"]
-    rows = []
-    for e in entries:
-        cells = [e["label"]]
-        for k in cols:
-            cell = _median_std(e, k)
-            cells.append(f"**{cell}**" if cell and math.isclose(e["metrics"][k], best[k]) else cell)
-        rows.append(cells + [f"{e['train_seconds']:.0f}", f"{e['trainable_params']:,}", str(e["seeds"])])
-    return _compare_md("\n".join(markdown_table(head, rows)) + "\n", out)
-
-
-def mt_unet_tables(runs) -> list:
-    entries = []
-    for folder, r in runs:
-        if r["command"].startswith("mt_unet.train"):
-            for e in r["tasks"].values():
-                entries.append((folder, r, e))
-    if not entries:
-        return []
-    keys = MT_UNET_METRICS
-    c = entries[0][1]["config"]
-    anchors = "".join(f"<a id=\"{a}\"></a>" for a in (MT_UNET_ANCHOR, *(table_anchor("MT-UNet", t) for t in "123")))
-    lines = [f"### {anchors}MT-UNet Tables 1–3 ({c.get('data')}, preset {c.get('preset')}, input "
-             f"{'×'.join(map(str, c.get('image', c.get('shape', []))))}, {c.get('seeds')} seed(s); "  # shape: before 2026-12
-             f"median ± std; paper below each row)", ""]
-    rows = []
-    for folder, r, e in entries:
-        rows.append([e["label"], *(_median_std(e, k) for k in keys), f"{e['train_seconds']:.0f}",
-                     f"{e['trainable_params']:,}", f"{r['config'].get('preset')}, {r['config'].get('seeds')}"])
-        paper = PAPER["mt_unet"].get(e["label"])
-        if paper:
-            rows.append(["*paper*", *(_num(paper.get(k)) if k in paper else "" for k in keys), "", "", ""])
-    lines += markdown_table(["model", *(_metric_label(k) for k in keys), "train s", "params", "preset, seeds"], rows)
-    lines.append("")
-    return lines
-
-
 def scan_tables(runs) -> list:
     lines = []
     for folder, r in runs:
@@ -644,7 +587,10 @@ def build(run_dirs, out, bench=None, mix_presets: bool = False, preset: str | No
     bench_body = json.loads(Path(bench).read_text()) if bench else None
     judged = paper_claims.judge(runs)
     lines = header(runs) + claims(runs, judged) + ["## UMS-Rep", ""] + table2(runs) + strategy_tables(runs) \
-        + scan_tables(runs) + bench_tables(bench_body) + ["## MT-UNet", ""] + mt_unet_tables(runs) + figures(runs, out)
+        + scan_tables(runs) + bench_tables(bench_body)
+    for heading, tables in SECTIONS:
+        lines += [f"## {heading}", ""] + tables(runs)
+    lines += figures(runs, out)
     text = "\n".join(lines) + "\n"
     write_claims_json(judged, out / "claims.json")
     atomic_write_text(out / "report.md", text)

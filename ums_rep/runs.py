@@ -280,13 +280,20 @@ class ModelFileError(ValueError):
 
 
 MODEL_KINDS = {
-    # expect= → (what the option wants, in words; the check)
+    # expect= → (what the option wants, in words; the check); register_model_kind adds others
     "encoder": ("an encoder (one image input, one output), e.g. ums_rep.pretrain's model.keras",
                 lambda m: len(m.inputs) == 1 and len(m.outputs) == 1),
-    "mt_unet": ("an eye-gaze model with a saliency and/or disease output, e.g. mt_unet.train's model.keras",
-                lambda m: len(m.inputs) == 1 and isinstance(m.output, dict)
-                and bool({"saliency", "disease"} & set(m.output))),
 }
+
+
+def register_model_kind(name: str, want: str, check) -> None:
+    """Add a kind of model that :func:`load_model`'s ``expect`` can name (another package's).
+
+    Args:
+        name: The kind's name.
+        want: What such a model is, in words (the error message says the file is not that).
+        check: ``model → bool``: whether a loaded model is of the kind."""
+    MODEL_KINDS[name] = (want, check)
 
 
 def load_model(path, expect: str | None = None) -> keras.Model:

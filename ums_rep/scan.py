@@ -39,7 +39,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from data_prep.cli import base_parser, options_from, parse_early, run_cli
+from data_prep.cli import base_parser, parse_early, run_cli
+from ums_rep.options import options_from
 from ums_rep.presets import SCAN_SPACES, UMS_REP
 from ums_rep.tasks import CLASSIFICATION_TASKS
 

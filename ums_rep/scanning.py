@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from data_prep.cli import TrainingOptions
+from ums_rep.options import TrainingOptions
 from data_prep.io import atomic_write_bytes, atomic_write_text
 from data_prep.noise import random_training_noise
 from data_prep.pipeline import make_dataset
@@ -278,7 +278,7 @@ def _latest_experiment(talos_dir: Path) -> Path | None:
 class ScanOptions(TrainingOptions):
     """What ``python -m ums_rep.scan`` is told (its options, typed).
 
-    The common fields are :class:`data_prep.cli.TrainingOptions`'.
+    The common fields are :class:`ums_rep.options.TrainingOptions`'.
 
     Attributes:
         model: What to search: ``"echo"`` (the paper's space), ``"cdae"`` or ``"head"`` (keys

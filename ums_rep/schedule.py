@@ -2,14 +2,14 @@
 for every training loop.
 
 UMS-Rep reduces its learning rate when the validation loss plateaus and stops early (Section
-4.1.1). MT-UNet's "RLRP" (Section 3.3) also **restores the best epoch's weights** at every cut,
-and the authors' code stops when the rate falls below 1e-8 or after 2P+3 epochs without
+4.1.1). Another paper's "RLRP" also **restores the best epoch's weights** at every cut,
+and its authors' code stops when the rate falls below 1e-8 or after 2P+3 epochs without
 improvement; ``reset_to_best=True`` gives that behaviour.
 
 When to cut: ``cut_rule="reach"`` (the default, UMS-Rep's fine-tuning) cuts on the P-th epoch
 without improvement; ``cut_rule="exceed"`` cuts when the epochs without improvement *exceed* P,
-i.e. on the (P+1)-th, as PyTorch's ``ReduceLROnPlateau`` does (MT-UNet's rule in the authors'
-public code, ``Module/hzhu_learn.py``; the paper, Section 3.3 and Appendix B, does not say).
+i.e. on the (P+1)-th, as PyTorch's ``ReduceLROnPlateau`` does (that other paper's rule in its authors' public code,
+``Module/hzhu_learn.py``; the paper itself does not say).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ class PlateauSchedule:
     (restore the best weights), ``stop``; ``improved`` says whether this epoch is the new best.
 
     ``cut_rule``: "reach" cuts when the epochs without improvement since the last improvement or
-    cut reach ``patience``; "exceed" when they exceed it (PyTorch's ``ReduceLROnPlateau``, MT-UNet
-    in the authors' public code). After a cut the count starts again from 0 and ``best`` is kept:
+    cut reach ``patience``; "exceed" when they exceed it (PyTorch's ``ReduceLROnPlateau``, and
+    another paper's authors' public code). After a cut the count starts again from 0 and ``best`` is kept:
     the state of the best epoch, which is what the authors' code reloads with its scheduler.
     """
 

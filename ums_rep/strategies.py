@@ -29,7 +29,7 @@ of its own batches per epoch under every strategy (``steps_per_epoch[task]``: a 
 ``max(steps)`` steps and puts each task in ``steps[task]`` of them, :func:`joint_schedule`).
 :func:`fit` returns both (``optimizers``, ``updates``) for ``results.json``.
 
-Where every task labels the *same* images (MT-UNet: one chest X-ray, its gaze map and its class),
+Where every task labels the *same* images (e.g. one chest X-ray, its saliency map and its class),
 ``joint_model`` — one model with a dict of outputs keyed by task — replaces the per-task models
 in the joint step: one forward pass per batch feeds every task's loss, and the training and
 validation data are single datasets whose targets hold every task's target.
@@ -41,7 +41,7 @@ also has its own plateau / early-stopping / best-epoch rule on its own validatio
 that stops no longer trains while the others go on, and gets its best epoch back); ``joint``
 and ``alternating`` keep one rule on the unweighted sum of the tasks' validation losses
 (``FitConfig.monitor="sum"``), or on the weighting rule applied to them (``"weighted"``: the loss
-the joint step minimises, σ terms included; MT-UNet in the authors' public code). A rule that
+the joint step minimises, σ terms included; as another paper's authors' public code does). A rule that
 resets to its best epoch restores that epoch's weights and weighting variables (σ), and with
 ``FitConfig.reset_optimizer`` its optimizers' state too (moments and iteration count; the
 learning rate is the cut's).
@@ -126,7 +126,7 @@ class FitConfig:
         lr_factor: What a cut multiplies every optimizer's learning rate by.
         min_lr: No learning rate is cut below this.
         stop_patience: Epochs without improvement before training stops (None: never early).
-        reset_to_best: A cut also restores the best epoch's weights (and σ), as MT-UNet's RLRP.
+        reset_to_best: A cut also restores the best epoch's weights (and σ), as another paper's RLRP (:mod:`ums_rep.schedule`).
         lr_cut_rule: ``"reach"`` cuts on the ``lr_patience``-th epoch without improvement,
             ``"exceed"`` on the next one (PyTorch's ``ReduceLROnPlateau``).
         monitor: What the shared rule watches: ``"sum"`` (the unweighted sum of the tasks'
@@ -155,8 +155,8 @@ class FitConfig:
     min_lr: float = 1e-8
     stop_patience: int | None = 20
     reset_to_best: bool = False
-    # the plateau rule (UMS-Rep's fine-tuning keeps the defaults; MT-UNet's authors' choices in
-    # mt_unet.schedule): "reach" cuts on the lr_patience-th epoch without improvement, "exceed" on the
+    # the plateau rule (UMS-Rep's fine-tuning keeps the defaults; another paper's package sets
+    # its authors' choices): "reach" cuts on the lr_patience-th epoch without improvement, "exceed" on the
     # next (PyTorch's ReduceLROnPlateau); the shared rule watches the unweighted sum of the validation
     # losses ("sum") or the weighting rule applied to them ("weighted"); a reset to the best epoch
     # also restores the optimizers' state (moments, iteration count) with reset_optimizer
@@ -514,7 +514,7 @@ def fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data, con
         val_data: ``{task: tf.data.Dataset}``, finite (one dataset with ``joint_model``).
         config: Epochs, batches per epoch, the plateau / early-stopping rule, checkpoints.
         dist: The ``tf.distribute`` strategy (default: the active one).
-        joint_model: One model whose dict outputs are keyed by task (MT-UNet: every task labels
+        joint_model: One model whose dict outputs are keyed by task (every task labels
             the same images); then ``train_data``/``val_data`` are single datasets and
             ``config.steps_per_epoch["joint"]`` sets the batches per epoch.
         **kw: ``optimizers`` (``{"joint" | task | SHARED: optimizer}``; default
@@ -657,7 +657,7 @@ def _fit(strategy_name: str, models: dict, tasks: dict, train_data, val_data,
 def _weighted_loss(weighting, val: dict) -> float:
     """The weighting rule applied to the validation losses ``{task: loss}`` with its current
     weights (σ and the ln(σ+1) terms of uncertainty weighting): the loss the joint step minimises,
-    what MT-UNet's authors' public code monitors (``Module/hzhu_learn.py``)."""
+    what another paper's authors' public code monitors (``Module/hzhu_learn.py``)."""
     total, _ = weighting({t: tf.constant(v, tf.float32) for t, v in val.items()})
     return float(total)
 

@@ -63,13 +63,6 @@ class Spec:
     label_column: str = "label"
 
 
-# MT-UNet's two tasks on the eye-gaze data (Section 3): the gaze saliency map and the disease class
-SALIENCY, DISEASE = "saliency", "disease"
-EYE_GAZE_CLASSES = ("Normal", "CHF", "pneumonia")  # data_prep.egd.CLASSES (pandas-free here: --help)
-EYE_GAZE_TASKS = {SALIENCY: Task(SALIENCY, "saliency"),
-                  DISEASE: Task(DISEASE, "classification", classes=EYE_GAZE_CLASSES)}
-
-
 def _cls(name, classes, column="label", optimizer="sgd", lr=1e-2):
     return Spec(Task(name, "classification", classes=tuple(classes), optimizer=optimizer, learning_rate=lr),
                 lambda df, c=tuple(classes), col=column: df[df[col].astype(str).isin(c)], column)

@@ -2,7 +2,7 @@
 
 A rule is a small object (LibMTL's idea); the joint training loop never changes when one is
 added. :class:`FixedWeights` is UMS-Rep's joint loss ``Σ w_i L_i`` (Section 2.3);
-:class:`UncertaintyWeights` is MT-UNet's MTL1/MTL2/MTL3 (Eqs. 1, 4, 5);
+:class:`UncertaintyWeights` is the uncertainty weighting MTL1/MTL2/MTL3 of another paper;
 :class:`DynamicWeightAverage` is Liu et al.'s DWA (CVPR 2019, Eq. 1), the example of a rule
 that changes its weights between epochs.
 
@@ -129,8 +129,8 @@ class FixedWeights(Weighting):
 
 @register("uncertainty")
 class UncertaintyWeights(Weighting, tf.Module):
-    """MT-UNet's uncertainty weighting: ``L = Σ_t [L_t/σ_t² + ln(σ_t + 1)]`` over the tasks whose
-    σ is learned, plus ``L_t`` for the tasks whose σ is fixed to 1 (MT-UNet Eqs. 1, 4, 5).
+    """Uncertainty weighting: ``L = Σ_t [L_t/σ_t² + ln(σ_t + 1)]`` over the tasks whose
+    σ is learned, plus ``L_t`` for the tasks whose σ is fixed to 1 (another paper's Eqs. 1, 4, 5).
 
     * MTL1 (Eq. 1): σ_s and σ_c both learned;
     * MTL2 (Eq. 4): σ_c = 1, σ_s learned;
@@ -185,7 +185,7 @@ LOSS_FORMS = ("paper", "authors")  # mtl()'s form
 
 
 def mtl(scheme: str, saliency: str, classification: str, form: str = "paper") -> UncertaintyWeights:
-    """MT-UNet's scheme by name: ``mtl1`` (Eq. 1), ``mtl2`` (Eq. 4) or ``mtl3`` (Eq. 5).
+    """The saliency-and-classification uncertainty scheme by name: ``mtl1`` (Eq. 1), ``mtl2`` (Eq. 4) or ``mtl3`` (Eq. 5).
 
     ``form="paper"``: the saliency term is ``KLD/σ_s²`` (Eqs. 1, 4), ``KLD`` under MTL3 (Eq. 5);
     ``form="authors"``: ``KLD/(2σ_s²)`` in every scheme, ``KLD/2`` under MTL3, as the authors'

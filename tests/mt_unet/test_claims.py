@@ -12,7 +12,7 @@ from statsmodels.stats.multitest import multipletests
 from data_prep.egd import CLASSES
 from mt_unet import claims as mt_claims
 from mt_unet.naming import label
-from ums_rep import claims, report
+from ums_rep import claims, plugins, report
 
 N = 60
 SEEDS = (0, 1, 2, 3, 4)
@@ -70,7 +70,7 @@ def mt_judged(root):
 
 
 def test_the_registry_holds_every_statement_of_tables_1_to_3_in_the_tables_direction():
-    claims.load_plugins()
+    plugins.load()
     mt = [c for c in claims.REGISTRY if c.paper == "MT-UNet"]
     assert len(mt) == len({c.claim_id for c in mt}) == 4 * 2 + 4 * 3 + 4 * 5
     pairs = {(c.table, frozenset((c.a, c.b))) for c in mt}

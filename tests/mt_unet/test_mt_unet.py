@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from mt_unet import baselines, data
 from mt_unet.evaluate import main as evaluate_main
-from mt_unet.model import DISEASE, SALIENCY, TASKS, build, mt_unet
+from mt_unet.model import build, mt_unet
+from mt_unet.tasks import DISEASE, SALIENCY, TASKS
 from mt_unet.schedule import ResetOnPlateau, fit_config_kwargs
 from mt_unet.train import compare, main
 from tests.helpers import table_rows
@@ -423,7 +424,8 @@ def test_the_parsers_name_the_presets_the_tables_define():
     from data_prep.cli import PRESETS
     from mt_unet import schedule, train
     from ums_rep import weighting
-    from ums_rep.presets import MT_UNET, UMS_REP
+    from mt_unet.presets import MT_UNET
+    from ums_rep.presets import UMS_REP
     assert tuple(MT_UNET) == tuple(UMS_REP) == PRESETS
     assert train.SCHEDULES == tuple(schedule.SCHEDULES) and train.LOSS_FORMS == weighting.LOSS_FORMS
     assert f"quick {MT_UNET['quick']['base']} and tiny {MT_UNET['tiny']['base']}" in baselines.__doc__

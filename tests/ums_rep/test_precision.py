@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mt_unet.model import DISEASE, SALIENCY, TASKS, mt_unet
+from mt_unet.model import mt_unet
+from mt_unet.tasks import DISEASE, SALIENCY, TASKS
 from ums_rep import precision
 from ums_rep.backbones import cdae
 from ums_rep.runs import load_model, save_model
@@ -166,7 +167,7 @@ def test_follow_policy_leaves_matching_models_alone():
 
 
 def test_every_training_command_takes_precision():
-    from data_prep.cli import PRECISIONS
+    from ums_rep.options import PRECISIONS
     from mt_unet import train
     from ums_rep import finetune, pretrain
     assert PRECISIONS == precision.MODES

@@ -3,7 +3,9 @@ rule, and every command reading its values from there."""
 import pytest
 
 from ums_rep import finetune, presets, pretrain, scan
-from ums_rep.presets import MT_UNET, UMS_REP
+from mt_unet import report as mt_report
+from mt_unet.presets import MT_UNET
+from ums_rep.presets import UMS_REP
 
 
 def test_every_entry_of_a_stage_has_the_same_keys():
@@ -21,7 +23,7 @@ def test_an_override_replaces_only_what_is_given():
     p = presets.preset("quick", "finetune", epochs=3, augment=False, batch=None)
     assert p["epochs"] == 3 and p["augment"] is False and p["batch"] == base["batch"]
     assert base["epochs"] == 30 and base["augment"] is True  # the table itself is untouched
-    m = presets.preset("tiny", image=(32, 24), lr_patience=None)
+    m = presets.preset("tiny", "mt_unet", image=(32, 24), lr_patience=None)
     assert m["image"] == (32, 24) and m["lr_patience"] == MT_UNET["tiny"]["lr_patience"]
     with pytest.raises(KeyError, match="epoch"):
         presets.preset("tiny", "pretrain", epoch=3)  # a misspelt override is an error, not ignored
@@ -38,12 +40,11 @@ def test_the_commands_offer_the_presets_of_the_table():
 @pytest.mark.parametrize("key", ["image", "shape"])
 def test_the_report_reads_the_input_size_under_the_new_and_the_old_name(key, tmp_path):
     """Runs written before the preset tables recorded MT-UNet's input as config["shape"]."""
-    from ums_rep import report
     entry = {"label": "MT-UNet (MTL3)", "metrics": {"kld": 0.5}, "std": {}, "train_seconds": 1.0,
              "trainable_params": 10}
     body = {"command": "mt_unet.train --model mtunet", "config": {key: [64, 48], "preset": "tiny", "seeds": 1,
                                                                    "data": "phantom"}, "tasks": {"mt": entry}}
-    assert "input 64×48" in report.mt_unet_tables([(tmp_path, body)])[0]
+    assert "input 64×48" in mt_report.tables([(tmp_path, body)])[0]
 
 
 def test_an_epochs_option_of_zero_keeps_the_presets_epochs():

@@ -323,7 +323,7 @@ def test_mt_unet_selects_its_best_epoch_on_the_validation_split(tmp_path, monkey
 
     from data_prep.pipeline import load_prepared
     from mt_unet import data as mt_data
-    from mt_unet.model import TASKS as MT_TASKS
+    from mt_unet.tasks import TASKS as MT_TASKS
     from mt_unet.train import main as mt_main
     from ums_rep.runs import load_model
     monkeypatch.setenv("UMS_REP_CACHE", str(tmp_path / "cache"))
