@@ -9,6 +9,7 @@ run was trained on (``python -m mt_unet.evaluate``).
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -104,9 +105,12 @@ def chance_levels(truths: dict) -> dict:
 
     Returns:
         ``{"accuracy": majority rate, "kld": median KLD of the uniform map}``."""
+    from scipy.stats import ConstantInputWarning
     counts = np.bincount(truths["label"], minlength=len(CLASSES))
     sal = np.asarray(truths["saliency"])
-    uniform = metrics.saliency(sal, np.ones_like(sal))["kld"]
+    with warnings.catch_warnings():  # the uniform map's CC is undefined (constant), and not used here
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        uniform = metrics.saliency(sal, np.ones_like(sal))["kld"]
     return {"accuracy": float(counts.max() / counts.sum()), "kld": float(uniform)}
 
 
