@@ -4,8 +4,15 @@
 # tiny: a smoke run in minutes; quick: phantoms (or your data) on a laptop; paper: the papers'
 # sizes, epochs and folds (GPU hours). Without --data-root every dataset is a phantom.
 # Each step writes its own run folder under OUT; re-running skips finished steps and resumes
-# interrupted ones (--resume), so an interruption costs at most one epoch. --only runs one paper's
-# experiments (the report still covers every finished run under OUT).
+# interrupted ones (--resume), so an interruption (even SIGKILL) costs at most one epoch. --only
+# runs one paper's experiments (the report still covers every finished run under OUT).
+# It prints its plan first (stages, runs, estimates from the previous run's OUT/times.json), one
+# progress line per step with the elapsed time and an ETA, and at the end the time table (stage,
+# runs, seconds, share), written to OUT/times.json and into the report ("How long each part took").
+# One reproduce.sh at a time per OUT: a second one into the same OUT refuses (a lock on
+# OUT/reproduce.lock, released when the run and its commands end, SIGKILL included).
+# REPRODUCE_ONLY_STEPS="PATTERN ...": run only the steps whose names match one of these shell
+# patterns, e.g. "mt_unet-mtunet-full-mtl3 pretrain-*" (tests run a cheap subset this way).
 set -euo pipefail
 
 PRESET=quick
@@ -18,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --data-root) DATA=(--data "$2"); shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
-    -h|--help) sed -n 2,8p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) echo "reproduce.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -27,26 +34,61 @@ case "$ONLY" in all|ums_rep|mt_unet) ;; *) echo "reproduce.sh: --only must be um
 OUT="${OUT:-runs/reproduce-$PRESET}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python}"
+# the lock: fd 9 stays open in this shell and every command it starts, so the lock lasts while any
+# of them runs and dies with them (no stale lock after a SIGKILL); flock(1), else Python's flock(2)
+exec 9>>"$OUT/reproduce.lock"
+lock=(flock -n 9)
+command -v flock > /dev/null || lock=("$PY" -c 'import fcntl; fcntl.flock(9, fcntl.LOCK_EX | fcntl.LOCK_NB)')
+if ! "${lock[@]}" 2> /dev/null; then
+  echo "reproduce.sh: $OUT is in use by another reproduce.sh (it holds $OUT/reproduce.lock);" \
+    "wait for it or choose another --out" >&2
+  exit 1
+fi
 START=$(date +%s)
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/reproduce.log"; }
+plan() { "$PY" -m ums_rep.reproduce_plan "$@"; }  # the plan, progress lines and time table
 
-# step NAME COMMAND...: run a training command or scan into $OUT/NAME unless it finished before;
-# a folder left by an interrupted run is resumed (--resume RUN_DIR, with the run's own arguments)
-step() {
-  local name="$1"; shift
-  local dir="$OUT/$name"
-  if [[ -f "$dir/results.json" ]]; then log "skip $name (finished)"; return; fi
-  local t0; t0=$(date +%s)
-  if [[ -f "$dir/args.json" ]]; then
-    log "resume $name"
-    "$PY" -m "$1" --resume "$dir" --no-progress
-  else
-    log "run $name"
-    "$PY" -m "$@" --out "$dir" --no-progress
-  fi
-  log "done $name in $(( $(date +%s) - t0 )) s"
+# selected NAME: whether REPRODUCE_ONLY_STEPS (if set) keeps step NAME
+selected() {
+  [[ -z ${REPRODUCE_ONLY_STEPS:-} ]] && return 0
+  local patterns p; read -ra patterns <<< "$REPRODUCE_ONLY_STEPS"
+  for p in "${patterns[@]}"; do [[ $1 == $p ]] && return 0; done
+  return 1
 }
 
+# step NAME COMMAND...: run a training command or scan into $OUT/NAME unless it finished before;
+# a folder left by an interrupted run is resumed (--resume RUN_DIR, with the run's own arguments).
+# Each attempt writes its start to $OUT/NAME/step_started, and the one that finishes the step its
+# seconds to $OUT/NAME/step_seconds (the time table's). While planning it only names the step.
+step() {
+  local name="$1"; shift
+  selected "$name" || return 0
+  if [[ -n $planning ]]; then echo "$name"; return 0; fi
+  local dir="$OUT/$name"
+  STEP_I=$((STEP_I + 1))
+  if [[ $name == mt_unet-* ]]; then mt_dirs+=("$dir"); fi
+  if [[ -f "$dir/results.json" ]]; then
+    log "[$STEP_I/${#STEPS[@]}] skip $name (finished before, in $(cat "$dir/step_seconds" 2> /dev/null || echo "?") s)"
+    return 0
+  fi
+  local t0; t0=$(date +%s)
+  mkdir -p "$dir" && echo "$t0" > "$dir/step_started"
+  if [[ -f "$dir/args.json" ]]; then
+    log "[$STEP_I/${#STEPS[@]}] resume $name"
+    "$PY" -m "$1" --resume "$dir" --no-progress
+  else
+    log "[$STEP_I/${#STEPS[@]}] run $name"
+    "$PY" -m "$@" --out "$dir" --no-progress
+  fi
+  local secs=$(( $(date +%s) - t0 ))
+  echo "$secs" > "$dir/step_seconds.tmp" && mv "$dir/step_seconds.tmp" "$dir/step_seconds"
+  log "[$STEP_I/${#STEPS[@]}] done $name in $secs s; $(plan progress --out "$OUT" --done "$STEP_I" \
+    --elapsed $(( $(date +%s) - START )) "${STEPS[@]}")"
+}
+
+# every experiment, in order: planned first (planning=1, and PY=: so that the one direct command, the
+# MT-UNet comparison, does nothing), then run
+experiments() {
 # UMS-Rep: the two shared encoders, then every task set with every strategy and the baseline
 if [[ $ONLY != mt_unet ]]; then
 step pretrain-cdae ums_rep.pretrain --backbone cdae --preset "$PRESET" "${DATA[@]}"
@@ -67,7 +109,8 @@ rounds=4; [[ $PRESET == tiny ]] && rounds=2; [[ $PRESET == paper ]] && rounds=16
 step scan-echo ums_rep.scan --model echo --preset "$PRESET" --round-limit "$rounds" "${DATA[@]}"
 fi
 # MT-UNet: MTL1/2/3, the B/T ablations, single-task UNets and the baselines (Tables 1-3), and MTL3
-# with the authors' code's saliency term (--loss-form authors) beside the paper's
+# with the authors' code's saliency term (--loss-form authors) beside the paper's; step() collects
+# the run folders in mt_dirs for the comparison table
 if [[ $ONLY != ums_rep ]]; then
 configs=("mtunet full mtl3" "mtunet full mtl1" "mtunet full mtl2" "mtunet bottleneck mtl3" "mtunet top mtl3"
          "unets full mtl3" "unetc full mtl3" "simplenet full mtl3" "msinet full mtl3" "vggssm full mtl3"
@@ -79,18 +122,38 @@ configs=("mtunet full mtl3" "mtunet full mtl1" "mtunet full mtl2" "mtunet bottle
 # quick: 5 seeds (the claims' significance over seeds) and 10 epochs instead of mt_unet.train's quick
 # 3 seeds and 20 epochs, to keep the quick run short on 2 CPU cores
 budget=(); [[ $PRESET == quick ]] && budget=(--seeds 5 --epochs 10)
-mt_dirs=()
 for cfg in "${configs[@]}"; do
   read -r model variant scheme <<< "$cfg"
   step "mt_unet-$model-$variant-$scheme" mt_unet.train --model "$model" --variant "$variant" --scheme "$scheme" \
     --preset "$PRESET" "${budget[@]}" "${DATA[@]}"
-  mt_dirs+=("$OUT/mt_unet-$model-$variant-$scheme")
 done
 step "mt_unet-mtunet-full-mtl3-authors-loss" mt_unet.train --model mtunet --variant full --scheme mtl3 \
   --loss-form authors --preset "$PRESET" "${budget[@]}" "${DATA[@]}"
-mt_dirs+=("$OUT/mt_unet-mtunet-full-mtl3-authors-loss")
+compare_t0=$(date +%s)
 "$PY" -m mt_unet.train --compare "${mt_dirs[@]}" --out "$OUT" > /dev/null
+COMPARE_SECONDS=$(( $(date +%s) - compare_t0 ))
 fi
+}
 
+planning=""
+STEPS=()
+mt_dirs=()
+STEP_I=0
+COMPARE_SECONDS=""
+names=$(planning=1; PY=:; experiments)
+[[ -n $names ]] && mapfile -t STEPS <<< "$names"
+if [[ ${#STEPS[@]} -eq 0 ]]; then
+  echo "reproduce.sh: no step to run (--only $ONLY, REPRODUCE_ONLY_STEPS='${REPRODUCE_ONLY_STEPS:-}')" >&2
+  exit 2
+fi
+# no MT-UNet run kept (REPRODUCE_ONLY_STEPS): no comparison table either
+if [[ $ONLY == all ]] && ! printf '%s\n' "${STEPS[@]}" | grep -q '^mt_unet-'; then ONLY=ums_rep; fi
+log "reproduce.sh --preset $PRESET --out $OUT${REPRODUCE_ONLY_STEPS:+ (REPRODUCE_ONLY_STEPS: $REPRODUCE_ONLY_STEPS)}"
+plan plan --out "$OUT" "${STEPS[@]}" | tee -a "$OUT/reproduce.log"
+experiments
+if [[ -n $COMPARE_SECONDS ]]; then log "MT-UNet comparison table ($OUT/compare.md) in $COMPARE_SECONDS s"; fi
+log "time table ($OUT/times.json):"
+plan table --out "$OUT" --preset "$PRESET" --wall-seconds $(( $(date +%s) - START )) \
+  ${COMPARE_SECONDS:+--compare-seconds "$COMPARE_SECONDS"} "${STEPS[@]}" | tee -a "$OUT/reproduce.log"
 "$PY" -m ums_rep.report --runs "$OUT" --out "$OUT/report"
 log "all done in $(( $(date +%s) - START )) s; report: $OUT/report/report.md and report.html"

@@ -26,7 +26,10 @@ of model a's metric minus model b's, on the test split itself; ``ci`` the 2.5 an
 percentiles of the resampled ``diff``; ``p`` the two-sided bootstrap p-value
 ``2 · min(P*(diff ≤ 0), P*(diff ≥ 0))`` with the add-one correction (the smallest is about 0.001).
 The p-values are Holm-corrected within each table (``task_set`` is the table). Verdicts are
-:func:`ums_rep.claims.comparison_verdict`'s; a claim whose model was not run is ``not run``.
+:func:`ums_rep.claims.comparison_verdict`'s; a claim whose model was not run is ``not run``, and
+one whose model did not beat chance on the validation split in some seed (``mt_unet.train``
+records ``learned_on_validation`` per seed: :func:`mt_unet.scoring.learned`) is ``not learned``
+and kept out of the Holm family.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from data_prep.egd import CLASSES
 from mt_unet.naming import label
 from mt_unet.report import PAPER as PAPER_TABLES
 from ums_rep import claims as registry
+from mt_unet.tasks import DISEASE, SALIENCY
 from ums_rep.metrics import N_RESAMPLES, SEED, auc_resampled, resample_indices, resample_weights
 
 PAPER = "MT-UNet"
@@ -209,8 +213,32 @@ def judge_mt_unet(claim, runs):
                                    f"{len(got)} {name} runs ({', '.join(str(f) for f, _ in got)}): give one")
         pair.append(got[0])
     t = seeds_bootstrap_test(pair[0], pair[1], claim.task)
-    return registry.Judged(claim, test=t["test"], p=t["p"], diff=t["diff"], ci=t["ci"],
-                           extra={"metric": claim.task, "n": t["n"], "seeds": t["seeds"]})
+    extra = {"metric": claim.task, "n": t["n"], "seeds": t["seeds"]}
+    # a model whose task did not beat chance on the validation split in some seed is no fair comparison:
+    # its test is shown, not judged (judge() keeps it out of the Holm family)
+    unlearned = [name for name, (_, body) in zip((claim.a, claim.b), pair) if not learned(body, claim.task)]
+    if unlearned:
+        extra["not_learned"] = unlearned
+    return registry.Judged(claim, test=t["test"], p=t["p"], diff=t["diff"], ci=t["ci"], extra=extra,
+                           note=f"{' and '.join(unlearned)} did not beat chance on the validation split in every "
+                                f"seed" if unlearned else "")
+
+
+def learned(body: dict, metric: str) -> bool:
+    """Whether the run's model learned the task ``metric`` measures in every seed, by the flags
+    ``mt_unet.train`` records (``learned_on_validation``: the disease head beats the majority
+    class, the saliency map the uniform map, on the validation split). Runs that predate the
+    flags count as learned.
+
+    Args:
+        body: the run's results.json.
+        metric: ``kld``, ``cc``, ``hs``, ``accuracy`` or ``auc``.
+
+    Returns:
+        False when some seed's flag for that task is False."""
+    task = SALIENCY if metric in SALIENCY_METRICS else DISEASE
+    entry = next(iter(body["tasks"].values()))
+    return all(rec.get("learned_on_validation", {}).get(task, True) for rec in entry["per_seed"])
 
 
 registry.JUDGES[KIND] = judge_mt_unet

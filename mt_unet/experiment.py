@@ -87,6 +87,8 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
     figures.training_curves(history, out / "training_curves.png",
                             title=f"{label(args.model, args.variant, args.scheme, args.loss_form)}, seed {seed}")
     save_model(net, out / "model.keras")
+    val_m, _, val_arrays = scoring.evaluate(net, prepared, rows["val"], batch)
+    chance = scoring.chance_levels(val_arrays["truths"])
     m, table, arrays = scoring.evaluate(net, prepared, rows["test"], batch)
     atomic_write_text(out / "predictions_test.csv", table.to_csv(index=False))
     if SALIENCY in arrays["outputs"]:
@@ -96,7 +98,13 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
                                   titles=list(table["truth"][:k]))
     record = {"seed": seed, "metrics": m, "train_seconds": float(sum(fitted["seconds"].values())),
               "epochs": len(history), "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"],
-              "lr_resets": fitted["schedule"]["events"], "final_sigma": weighting.describe()}
+              "lr_resets": fitted["schedule"]["events"], "final_sigma": weighting.describe(),
+              "val_metrics": val_m, "chance_on_validation": chance,
+              "learned_on_validation": scoring.learned(val_m, chance)}
+    if not all(record["learned_on_validation"].values()):
+        log.warning("%s, seed %d did not learn on the validation split (%s; chance: accuracy %.3f, KLD %.3f): "
+                    "its claims are not judged", label(args.model, args.variant, args.scheme, args.loss_form), seed,
+                    record["learned_on_validation"], chance["accuracy"], chance["kld"])
     if fitted["stopped"].startswith("non-finite"):
         raise NonFiniteLossError(f"{out}: {fitted['stopped']}; the model, history and test metrics of the "
                                  "restored weights are written there")

@@ -9,6 +9,7 @@ run was trained on (``python -m mt_unet.evaluate``).
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,41 @@ def evaluate_saved(model_file, out=None, *, split: str = "test", batch: int = 8,
                           arrays["truths"]["saliency"][:k], arrays["outputs"][SALIENCY][:k])
     log.info("%s on %d %s images: %s", model_file, len(rows), split, ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
     return out
+
+
+def chance_levels(truths: dict) -> dict:
+    """What a model that learned nothing scores on these targets: the majority class's rate
+    (accuracy) and the median KLD of the uniform saliency map (every pixel equal).
+
+    Args:
+        truths: ``{"saliency": (n, H, W, 1) maps, "label": (n,) class indices}`` (:func:`predict`).
+
+    Returns:
+        ``{"accuracy": majority rate, "kld": median KLD of the uniform map}``."""
+    from scipy.stats import ConstantInputWarning
+    counts = np.bincount(truths["label"], minlength=len(CLASSES))
+    sal = np.asarray(truths["saliency"])
+    with warnings.catch_warnings():  # the uniform map's CC is undefined (constant), and not used here
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        uniform = metrics.saliency(sal, np.ones_like(sal))["kld"]
+    return {"accuracy": float(counts.max() / counts.sum()), "kld": float(uniform)}
+
+
+def learned(val_metrics: dict, chance: dict) -> dict:
+    """Whether each task of a model learned on the validation split (the fair comparison's rule:
+    an arm is compared only when it beats doing nothing): the disease head beats the majority
+    class's rate, the saliency map has a lower median KLD than the uniform map.
+
+    Args:
+        val_metrics: the model's metrics on the validation split (:func:`evaluate`).
+        chance: :func:`chance_levels` of the same split.
+
+    Returns:
+        ``{task: bool}`` for the tasks the model predicts."""
+    out = {}
+    if "accuracy" in val_metrics:
+        out[DISEASE] = bool(val_metrics["accuracy"] > chance["accuracy"])
+    if "kld" in val_metrics:
+        out[SALIENCY] = bool(val_metrics["kld"] < chance["kld"])
+    return out
+

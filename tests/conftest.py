@@ -23,7 +23,8 @@ def phantom_root(tmp_path_factory):
 # The longest modules first (longest-processing-time-first scheduling): under `pytest -n 2 --dist
 # loadfile` (.ci/run) each then runs beside the short ones instead of alone at the end.
 LONGEST_FIRST = ("tests/ums_rep/test_main_job.py", "tests/test_notebooks.py", "tests/test_benchmarks.py",
-                 "tests/ums_rep/test_distribute.py", "tests/test_reliability.py", "tests/ums_rep/test_scan.py")
+                 "tests/ums_rep/test_distribute.py", "tests/test_reproduce.py", "tests/test_reliability.py",
+                 "tests/ums_rep/test_scan.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

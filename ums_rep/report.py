@@ -16,6 +16,8 @@ unfinished run) is skipped with a logged reason, and runs of different presets a
 unless ``--mix-presets``. The header states the data (phantom or real), presets, seeds,
 versions and hardware the runs recorded. :data:`PAPER` is the one home of UMS-Rep's numbers
 (another paper's are its package's).
+A ``times.json`` in a ``--runs`` folder (``reproduce.sh``'s time table, :mod:`ums_rep.reproduce_plan`)
+becomes the section "How long each part took".
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ parse_early(__name__, build_parser, tensorflow=False)  # python -m: --help answe
 import pandas as pd  # noqa: E402
 
 from data_prep.io import atomic_write_text  # noqa: E402
-from ums_rep import claims as paper_claims, metrics, plugins  # noqa: E402
+from ums_rep import claims as paper_claims, metrics, plugins, reproduce_plan  # noqa: E402
 
 log = logging.getLogger("ums_rep.report")
 
@@ -575,6 +577,37 @@ def header(runs) -> list:
             "measured; they do not reproduce the papers' absolute numbers.", ""]
 
 
+def time_tables(run_dirs) -> list:
+    """"How long each part took": the time table ``reproduce.sh`` wrote to ``times.json``
+    (:mod:`ums_rep.reproduce_plan`) in each of ``run_dirs`` that holds one — stage, runs, seconds
+    and share of the total; none without one."""
+    lines = []
+    for d in map(Path, run_dirs):
+        times = reproduce_plan.read_times(d / reproduce_plan.TIMES)
+        if times is None:
+            continue
+        try:
+            rows = [[s["stage"], s["runs"], f"{s['seconds']:.0f}", f"{s['share']:.1%}"] for s in times["stages"]]
+            rows.append(["**total**", sum(s["runs"] for s in times["stages"]), f"{times['total_seconds']:.0f}",
+                         "100.0%" if times["total_seconds"] else "0.0%"])
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("skipped %s: not a reproduce.sh time table (%r)", d / reproduce_plan.TIMES, e)
+            continue
+        wall = times.get("wall_seconds")
+        lines += [f"`reproduce.sh`'s time table ({d.name}/{reproduce_plan.TIMES}, preset {times.get('preset')}, "
+                  f"written {times.get('written')}): the seconds of each stage's runs — a run finished by an earlier "
+                  "invocation keeps the seconds it took then, a resumed one counts the attempt that finished it — "
+                  "and each stage's share of their total.", ""]
+        lines += markdown_table(["stage", "runs", "seconds", "share"], rows) + [""]
+        missing = [r["step"] for r in times["steps"] if r.get("seconds") is None]
+        if missing:
+            lines += [f"No recorded time for {', '.join(missing)} (left out of the sums).", ""]
+        if wall is not None:
+            lines += [f"The last invocation's wall time up to this table: {wall:.0f} s (the report is built after "
+                      "it).", ""]
+    return ["## How long each part took", "", *lines] if lines else []
+
+
 def build(run_dirs, out, bench=None, mix_presets: bool = False, preset: str | None = None) -> str:
     """Write ``report.md`` (opening with the claims at a glance), ``report.html`` and
     ``claims.json`` (:func:`write_claims_json`) in ``out``; return the Markdown."""
@@ -590,7 +623,7 @@ def build(run_dirs, out, bench=None, mix_presets: bool = False, preset: str | No
         + scan_tables(runs) + bench_tables(bench_body)
     for heading, tables in SECTIONS:
         lines += [f"## {heading}", ""] + tables(runs)
-    lines += figures(runs, out)
+    lines += time_tables(run_dirs) + figures(runs, out)
     text = "\n".join(lines) + "\n"
     write_claims_json(judged, out / "claims.json")
     atomic_write_text(out / "report.md", text)

@@ -41,8 +41,10 @@ def seed_table(seed: int, kld_shift=0.0, accuracy=0.7, classify=True, saliency=T
     return table
 
 
-def make_run(root, name: str, *, seeds=SEEDS, shuffle=False, data_seed=0, preset="quick", **table_kwargs):
-    """A finished mt_unet.train run folder of the model labelled ``name``."""
+def make_run(root, name: str, *, seeds=SEEDS, shuffle=False, data_seed=0, preset="quick", unlearned=(),
+             **table_kwargs):
+    """A finished mt_unet.train run folder of the model labelled ``name``; the tasks in
+    ``unlearned`` did not beat chance on the validation split in its first seed."""
     folder = root / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "").replace("'", "")
     per_seed = []
     for s in seeds:
@@ -54,7 +56,9 @@ def make_run(root, name: str, *, seeds=SEEDS, shuffle=False, data_seed=0, preset
         m = {k: float(np.median(t[k])) for k in ("kld", "cc", "hs") if k in t}
         if "correct" in t:
             m["accuracy"] = float(t["correct"].mean())
-        per_seed.append({"seed": s, "metrics": m})
+        flags = {task: not (s == seeds[0] and task in unlearned) for task, key in (("saliency", "kld"),
+                                                                                   ("disease", "correct")) if key in t}
+        per_seed.append({"seed": s, "metrics": m, "learned_on_validation": flags})
     metrics = {k: float(np.median([r["metrics"][k] for r in per_seed])) for k in per_seed[0]["metrics"]}
     body = {"command": "mt_unet.train --model x", "seed": data_seed,
             "config": {"preset": preset, "seeds": len(seeds), "data": "phantom", "image": [96, 64]},
@@ -172,3 +176,23 @@ def test_two_runs_of_one_model_are_not_guessed_between(tmp_path):
     make_run(tmp_path, "UNetC", saliency=False)
     j = mt_judged(tmp_path)["mt-unet/table-1/accuracy/mt-unet-mtl3-vs-unetc"]
     assert j.verdict == "not run" and "2 MT-UNet (MTL3) runs" in j.note
+
+
+def test_a_model_that_did_not_learn_is_shown_but_not_judged(tmp_path):
+    """Every arm learns before it is compared: a classifier whose disease head stayed at chance on the
+    validation split in one seed gives "not learned" (its test still shown) and leaves the Holm
+    family; its saliency claims, a task it learned, are judged."""
+    make_run(tmp_path, label("mtunet"), kld_shift=-0.05, accuracy=0.85)
+    make_run(tmp_path, "ResNet50", saliency=False, accuracy=0.3, unlearned=("disease",))
+    make_run(tmp_path, "UNetC", saliency=False, accuracy=0.4)
+    make_run(tmp_path, "MT-UNetT (MTL3)", kld_shift=0.1, accuracy=0.85, unlearned=("disease",))
+    judged = mt_judged(tmp_path)
+    resnet = judged["mt-unet/table-1/accuracy/mt-unet-mtl3-vs-resnet50"]
+    assert resnet.verdict == "not learned" and resnet.p < 0.01 and "ResNet50" in resnet.note
+    assert not math.isfinite(resnet.p_holm)
+    assert judged["mt-unet/table-1/accuracy/mt-unet-mtl3-vs-unetc"].verdict == "agrees"
+    family = [j for j in judged.values() if j.claim.task_set == "Table 1" and math.isfinite(j.p_holm)]
+    assert [j.claim.b for j in family] == ["UNetC", "UNetC"]  # the Holm family holds the judged claims only
+    assert judged["mt-unet/table-3/kld/mt-unet-mtl3-vs-mt-unett-mtl3"].verdict == "agrees"  # saliency learned
+    assert judged["mt-unet/table-3/accuracy/mt-unet-mtl3-vs-mt-unett-mtl3"].verdict == "not learned"
+

@@ -379,6 +379,24 @@ def test_a_trained_mt_unet_beats_uniform_saliency_and_the_majority_class(tmp_pat
     accuracy = float(np.mean(outs[DISEASE].argmax(1) == truths["label"]))
     majority_accuracy = float(np.mean(truths["label"] == list(CLASSES).index(majority)))
     assert accuracy > majority_accuracy, (accuracy, majority, majority_accuracy)
+    # the run records the same check on the validation split, which the claims read (mt_unet.claims.learned)
+    record = json.loads((tmp_path / "run" / "seed0" / "seed_results.json").read_text())
+    assert record["learned_on_validation"] == {SALIENCY: True, DISEASE: True}
+    val_outs, val_truths = predict(model, prepared, prepared.rows("val"))
+    chance = record["chance_on_validation"]
+    assert chance["kld"] == pytest.approx(metrics.saliency(val_truths["saliency"], np.ones_like(val_outs[SALIENCY]))["kld"])
+    assert chance["accuracy"] == pytest.approx(np.bincount(val_truths["label"]).max() / len(val_truths["label"]))
+    assert record["val_metrics"]["kld"] < chance["kld"] and record["val_metrics"]["accuracy"] > chance["accuracy"]
+
+
+def test_learned_means_beating_chance_on_both_tasks():
+    from mt_unet.scoring import chance_levels, learned
+    sal = np.random.default_rng(0).random((6, 8, 6, 1))
+    chance = chance_levels({"saliency": sal, "label": np.array([0, 0, 0, 1, 2, 2])})
+    assert chance["accuracy"] == 0.5 and chance["kld"] > 0
+    assert learned({"accuracy": 0.6, "kld": chance["kld"] - 0.01}, chance) == {DISEASE: True, SALIENCY: True}
+    assert learned({"accuracy": 0.5, "kld": chance["kld"]}, chance) == {DISEASE: False, SALIENCY: False}
+    assert learned({"accuracy": 0.9}, chance) == {DISEASE: True}  # a classifier has no saliency map
 
 
 def test_evaluate_reproduces_the_training_runs_test_metrics(tiny_run):

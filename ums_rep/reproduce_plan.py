@@ -1,0 +1,305 @@
+"""``python -m ums_rep.reproduce_plan plan|progress|table --out OUT STEP...``: the plan, the
+progress lines and the time table of ``reproduce.sh``.
+
+``reproduce.sh`` runs its steps (one run folder ``OUT/<step>`` each: ``pretrain-cdae``,
+``finetune-cxr-hetero-joint``, ``scan-echo``, ``mt_unet-mtunet-full-mtl3``, ...) and, after
+the MT-UNet runs, the MT-UNet comparison table. Each step's stage is named by
+:func:`stage_of`: ``pretrain``, ``finetune <task set>``, ``scan``, ``MT-UNet``; the
+comparison is a stage of its own (:data:`COMPARE`).
+
+* A finished step leaves ``OUT/<step>/step_seconds`` (:data:`STEP_SECONDS`, written by
+  ``reproduce.sh``): the seconds of the attempt that finished it (each attempt also writes its
+  start, :data:`STEP_STARTED`). A step finished before a rerun is skipped and keeps those
+  seconds, so the table of a resumed run covers every step.
+* :func:`write_times` writes the table to ``OUT/times.json`` (:data:`TIMES`; atomically) at the
+  end of a run; ``ums_rep.report`` reads it from the runs root ("How long each part took").
+* :func:`plan_lines` and :func:`eta` estimate the steps still to run from the previous run's
+  ``times.json`` under the same OUT (each step's seconds then); a step it does not name is
+  estimated by the mean of this OUT's finished steps of the same stage, and otherwise has no
+  estimate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+TIMES = "times.json"
+STEP_SECONDS = "step_seconds"
+STEP_STARTED = "step_started"
+COMPARE = "MT-UNet comparison table"
+STAGE_RANK = {"pretrain": 0, "finetune": 1, "scan": 2, "MT-UNet": 3, COMPARE: 4}  # the order reproduce.sh runs them
+
+
+def stage_of(step: str) -> str:
+    """The stage of a reproduce.sh step: ``pretrain-cdae`` → ``pretrain``,
+    ``finetune-cxr-hetero-joint`` → ``finetune cxr-hetero``, ``scan-echo`` → ``scan``,
+    ``mt_unet-...`` → ``MT-UNet``; any other name is its own stage."""
+    if step.startswith("pretrain-"):
+        return "pretrain"
+    if step.startswith("finetune-"):
+        return "finetune " + "-".join(step.split("-")[1:3])
+    if step.startswith("scan-"):
+        return "scan"
+    if step.startswith("mt_unet-"):
+        return "MT-UNet"
+    return step
+
+
+def _rank(stage: str) -> int:
+    return STAGE_RANK.get(stage.split()[0] if stage.startswith("finetune ") else stage, len(STAGE_RANK))
+
+
+def finished(out, step: str) -> bool:
+    """Whether the step's run finished (its ``results.json``, the mark reproduce.sh skips on)."""
+    return (Path(out) / step / "results.json").is_file()
+
+
+def recorded_seconds(out, step: str) -> float | None:
+    """The seconds a finished step took: its ``step_seconds``; where that is missing (killed
+    between ``results.json`` and ``step_seconds``), the time from the last attempt's start
+    (``step_started``) to its ``results.json``, else from its ``args.json`` (the run's start,
+    interruptions included); None for an unfinished step."""
+    folder = Path(out) / step
+    if not finished(out, step):
+        return None
+    try:
+        return float((folder / STEP_SECONDS).read_text())
+    except (OSError, ValueError):
+        pass
+    end = (folder / "results.json").stat().st_mtime
+    try:
+        return max(0.0, end - float((folder / STEP_STARTED).read_text()))
+    except (OSError, ValueError):
+        pass
+    if (folder / "args.json").is_file():
+        return max(0.0, end - (folder / "args.json").stat().st_mtime)
+    return None
+
+
+def read_times(path) -> dict | None:
+    """``times.json`` (:func:`write_times`) at ``path``, or None where it is missing or not a
+    time table."""
+    try:
+        body = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(body, dict) and isinstance(body.get("stages"), list) and isinstance(body.get("steps"), list):
+        return body
+    return None
+
+
+def _previous(out) -> dict:
+    """``{step or COMPARE: seconds}`` of the previous run's ``times.json`` under ``out``."""
+    body = read_times(Path(out) / TIMES) or {"steps": [], "stages": []}
+    seconds = {s["step"]: s["seconds"] for s in body["steps"] if isinstance(s.get("seconds"), (int, float))}
+    for s in body["stages"]:
+        if s.get("stage") == COMPARE and isinstance(s.get("seconds"), (int, float)):
+            seconds[COMPARE] = s["seconds"]
+    return seconds
+
+
+def estimates(out, steps) -> dict:
+    """``{step: seconds still to spend, or None}`` for ``steps``, and for :data:`COMPARE` when a
+    step is an MT-UNet run: 0 for a finished step, the previous ``times.json``'s seconds for the
+    others, else the mean of the finished steps of its stage under ``out``, else None (no
+    estimate)."""
+    steps = list(steps)
+    previous = _previous(out)
+    by_stage = {}
+    for s in steps:
+        secs = recorded_seconds(out, s)
+        if secs is not None:
+            by_stage.setdefault(stage_of(s), []).append(secs)
+    est = {}
+    for s in steps:
+        same_stage = by_stage.get(stage_of(s))
+        if finished(out, s):
+            est[s] = 0.0
+        elif s in previous:
+            est[s] = float(previous[s])
+        else:
+            est[s] = sum(same_stage) / len(same_stage) if same_stage else None
+    if any(stage_of(s) == "MT-UNet" for s in steps):
+        est[COMPARE] = float(previous[COMPARE]) if COMPARE in previous else None
+    return est
+
+
+def duration(seconds: float | None) -> str:
+    """``35 s``, ``4 min 10 s``, ``1 h 02 min``; ``?`` for None."""
+    if seconds is None:
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _stages(steps) -> dict:
+    """``{stage: [steps]}`` in the order reproduce.sh runs the stages."""
+    stages = {}
+    for s in steps:
+        stages.setdefault(stage_of(s), []).append(s)
+    return dict(sorted(stages.items(), key=lambda kv: _rank(kv[0])))
+
+
+def plan_lines(out, steps) -> list[str]:
+    """The plan: one line per stage — its runs, how many are still to run (the others finished
+    before and are skipped) and the estimate of its time (:func:`estimates`; "no estimate"
+    where a run to do has none) — and the total."""
+    steps = list(steps)
+    est = estimates(out, steps)
+    rows = []
+    for stage, members in _stages(steps).items():
+        todo = [s for s in members if not finished(out, s)]
+        rows.append((stage, len(members), len(todo), [est[s] for s in todo]))
+    if COMPARE in est:
+        rows.append((COMPARE, 1, 1, [est[COMPARE]]))
+    source = "the previous run's times.json" if read_times(Path(out) / TIMES) else "no previous times.json"
+    lines = [f"plan for {out} ({_runs(len(steps))}; estimates from {source}):",
+             f"  {'stage':<26} {'runs':>4} {'to run':>6}  estimate"]
+    total, unknown = 0.0, 0
+    for stage, runs, todo, secs in rows:
+        if todo == 0:
+            text = "0 s (finished before)"
+        elif any(s is None for s in secs):
+            text = "no estimate"
+        else:
+            text = duration(sum(secs))
+        total += sum(s for s in secs if s is not None)
+        unknown += sum(s is None for s in secs)
+        lines.append(f"  {stage:<26} {runs:>4} {todo:>6}  {text}")
+    if not unknown:
+        text = duration(total)
+    elif total:
+        text = f"≥ {duration(total)} ({unknown} without estimate)"
+    else:
+        text = "no estimate"
+    lines.append(f"  {'total':<26} {sum(r[1] for r in rows):>4} {sum(r[2] for r in rows):>6}  {text}")
+    return lines
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")
+
+
+def eta(out, steps, done: int, elapsed: float, now: float | None = None) -> str:
+    """``elapsed E; ETA R left (about HH:MM)`` after the first ``done`` of ``steps``: R sums
+    the estimates of the steps after them that are not finished, and of the comparison table."""
+    steps = list(steps)
+    est = estimates(out, steps)
+    rest = [est[s] for s in steps[done:] if not finished(out, s)]
+    if COMPARE in est:
+        rest.append(est[COMPARE])
+    known = sum(s for s in rest if s is not None)
+    unknown = sum(s is None for s in rest)
+    text = f"elapsed {duration(elapsed)}; "
+    if unknown == len(rest) and rest:
+        return text + f"ETA unknown ({unknown} without estimate)"
+    at = time.strftime("%H:%M", time.localtime((now or time.time()) + known))
+    if unknown:
+        return text + f"ETA ≥ {duration(known)} left ({unknown} without estimate)"
+    return text + f"ETA {duration(known)} left (about {at})"
+
+
+def time_table(out, steps, compare_seconds: float | None = None, wall_seconds: float | None = None,
+               preset: str | None = None) -> dict:
+    """The time table of the runs under ``out``: ``steps`` and every other step folder with a
+    ``step_seconds`` file, each with its recorded seconds (:func:`recorded_seconds`; a step
+    skipped because it finished before keeps its seconds), summed per stage with the stage's share
+    of the total; the comparison table's seconds (``compare_seconds``, else the previous
+    table's) as a stage of its own.
+
+    Returns:
+        ``{"preset", "written", "wall_seconds", "total_seconds", "stages": [{"stage", "runs",
+        "seconds", "share"}], "steps": [{"step", "stage", "seconds"}]}``; ``seconds`` None
+        where a step has no recorded time (left out of the sums)."""
+    out = Path(out)
+    steps = list(dict.fromkeys(steps))
+    others = sorted(p.parent.name for p in out.glob(f"*/{STEP_SECONDS}")
+                    if p.parent.name not in steps and finished(out, p.parent.name))
+    step_rows = [{"step": s, "stage": stage_of(s), "seconds": recorded_seconds(out, s)} for s in steps + others]
+    step_rows.sort(key=lambda r: _rank(r["stage"]))  # stable: reproduce.sh's order within a stage
+    stages = {}
+    for r in step_rows:
+        entry = stages.setdefault(r["stage"], {"stage": r["stage"], "runs": 0, "seconds": 0.0})
+        entry["runs"] += 1
+        entry["seconds"] += r["seconds"] or 0.0
+    if compare_seconds is None:
+        compare_seconds = _previous(out).get(COMPARE)
+    if compare_seconds is not None:
+        stages[COMPARE] = {"stage": COMPARE, "runs": 1, "seconds": float(compare_seconds)}
+    total = sum(s["seconds"] for s in stages.values())
+    for s in stages.values():
+        s["share"] = s["seconds"] / total if total > 0 else 0.0
+    return {"preset": preset, "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_seconds": wall_seconds,
+            "total_seconds": total, "stages": list(stages.values()), "steps": step_rows}
+
+
+def table_lines(times: dict) -> list[str]:
+    """The time table as aligned text lines (reproduce.sh's closing lines)."""
+    lines = [f"  {'stage':<26} {'runs':>4} {'seconds':>8} {'share':>6}"]
+    for s in times["stages"]:
+        lines.append(f"  {s['stage']:<26} {s['runs']:>4} {s['seconds']:>8.0f} {s['share']:>6.1%}")
+    lines.append(f"  {'total':<26} {sum(s['runs'] for s in times['stages']):>4} {times['total_seconds']:>8.0f} "
+                 f"{1 if times['total_seconds'] else 0:>6.1%}")
+    missing = [r["step"] for r in times["steps"] if r["seconds"] is None]
+    if missing:
+        lines.append(f"  no recorded time for {len(missing)} run(s): {', '.join(missing)}")
+    return lines
+
+
+def write_times(out, times: dict) -> Path:
+    """``out/times.json``, written atomically (a temporary file, then a rename)."""
+    from data_prep.io import atomic_write_text
+    path = Path(out) / TIMES
+    atomic_write_text(path, json.dumps(times, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def _finite(value: str) -> float:
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected seconds ≥ 0")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ums_rep.reproduce_plan",
+                                     description="reproduce.sh's plan, progress lines and time table.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    for name, text in (("plan", "print the plan: stages, runs, estimates"),
+                       ("progress", "print 'elapsed …; ETA …' after the first --done steps"),
+                       ("table", "write OUT/times.json and print the time table")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--out", type=Path, required=True, metavar="DIR", help="reproduce.sh's --out")
+        p.add_argument("steps", nargs="*", metavar="STEP", help="the planned steps, in order")
+        if name == "progress":
+            p.add_argument("--done", type=int, required=True, help="steps done so far (run or skipped)")
+            p.add_argument("--elapsed", type=_finite, required=True, help="seconds since reproduce.sh started")
+        if name == "table":
+            p.add_argument("--compare-seconds", type=_finite, default=None)
+            p.add_argument("--wall-seconds", type=_finite, default=None)
+            p.add_argument("--preset", default=None)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.what == "plan":
+        print("\n".join(plan_lines(args.out, args.steps)))
+    elif args.what == "progress":
+        print(eta(args.out, args.steps, args.done, args.elapsed))
+    else:
+        times = time_table(args.out, args.steps, args.compare_seconds, args.wall_seconds, args.preset)
+        write_times(args.out, times)
+        print("\n".join(table_lines(times)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
