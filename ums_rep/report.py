@@ -667,4 +667,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # python -m runs this file as __main__, a second copy of the module; other packages' plugins register
+    # their run kinds and sections into the imported ums_rep.report, so the command runs that copy's main
+    from ums_rep import report as _imported
+    raise SystemExit(_imported.main())

@@ -487,6 +487,18 @@ def test_bad_arguments_fail_before_training(tmp_path, caplog):
     assert not (tmp_path / "y").exists()
 
 
+def test_the_report_command_finds_mt_unet_runs_through_the_plugin(tiny_run):
+    """``python -m ums_rep.report`` (a fresh process, the module run as __main__) reads MT-UNet runs:
+    the kinds MT-UNet's plugin registers must reach the copy of the module the command runs."""
+    import subprocess
+    import sys
+    out = tiny_run / "report-cli"
+    proc = subprocess.run([sys.executable, "-m", "ums_rep.report", "--runs", str(tiny_run / "mtl1"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MT-UNet Tables 1–3" in (out / "report.md").read_text()
+
+
 def test_report_puts_runs_beside_the_paper_and_inlines_figures(tiny_run):
     from ums_rep.report import main as report_main
     out = tiny_run / "report"
