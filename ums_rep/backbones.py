@@ -7,9 +7,10 @@
 * :func:`echo_encoder` — the supervised dilated CNN for Doppler: six 3×3 "same" convolutions
   with ReLU, dilation in layers 4–6, then GAP → FC → Dropout → FC(3) softmax on flow type.
 
-Layer names are ``<model>.<block>.<layer>``; the features heads attach to are named in
-``FEATURES`` (Keras 3 forbids ``/`` in layer names, so a path like ``cdae/enc2/conv`` is
-written ``cdae.enc2.conv``).
+Layer names are ``<model>.<block>.<layer>``; the features heads attach to are named by each
+backbone's record (:mod:`ums_rep.backbone_registry`, whose records build these models through
+:func:`build_cdae` and :func:`build_echo`; Keras 3 forbids ``/`` in layer names, so a path like
+``cdae/enc2/conv`` is written ``cdae.enc2.conv``).
 
 Parameter counts. The paper reports 800,067 (CDAE) and 460,115 (echo encoder with its flow
 head) but not the filter widths. With encoder widths 32-64-128-256 and the mirrored decoder the
@@ -29,18 +30,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ums_rep import backbone_registry
+from ums_rep.backbone_registry import CDAE_FILTERS, ECHO_FILTERS  # noqa: F401  (the widths' home is the records')
 from ums_rep.heads import classification_head
 from ums_rep.layers import conv_bn_relu, decoder
 from ums_rep.tasks import FLOW_CLASSES
-
-CDAE_FILTERS = (32, 64, 128, 256)
-ECHO_FILTERS = (32, 64, 64, 128, 128, 128)
-
-FEATURES = {
-    # the encoder's deepest features (where classification heads attach)
-    "cdae": "cdae.enc4.relu",
-    "echo": "echo.conv6.relu",
-}
 
 
 def cdae(input_shape=(256, 256, 1), filters=CDAE_FILTERS, name: str = "cdae") -> keras.Model:
@@ -111,14 +105,55 @@ def echo_encoder(input_shape=(256, 256, 1), filters=ECHO_FILTERS, kernel_size: i
     return keras.Model(inputs, out, name=name)
 
 
-def encoder(model: keras.Model, kind: str) -> keras.Model:
-    """The encoder part of a backbone: inputs → the named feature layer.
+def build_cdae(side: int, params: dict, preset: dict) -> keras.Model:
+    """The ``cdae`` record's builder (:mod:`ums_rep.backbone_registry`; UMS-Rep Section 4.1.1).
 
     Args:
-        model: A backbone built by :func:`cdae` or :func:`echo_encoder`.
-        kind: ``"cdae"`` or ``"echo"`` (a key of :data:`FEATURES`).
+        side: The image side.
+        params: The record's defaults overridden by ``--params``: ``filters``.
+        preset: The ``pretrain`` stage's preset (unused).
+
+    Returns:
+        :func:`cdae` on ``(side, side, 1)`` images.
+    """
+    return cdae((side, side, 1), filters=tuple(params["filters"]))
+
+
+def build_echo(side: int, params: dict, preset: dict) -> keras.Model:
+    """The ``echo`` record's builder (:mod:`ums_rep.backbone_registry`; UMS-Rep Sections 4.2 and
+    4.2.1).
+
+    Args:
+        side: The image side.
+        params: The record's defaults overridden by ``--params``: ``filters``, ``kernel_size``,
+            ``dilation``, ``dropout``, ``fc_units``.
+        preset: The ``pretrain`` stage's preset: its ``echo_strides`` (1 when absent).
+
+    Returns:
+        :func:`echo_encoder` on ``(side, side, 1)`` images.
+    """
+    return echo_encoder((side, side, 1), filters=tuple(params["filters"]), kernel_size=int(params["kernel_size"]),
+                        dilation=int(params["dilation"]), dropout=float(params["dropout"]),
+                        fc_units=int(params["fc_units"]), strides=int(preset.get("echo_strides", 1)))
+
+
+def encoder(model: keras.Model, kind=None) -> keras.Model:
+    """The encoder part of a backbone: inputs → its record's feature layer.
+
+    Args:
+        model: A backbone, e.g. built by :func:`cdae` or :func:`echo_encoder`.
+        kind: The backbone's record or name, or a modality (its default backbone; see
+            :func:`ums_rep.backbone_registry.resolve`); None: the record whose feature layer
+            ``model`` has.
 
     Returns:
         A ``keras.Model`` sharing ``model``'s layers, from its input to its feature layer.
+
+    Raises:
+        ValueError: ``kind`` is None and ``model`` has no registered backbone's feature layer.
     """
-    return keras.Model(model.inputs, model.get_layer(FEATURES[kind]).output, name=f"{model.name}.encoder")
+    record = backbone_registry.of_model(model) if kind is None else backbone_registry.resolve(kind)
+    if record is None:
+        raise ValueError(f"{model.name}: no registered backbone's feature layer "
+                         f"({', '.join(r.feature_layer for r in backbone_registry.BACKBONES.values())})")
+    return keras.Model(model.inputs, model.get_layer(record.feature_layer).output, name=f"{model.name}.encoder")

@@ -20,7 +20,7 @@ from ums_rep.options import TrainingOptions
 from data_prep.io import atomic_write_text, read_image
 from data_prep.pipeline import make_dataset
 from data_prep.transforms import MeanNormalizer
-from ums_rep import evaluate as evaluation, presets, pretraining
+from ums_rep import backbone_registry, evaluate as evaluation, model_config, presets, pretraining
 from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model,
                             head_params, weights_digest)
 from ums_rep.precision import set_precision
@@ -92,6 +92,10 @@ class FinetuneOptions(TrainingOptions):
         tasks: The task set: ``"cxr-hetero"``, ``"cxr-homo"``, ``"echo-hetero"`` or
             ``"echo-homo"`` (a name of ``ums_rep.tasks.TASK_SETS``).
         encoder: A pretrained encoder ``.keras``; None: pretrain one beside the run.
+        backbone: The backbone to pretrain (a name of
+            :data:`ums_rep.backbone_registry.BACKBONES`, of the task set's modality); None: the
+            ``--encoder``'s (its run's ``model_config.json``, else the one whose feature layer
+            it has), or the modality's default.
         params: A hyper-parameters JSON file (a Talos ``best.json``).
         folds: Cross-validation folds; None: the preset's.
         epochs: Epochs; None: the preset's.
@@ -105,6 +109,7 @@ class FinetuneOptions(TrainingOptions):
     strategy: str = "joint"  # a name of ums_rep.strategies.REGISTRY
     tasks: str = "cxr-hetero"  # a name of ums_rep.tasks.TASK_SETS
     encoder: Path | None = None  # a pretrained encoder .keras (None: pretrain one)
+    backbone: str | None = None  # a name of ums_rep.backbone_registry.BACKBONES (None: the encoder's or the default)
     params: Path | None = None  # hyper-parameters JSON (a Talos best.json)
     folds: int | None = None  # the preset's when None
     epochs: int | None = None  # the preset's when None
@@ -133,6 +138,7 @@ class Settings:
     weights: dict
     ratio: dict
     size: int
+    backbone: object = None  # the encoder's ums_rep.backbone_registry.Backbone, once it is known
 
     @property
     def tasks(self) -> dict:
@@ -161,6 +167,10 @@ def settings(args) -> Settings:
     unknown = sorted((set(weights) | set(ratio)) - names)
     if unknown:
         raise ValueError(f"--weights/--ratio name unknown task(s) {unknown}; tasks of {args.tasks}: {sorted(names)}")
+    named = getattr(args, "backbone", None)  # (a run folder resumed from before --backbone: None)
+    if named is not None and backbone_registry.get(named).modality != sdef["modality"]:
+        raise ValueError(f"--backbone {named} encodes {backbone_registry.get(named).modality} images; "
+                         f"{args.tasks} is a {sdef['modality']} task set")
     return Settings(preset, args.folds or preset["folds"], specs, head, params, weights, ratio,
                     image_side(preset, sdef["modality"]))
 
@@ -173,7 +183,7 @@ def shared_encoder(args, out: Path, modality: str, size: int):
         encoder_path = pretraining.pretrain_encoder(
             modality, out / "encoder", preset=args.preset, seed=args.seed, data=args.data, params=args.params,
             deterministic=args.deterministic, no_progress=args.no_progress,
-            precision=args.precision, distribute=args.distribute)
+            precision=args.precision, distribute=args.distribute, backbone=getattr(args, "backbone", None))
     pretrained = load_model(encoder_path, expect="encoder")
     if tuple(pretrained.input.shape[1:3]) != (size, size):
         raise ValueError(f"{encoder_path}: encoder input {tuple(pretrained.input.shape[1:3])} differs from the "
@@ -181,14 +191,32 @@ def shared_encoder(args, out: Path, modality: str, size: int):
     return encoder_path, pretrained
 
 
-def fold_models(strategy: str, pretrained, modality: str, specs, head: dict, denoiser, dist):
+def encoder_backbone(encoder_path: Path, pretrained, named: str | None, modality: str):
+    """The backbone record of the shared encoder: its pretraining run's ``model_config.json``,
+    else (an encoder from before that file, or a model file alone) the registered backbone whose
+    feature layer it has; ``named`` (``--backbone``) must agree, and the modality must be the
+    task set's."""
+    config = model_config.read(Path(encoder_path).parent)
+    record = backbone_registry.get(config["backbone"]) if config else backbone_registry.of_model(pretrained)
+    if record is None:
+        raise ValueError(f"{encoder_path}: the encoder has no registered backbone's feature layer "
+                         f"({', '.join(r.feature_layer for r in backbone_registry.BACKBONES.values())})")
+    if named is not None and named != record.name:
+        raise ValueError(f"{encoder_path}: a {record.name} encoder, not --backbone {named}")
+    if record.modality != modality:
+        raise ValueError(f"{encoder_path}: a {record.name} encoder of {record.modality} images, not {modality}")
+    return record
+
+
+def fold_models(strategy: str, pretrained, kind, specs, head: dict, denoiser, dist):
     """``(models, encoder layers)`` of one fold: the baseline's separate models from fresh random
-    weights, or heads on a copy of the pretrained encoder (frozen for ``independent``)."""
+    weights, or heads on a copy of the pretrained encoder (frozen for ``independent``); ``kind``
+    is the encoder's backbone record, name or modality (:func:`ums_rep.models.build_shared`)."""
     declared = REGISTRY[strategy]
     with dist.scope():
         if not declared.shared:
-            return {s.task.name: baseline_model(pretrained, modality, s, head, denoiser) for s in specs}, []
-        models, enc_layers = build_shared(copy_model(pretrained), modality, specs, head)
+            return {s.task.name: baseline_model(pretrained, kind, s, head, denoiser) for s in specs}, []
+        models, enc_layers = build_shared(copy_model(pretrained), kind, specs, head)
         if declared.freeze_encoder:
             for layer in enc_layers:
                 layer.trainable = False
@@ -246,12 +274,11 @@ def run_fold(args, cfg: Settings, fold: int, cv, train_p, test_p, test_rows: dic
     (``predictions_<task>_fold<k>.csv``); the fold's model(s) saved."""
     keras.utils.set_random_seed(args.seed + fold)
     preset, specs, batch = cfg.preset, cfg.specs, cfg.preset["batch"]
-    modality = TASK_SETS[args.tasks]["modality"]
     train_rows, val_rows = cv.fold(fold)
     norm = _fold_normalizer(train_p, train_rows)
     atomic_write_text(out / f"normalizer_fold{fold}.json", norm.to_json())
     fold_train, fold_test = replace(train_p, normalizer=norm), replace(test_p, normalizer=norm)
-    models, enc_layers = fold_models(args.strategy, pretrained, modality, specs, cfg.head, denoiser, dist)
+    models, enc_layers = fold_models(args.strategy, pretrained, cfg.backbone, specs, cfg.head, denoiser, dist)
     enc_weights = [w for layer in enc_layers for w in layer.weights]
     start_digest = weights_digest(enc_weights) if enc_weights else None
     trains, vals, steps, counts = fold_data(specs, fold_train, fold, train_rows, val_rows, test_rows, batch,
@@ -332,10 +359,11 @@ def run(args: FinetuneOptions) -> int:
     test_p = data(sdef["test"]) if sdef["test"] != sdef["train"] else train_p
     cv = cross_validation(args.tasks, train_p.manifest, test_p.manifest, cfg.folds, args.seed)  # fails early if too small
     encoder_path, pretrained = shared_encoder(args, out, modality, size)
+    cfg.backbone = encoder_backbone(encoder_path, pretrained, getattr(args, "backbone", None), modality)
     source_seconds, source_params = _source_cost(encoder_path, pretrained)
     denoiser = None
     shared = REGISTRY[args.strategy].shared
-    if not shared and modality == "cxr":
+    if not shared and cfg.backbone.baseline_denoiser:
         denoiser = load_model(encoder_path)  # model 1: the separately trained denoiser, frozen
         denoiser.trainable = False
     test_rows = {s.task.name: s.select(cv.test) for s in specs}
@@ -353,7 +381,7 @@ def run(args: FinetuneOptions) -> int:
                                   **folds[-1].params[s.task.name]} for s in specs}
     # the source model: the shared encoder's pretraining, or the CXR baseline's separate denoiser
     source = None
-    if shared or modality == "cxr":
+    if shared or cfg.backbone.baseline_denoiser:
         source = {"role": "shared encoder" if shared else "separate denoiser",
                   "path": str(encoder_path), "train_seconds": source_seconds or 0.0,
                   "trainable_params": source_params, "seconds_known": source_seconds is not None}
@@ -375,6 +403,7 @@ def run(args: FinetuneOptions) -> int:
                     "encoder_sha1": weights_digest(pretrained.weights), "folds_sha1": cv.digest(),
                     "fold_records": [f.record for f in folds]},
                    task_results, args.seed, source=source)
+    model_config.write(out, _model_config(out, body["command"], args, cfg, cv.n_runs))
     write_json(out / "results.json", body)
     log.info("%s", evaluation.summary(out, args.strategy, args.tasks, body))
     discard_worker_folder(out, dist)
@@ -384,6 +413,20 @@ def run(args: FinetuneOptions) -> int:
                   "; ".join(nonfinite))
         return 3
     return 0
+
+
+def _model_config(out: Path, produced_by: str, args, cfg: Settings, folds: int) -> dict:
+    """The run's ``model_config.json`` (:mod:`ums_rep.model_config`): every fold's model file(s)
+    as :func:`_save_fold` names them, with the fold's normaliser."""
+    from ums_rep.inference import fold_model_file, fold_normalizer_file
+    names = list(cfg.tasks)
+    entries = []
+    for k in range(folds):
+        files = ({fold_model_file(k): {t: t for t in names}} if REGISTRY[args.strategy].shared
+                 else {fold_model_file(k, t): {t: None} for t in names})
+        entries.append(model_config.fold_entry(k, fold_normalizer_file(k), files))
+    return model_config.describe("ums_rep.finetune", produced_by, cfg.backbone, (cfg.size, cfg.size, 1), cfg.tasks,
+                                 entries, task_set=args.tasks, strategy=args.strategy)
 
 
 def _save_fold(out: Path, fold: int, norm, strategy: str, models: dict, specs, fold_test, test_rows,

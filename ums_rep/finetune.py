@@ -54,6 +54,7 @@ import textwrap
 from pathlib import Path
 
 from data_prep.cli import base_parser, json_object_arg, parse_early, run_cli
+from ums_rep import backbone_registry
 from ums_rep.options import add_compare_options, add_training_options, options_from
 from ums_rep.presets import UMS_REP
 from ums_rep.tasks import FLOW_CLASSES, TASK_SETS
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", choices=sorted(TASK_SETS), default="cxr-hetero",
                         help="the task set (listed below; default cxr-hetero)")
     parser.add_argument("--encoder", type=Path, default=None, metavar="MODEL", help="pretrained encoder .keras (default: pretrain one)")
+    parser.add_argument("--backbone", choices=backbone_registry.names(), default=None,
+                        help="the backbone to pretrain when no --encoder is given, of the task set's modality "
+                             "(default: the --encoder's, else the modality's: cdae for cxr, echo for echo)")
     parser.add_argument("--params", type=Path, default=None, metavar="JSON", help="hyper-parameters JSON (a Talos best.json): encoder keys "
                         "for pretraining, head_units/head_dropout/head_optimizer/head_learning_rate for the heads")
     parser.add_argument("--folds", type=int, default=None, metavar="K", help="cross-validation folds (default per preset)")

@@ -1,7 +1,10 @@
 """Run a trained model of the package on one's own images (``python -m ums_rep.predict``).
 
 :meth:`Predictor.from_run` reads a run folder of any command that trains a model and applies
-that run's own preprocessing, stored in the folder:
+that run's own preprocessing, stored in the folder. A run folder's ``model_config.json``
+(:mod:`ums_rep.model_config`) says what its models are — backbone, input, tasks and heads, each
+fold's model files and normaliser — and is what predict reads; a folder without one (made by an
+older version of the package) is read by the command that made it, as follows:
 
 * ``ums_rep.finetune`` — per fold k, the model(s) (:func:`fold_model_file`: ``model.keras``, one
   output per task of the run's task set, or for ``--strategy baseline`` ``model_<task>.keras``,
@@ -14,9 +17,10 @@ that run's own preprocessing, stored in the folder:
   segmentation head: the mean probability map, then the 0.5 threshold). ``fold=K`` picks one
   fold's model(s). A run saved before every fold's model was (``model.keras`` only) predicts
   with fold 0's, with a warning;
-* ``ums_rep.pretrain`` — ``model.keras``, the CDAE (a denoiser) or the echo encoder (a
-  flow-type classifier over ``FLOW_CLASSES``); as above, ``normalizer.json`` holding the
-  prepared data's training-split statistics;
+* ``ums_rep.pretrain`` — ``model.keras``, predicting its backbone's pretraining target
+  (:mod:`ums_rep.backbone_registry`: the CDAE a denoiser, the echo encoder a flow-type
+  classifier over ``FLOW_CLASSES``); as above, ``normalizer.json`` holding the prepared data's
+  training-split statistics;
 * another paper's training command — as its package registered it (:func:`ums_rep.predictors.register`:
   which model files, which heads, resize or letter-box), loaded through :mod:`ums_rep.plugins`.
 
@@ -54,9 +58,9 @@ from data_prep.io import ImageReadError, atomic_write_text, gray8, read_image, w
 from data_prep.transforms import Letterbox, MeanNormalizer, resize
 from ums_rep.derive import grad_cam
 from ums_rep.models import feature_layer
-from ums_rep import plugins, predictors
+from ums_rep import backbone_registry, model_config, plugins, predictors
 from ums_rep.runs import ModelFileError, RunFolderError, load_model, run_dir
-from ums_rep.tasks import FLOW_CLASSES, TASK_SETS, Task
+from ums_rep.tasks import TASK_SETS, Task
 
 log = logging.getLogger("ums_rep.inference")
 
@@ -211,7 +215,7 @@ def _locate(path: Path):
     if path.is_file():
         model_file, path = path, path.parent
     for folder in (path, path.parent):
-        if run_command(folder):
+        if (folder / model_config.FILE).is_file() or run_command(folder):
             return folder, model_file, path
     what = f"{model_file}: a model file outside a run folder" if model_file else f"{path}: not a run folder"
     raise RunFolderError(f"{what} (no args.json or results.json naming one of "
@@ -382,11 +386,73 @@ def _pretrain_heads(run: Path, model_file: Path | None) -> list:
     backbone = _read_json(run / "args.json").get("backbone") if (run / "args.json").is_file() else None
     f = model_file or run / "model.keras"
     model = load_model(f, expect="encoder")
-    if backbone is None:  # an old run: tell the CDAE (an image out) from the echo encoder (classes out)
-        backbone = "cdae" if len(model.output.shape) == 4 else "echo"
-    task = Task("denoise", "reconstruction") if backbone == "cdae" else \
-        Task("flow", "classification", classes=FLOW_CLASSES)
-    return [Head(task, model, file=f)]
+    # the backbone args.json names, else (an older run) the one whose feature layer the model has
+    record = backbone_registry.BACKBONES.get(backbone) or backbone_registry.of_model(model)
+    if record is None:
+        raise ModelFileError(f"{f}: a pretrain run's model of no registered backbone "
+                             f"({', '.join(backbone_registry.BACKBONES)})")
+    return [Head(record.pretraining_target, model, file=f)]
+
+
+def _config_tasks(run: Path, config: dict) -> dict:
+    """``{name: Task}`` of a ``model_config.json`` (kind and classes: what predict needs)."""
+    try:
+        return {name: Task(name, t["kind"], tuple(t.get("classes") or ())) for name, t in config["tasks"].items()}
+    except (AttributeError, KeyError, TypeError) as e:
+        raise RunFolderError(f"{run / model_config.FILE}: bad tasks ({type(e).__name__}: {e})") from None
+
+
+def config_members(run: Path, config: dict, model_file: Path | None, fold: int | None) -> list:
+    """The model sets of a run folder, as its ``model_config.json`` describes them
+    (:mod:`ums_rep.model_config`): every fold's (a cross-validated run's fold ensemble), or fold
+    ``fold``'s, or ``model_file``'s fold's with that file alone.
+
+    Args:
+        run: The run folder.
+        config: Its ``model_config.json``.
+        model_file: The model file given, or None.
+        fold: The fold asked for, or None.
+
+    Returns:
+        One :class:`Member` per fold (one, with fold None, for a run without folds).
+
+    Raises:
+        RunFolderError: No such fold, or a model file or normaliser the configuration names is
+            missing.
+        ModelFileError: A model file that cannot be loaded, or lacks an output it should have.
+    """
+    tasks = _config_tasks(run, config)
+    entries = list(config["folds"])
+    if model_file is not None:
+        owner = next((e for e in entries if model_file.parent == run and model_file.name in e["models"]), None)
+        if owner is None:
+            raise RunFolderError(f"{model_file}: not one of the model files of {run / model_config.FILE}")
+        if fold is not None and fold != owner["fold"]:
+            raise RunFolderError(f"{model_file}: fold {owner['fold']}'s model file, but fold {fold} was asked for")
+        entries = [{**owner, "models": {model_file.name: owner["models"][model_file.name]}}]
+    elif fold is not None:
+        by_fold = {e["fold"]: e for e in entries}
+        if fold not in by_fold:
+            raise RunFolderError(f"{run}: no fold {fold}; the run trained {len(entries)} fold(s), "
+                                 f"0..{len(entries) - 1}")
+        entries = [by_fold[fold]]
+    missing = [e["fold"] for e in entries if any(not (run / f).is_file() for f in e["models"])]
+    if missing:
+        raise RunFolderError(f"{run}: fold(s) {missing} lack a model file {model_config.FILE} names "
+                             "(moved or deleted?)")
+    members = []
+    for e in entries:
+        heads = []
+        for name, outputs in e["models"].items():
+            model = load_model(run / name)
+            for task, key in outputs.items():
+                if task not in tasks:
+                    raise RunFolderError(f"{run / model_config.FILE}: {name} predicts {task!r}, not one of its tasks")
+                if key is not None and (not isinstance(model.output, dict) or key not in model.output):
+                    raise ModelFileError(f"{run / name}: no output {key!r} (task {task})")
+                heads.append(Head(tasks[task], model, key, file=run / name))
+        members.append(Member(heads, _normalizer(run, e["normalizer"]), e["fold"]))
+    return members
 
 
 def finetune_members(run: Path, model_file: Path | None, given: Path, fold: int | None) -> list:
@@ -468,8 +534,10 @@ class Predictor:
     @classmethod
     def from_run(cls, path, *, gradcam: bool = True, fold: int | None = None) -> "Predictor":
         """The model(s) and preprocessing of a run folder (or a model file or a seed folder inside
-        one) of a command of :data:`ums_rep.predictors.RUN_KINDS` (every package's, once
-        :func:`ums_rep.plugins.load` has run).
+        one), as its ``model_config.json`` describes them (:func:`config_members`); a folder
+        without one (an older run) is read by the command that made it, one of
+        :data:`ums_rep.predictors.RUN_KINDS` (every package's, once :func:`ums_rep.plugins.load`
+        has run).
 
         Args:
             path: the run folder, a ``.keras`` file inside one, or a folder inside one that holds
@@ -493,15 +561,26 @@ class Predictor:
             if path.is_file():
                 load_model(path)  # a file that is no model is reported as such
             raise
-        command = run_command(run)
-        kind = predictors.RUN_KINDS.get(command)
-        if fold is not None and not (kind and kind.folds):
-            raise RunFolderError(f"{run}: a run folder of {command}; --fold picks a fold of a cross-validated "
-                                 "ums_rep.finetune run")
-        if kind is None:
-            raise RunFolderError(f"{run}: a run folder of {command}; predict runs the models that "
-                                 f"{', '.join(predictors.RUN_KINDS)} save")
-        members = kind.read(run, model_file, given, fold)
+        try:
+            config = model_config.read(run)
+        except ValueError as e:
+            raise RunFolderError(str(e)) from None
+        if config is not None:  # the run says what its models are
+            command, geometry_method = config["command"], config["input"].get("geometry", "resize")
+            if fold is not None and not config.get("cross_validated"):
+                raise RunFolderError(f"{run}: a run folder of {command} without folds; --fold picks a fold of a "
+                                     "cross-validated run")
+            members = config_members(run, config, model_file, fold)
+        else:  # a run folder made before model_config.json (or unfinished): read as its command's
+            command = run_command(run)
+            kind = predictors.RUN_KINDS.get(command)
+            if fold is not None and not (kind and kind.folds):
+                raise RunFolderError(f"{run}: a run folder of {command}; --fold picks a fold of a cross-validated "
+                                     "ums_rep.finetune run")
+            if kind is None:
+                raise RunFolderError(f"{run}: a run folder of {command}; predict runs the models that "
+                                     f"{', '.join(predictors.RUN_KINDS)} save")
+            members, geometry_method = kind.read(run, model_file, given, fold), kind.geometry
         heads = [h for m in members for h in m.heads]
         if not heads:
             raise ModelFileError(f"{model_file or run}: predicts none of the run's tasks")
@@ -511,7 +590,7 @@ class Predictor:
         for h in heads:
             _check_output(h, h.file)
         files = list(dict.fromkeys(h.file for h in heads))
-        geometry = Geometry(kind.geometry, shapes.pop())
+        geometry = Geometry(geometry_method, shapes.pop())
         for m in members:
             if m.normalizer is None:
                 m.normalizer = _normalizer(run)

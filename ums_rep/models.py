@@ -18,7 +18,8 @@ import hashlib
 import keras
 import numpy as np
 
-from ums_rep.backbones import FEATURES, encoder as encoder_of
+from ums_rep import backbone_registry
+from ums_rep.backbones import encoder as encoder_of
 from ums_rep.heads import classification_head, segmentation_head
 
 HEAD_PARAMS = {"head_units": 1024, "head_dropout": 0.5}  # classification head; a head scan's best.json overrides
@@ -65,17 +66,20 @@ def _upsampling_steps(enc: keras.Model) -> int:
     return sum(1 for layer in enc.layers if isinstance(layer, keras.layers.Conv2D) and layer.strides[0] > 1)
 
 
-def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None = None) -> tuple[dict, list]:
+def build_shared(backbone: keras.Model, kind, specs, head: dict | None = None) -> tuple[dict, list]:
     """Per-task models ``{task: keras.Model}`` sharing ``backbone``'s encoder layers, and those
     layers. ``head`` overrides :data:`HEAD_PARAMS` (``head_units``, ``head_dropout``).
 
-    CXR segmentation reuses the whole CDAE with its output layer replaced (paper 4.1.2): the
-    head's decoder starts from the CDAE decoder's weights. Pass :func:`copy_model` of the
-    pretrained backbone to get models that share nothing with another fold's.
+    Classification heads attach to the record's feature layer; a segmentation head mirrors the
+    encoder's convolution widths, and where the record names a decoder to transfer (the CDAE,
+    UMS-Rep 4.1.2: the whole CDAE with its output layer replaced) the head's decoder starts from
+    that decoder's weights. Pass :func:`copy_model` of the pretrained backbone to get models that
+    share nothing with another fold's.
 
     Args:
-        backbone: The pretrained source model: the CDAE (``modality="cxr"``) or the echo encoder.
-        modality: ``"cxr"`` or ``"echo"``.
+        backbone: The pretrained source model, e.g. the CDAE or the echo encoder.
+        kind: Its :class:`ums_rep.backbone_registry.Backbone`, a backbone's name, or a modality
+            (that modality's default backbone: ``"cxr"`` the CDAE, ``"echo"`` the echo encoder).
         specs: The task set's :class:`ums_rep.tasks.Spec` entries, one head per task.
         head: Overrides of :data:`HEAD_PARAMS` (``head_units``, ``head_dropout``), e.g. a head
             scan's ``best.json``.
@@ -83,12 +87,14 @@ def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None 
     Returns:
         ``(models, encoder_layers)``: ``{task: keras.Model}`` sharing the encoder's layers, and
         those layers (to count the shared parameters once, or to freeze them).
+
+    Raises:
+        ValueError: ``kind`` names no registered backbone or modality.
     """
-    kind = "echo" if modality == "echo" else "cdae"
-    enc = encoder_of(backbone, kind)
+    record = backbone_registry.resolve(kind)
+    enc = encoder_of(backbone, record)
     feats = enc.output
-    filters = tuple(backbone.get_layer(f"cdae.enc{i}.conv").filters for i in range(1, 5)) \
-        if modality == "cxr" else tuple(backbone.get_layer(f"echo.conv{i}.conv").filters for i in range(1, 7))
+    filters = tuple(layer.filters for layer in enc.layers if isinstance(layer, keras.layers.Conv2D))
     steps = _upsampling_steps(enc)
     h = {**HEAD_PARAMS, **(head or {})}
     outputs = {}
@@ -100,14 +106,19 @@ def build_shared(backbone: keras.Model, modality: str, specs, head: dict | None 
             outputs[t.name] = classification_head(feats, len(t.classes), name=t.name, units=int(h["head_units"]),
                                                   dropout=float(h["head_dropout"]))
     models = {name: keras.Model(enc.inputs, out, name=name) for name, out in outputs.items()}
-    if modality == "cxr":
+    if record.decoder_to_transfer:
         for name, m in models.items():
-            if any(layer.name.startswith(f"{name}.dec") for layer in m.layers):
-                for i in range(1, 5):
-                    for part in ("conv", "bn"):
-                        m.get_layer(f"{name}.dec{i}.{part}").set_weights(
-                            backbone.get_layer(f"cdae.dec{i}.{part}").get_weights())
+            _transfer_decoder(m, f"{name}.dec", backbone, record.decoder_to_transfer)
     return models, list(enc.layers[1:])
+
+
+def _transfer_decoder(model: keras.Model, prefix: str, backbone: keras.Model, source: str) -> None:
+    """Copy the weights of ``backbone``'s decoder layers (names starting ``source``) into
+    ``model``'s layers of the same names under ``prefix`` (``lung_seg.dec2.conv`` ←
+    ``cdae.dec2.conv``)."""
+    for layer in model.layers:
+        if layer.name.startswith(prefix) and layer.weights:
+            layer.set_weights(backbone.get_layer(source + layer.name[len(prefix):]).get_weights())
 
 
 def head_params(model: keras.Model, encoder_layers) -> int:
@@ -124,16 +135,17 @@ def head_params(model: keras.Model, encoder_layers) -> int:
     return int(sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in shared))
 
 
-def baseline_model(backbone: keras.Model, modality: str, spec, head: dict | None = None,
+def baseline_model(backbone: keras.Model, kind, spec, head: dict | None = None,
                    denoiser: keras.Model | None = None) -> keras.Model:
     """One separate end-to-end model for one task (the paper's baseline, Figure 4): the backbone's
     architecture with random weights plus the task head; for CXR its input first passes through
-    ``denoiser`` (the separately trained CDAE, frozen).
+    ``denoiser`` (the separately trained CDAE, frozen: a record's ``baseline_denoiser``).
 
     Args:
         backbone: The source model whose architecture the baseline copies (its weights are not
             used).
-        modality: ``"cxr"`` or ``"echo"``.
+        kind: Its :class:`ums_rep.backbone_registry.Backbone`, a backbone's name, or a modality
+            (see :func:`build_shared`).
         spec: The task's :class:`ums_rep.tasks.Spec`.
         head: Overrides of :data:`HEAD_PARAMS`.
         denoiser: For CXR, the separately trained CDAE its input passes through first.
@@ -141,7 +153,7 @@ def baseline_model(backbone: keras.Model, modality: str, spec, head: dict | None
     Returns:
         The task's ``keras.Model``, named after the task.
     """
-    models, _ = build_shared(fresh_backbone(backbone), modality, [spec], head)
+    models, _ = build_shared(fresh_backbone(backbone), kind, [spec], head)
     net = models[spec.task.name]
     if denoiser is None:
         return net
@@ -156,7 +168,7 @@ def feature_layer(model: keras.Model) -> str | None:
         model: A task model.
 
     Returns:
-        The layer's name (one of ``ums_rep.backbones.FEATURES``), or None.
+        The layer's name (a registered backbone's ``feature_layer``), or None.
     """
-    names = {layer.name for layer in model.layers}
-    return next((FEATURES[k] for k in FEATURES if FEATURES[k] in names), None)
+    record = backbone_registry.of_model(model)
+    return record.feature_layer if record else None

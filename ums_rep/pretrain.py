@@ -1,11 +1,12 @@
-"""``python -m ums_rep.pretrain --backbone {cdae,echo}``: build the shared representation.
+"""``python -m ums_rep.pretrain --backbone NAME``: build the shared representation. The choices
+are the records of :mod:`ums_rep.backbone_registry`:
 
 * ``cdae`` — the denoising autoencoder on RSNA-layout data (UMS-Rep 4.1.1), scored per noise
   level against non-local means and wavelets (Table 2);
-* ``echo`` — the dilated encoder on Doppler flow types (UMS-Rep 4.2).
+* ``echo`` — the dilated encoder on Doppler flow types (UMS-Rep 4.2, 4.2.1).
 
-Writes ``model.keras``, ``normalizer.json``, ``history.csv``, ``results.json`` (and
-``denoising.png``) under ``--out``. The work is :func:`ums_rep.pretraining.pretrain`.
+Writes ``model.keras``, ``normalizer.json``, ``history.csv``, ``results.json``,
+``model_config.json`` (and ``denoising.png``) under ``--out``. The work is :func:`ums_rep.pretraining.pretrain`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import logging
 from pathlib import Path
 
 from data_prep.cli import base_parser, parse_early, run_cli
+from ums_rep import backbone_registry
 from ums_rep.options import add_training_options, options_from
 from ums_rep.presets import UMS_REP
 
@@ -22,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m ums_rep.pretrain", "Pretrain the shared CXR denoising autoencoder "
                          "(UMS-Rep Section 4.1.1, Table 2) or the dilated echo encoder (Section 4.2.1).",
                          presets=UMS_REP)
-    parser.add_argument("--backbone", choices=("cdae", "echo"), default="cdae",
-                        help="cdae (default): the denoising autoencoder on RSNA chest X-rays; echo: the dilated "
-                             "encoder on Doppler flow types")
+    parser.add_argument("--backbone", choices=backbone_registry.names(), default="cdae",
+                        help="; ".join(f"{r.name}: {r.description}" for r in backbone_registry.BACKBONES.values())
+                        + " (default cdae)")
     parser.add_argument("--params", type=Path, default=None, metavar="JSON",
                         help="hyper-parameters JSON (a Talos best.json from ums_rep.scan)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N", help="override the preset's epochs")

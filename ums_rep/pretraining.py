@@ -1,17 +1,21 @@
 """Pretraining the shared representation (UMS-Rep Sections 4.1.1 and 4.2.1): the library behind
-``python -m ums_rep.pretrain``.
+``python -m ums_rep.pretrain``. What a backbone is pretrained on and for is its record's
+(:mod:`ums_rep.backbone_registry`); the protocol follows the record's target:
 
-* ``cdae`` — the denoising autoencoder on RSNA-layout data (UMS-Rep 4.1.1): inputs corrupted on
+* a reconstruction target, e.g. ``cdae`` — the denoising autoencoder on RSNA-layout data
+  (UMS-Rep 4.1.1): inputs corrupted on
   the fly (Gaussian σ ∈ {10..50} on the 0–255 scale, or Poisson), clean target, MSE, RMSprop
   1e-3, reduce-on-plateau, early stopping, batch 16, patient-level 70/20/10 split. The test
   split is scored per noise level (Table 2) for the noisy input, the CDAE, and two classical
   denoisers from scikit-image (non-local means and BayesShrink wavelets) on the *same* noisy
   images; a figure shows noisy / denoised / clean.
-* ``echo`` — the dilated encoder on Doppler flow types (UMS-Rep 4.2) with the patient-level
-  train split (70%); CCE, Adam; scored on the test split.
+* a classification target, e.g. ``echo`` — the dilated encoder on Doppler flow types (UMS-Rep
+  4.2, 4.2.1) with the patient-level train split (70%, its fold 0 validating); CCE, Adam; scored
+  on the test split.
 
 :func:`pretrain` writes ``model.keras``, ``normalizer.json`` (the statistics its inputs were
-normalised with), ``history.csv``, ``results.json`` (and ``denoising.png``) in its run folder;
+normalised with), ``history.csv``, ``results.json``, ``model_config.json`` (what the model is:
+:mod:`ums_rep.model_config`; what ``predict`` reads) (and ``denoising.png``) in its run folder;
 :func:`pretrain_encoder` is what ``finetune`` and ``scan`` call for their encoder.
 """
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +34,14 @@ from data_prep.io import atomic_write_text, read_image
 from data_prep.noise import NOISE_LEVELS, apply as add_noise, random_training_noise
 from data_prep.pipeline import make_dataset
 from data_prep.plotting import pyplot
-from ums_rep import metrics, presets
-from ums_rep.backbones import CDAE_FILTERS, ECHO_FILTERS, FLOW_CLASSES, cdae, echo_encoder
+from ums_rep import backbone_registry, metrics, model_config, presets
 from ums_rep.denoising import classical
 from ums_rep.precision import set_precision
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, image_side, prepared_data, results,
                           resume_args, run_dir, save_args, save_model, set_seed, trainable_params, write_json)
 from ums_rep.strategies import FitConfig, fit
-from ums_rep.tasks import Task
 
 log = logging.getLogger("ums_rep.pretrain")  # the command's messages
-
-DEFAULTS = {
-    "cdae": {"filters": list(CDAE_FILTERS), "optimizer": "rmsprop", "learning_rate": 1e-3},
-    "echo": {"filters": list(ECHO_FILTERS), "optimizer": "adam", "learning_rate": 1e-3, "kernel_size": 3,
-             "dilation": 2, "dropout": 0.5, "fc_units": 256},
-}
 
 
 def load_params(path) -> dict:
@@ -61,19 +57,28 @@ def load_params(path) -> dict:
     return params
 
 
-def build(backbone: str, image: int, params: dict, echo_strides: int = 1):
-    """The backbone model and its pretraining task, from defaults overridden by ``params``
-    (``echo_strides``: see :func:`ums_rep.backbones.echo_encoder`)."""
-    p = {**DEFAULTS[backbone], **{k: v for k, v in params.items() if k in DEFAULTS[backbone]}}
-    if backbone == "cdae":
-        model = cdae((image, image, 1), filters=tuple(p["filters"]))
-        task = Task("denoise", "reconstruction", optimizer=p["optimizer"], learning_rate=p["learning_rate"])
-    else:
-        model = echo_encoder((image, image, 1), filters=tuple(p["filters"]), kernel_size=int(p["kernel_size"]),
-                             dilation=int(p["dilation"]), dropout=float(p["dropout"]), fc_units=int(p["fc_units"]),
-                             strides=echo_strides)
-        task = Task("flow", "classification", classes=FLOW_CLASSES, optimizer=p["optimizer"],
-                    learning_rate=p["learning_rate"])
+def build(backbone, image: int, params: dict, preset: dict | None = None):
+    """The backbone model and its pretraining task, from the record's defaults overridden by
+    ``params``.
+
+    Args:
+        backbone: A registered backbone's name or record (:mod:`ums_rep.backbone_registry`).
+        image: The image side.
+        params: Hyper-parameters (a Talos ``best.json``); keys the record's defaults lack are
+            ignored.
+        preset: The ``pretrain`` stage's preset the builder may read (e.g. ``echo_strides``).
+
+    Returns:
+        ``(model, task, params used)``: the task is the record's pretraining target with the
+        optimizer and learning rate used.
+
+    Raises:
+        ValueError: An unknown backbone.
+    """
+    record = backbone_registry.get(backbone)
+    p = {**record.defaults, **{k: v for k, v in params.items() if k in record.defaults}}
+    model = record.builder()(image, p, dict(preset or {}))
+    task = replace(record.pretraining_target, optimizer=p["optimizer"], learning_rate=p["learning_rate"])
     return model, task, p
 
 
@@ -84,7 +89,8 @@ def _noise_map(norm):
     return fn
 
 
-def evaluate_denoising(model, clean: np.ndarray, norm, seed: int, batch: int = 16) -> tuple[dict, dict]:
+def evaluate_denoising(model, clean: np.ndarray, norm, seed: int, batch: int = 16,
+                       name: str = "cdae") -> tuple[dict, dict]:
     """Table 2 rows: quality of noisy, CDAE, NLM and wavelet outputs against the clean images,
     for each noise level, with noise drawn from a fixed stateless seed.
 
@@ -94,9 +100,10 @@ def evaluate_denoising(model, clean: np.ndarray, norm, seed: int, batch: int = 1
         norm: The run's normaliser (``mean``, ``std``).
         seed: Seeds the noise: the same seed gives the same noisy images.
         batch: Images per forward pass.
+        name: The model's row (its backbone's name).
 
     Returns:
-        ``(table, examples)``: ``{noise level: {"noisy" | "cdae" | "nlm" | "wavelet": {"psnr",
+        ``(table, examples)``: ``{noise level: {"noisy" | name | "nlm" | "wavelet": {"psnr",
         "ssim", "ms_ssim"}}}`` and ``{noise level: (noisy, denoised)}``, three images each, for
         the figure.
     """
@@ -107,9 +114,9 @@ def evaluate_denoising(model, clean: np.ndarray, norm, seed: int, batch: int = 1
         pred = model.predict((noisy - norm.mean) / norm.std, batch_size=batch, verbose=0)
         denoised = np.clip(pred * norm.std + norm.mean, 0, 1)
         rows = {"noisy": metrics.image_quality(clean, noisy[..., 0]),
-                "cdae": metrics.image_quality(clean, denoised[..., 0])}
-        for name, out in classical(noisy[..., 0]).items():
-            rows[name] = metrics.image_quality(clean, out)
+                name: metrics.image_quality(clean, denoised[..., 0])}
+        for method, out in classical(noisy[..., 0]).items():
+            rows[method] = metrics.image_quality(clean, out)
         table[level] = rows
         examples[level] = (noisy[:3, ..., 0], denoised[:3, ..., 0])
     return table, examples
@@ -139,26 +146,27 @@ class PretrainOptions(TrainingOptions):
     :class:`ums_rep.options.TrainingOptions`'.
 
     Attributes:
-        backbone: ``"cdae"`` (the CXR denoising autoencoder) or ``"echo"`` (the dilated echo
-            encoder).
+        backbone: A registered backbone's name (:data:`ums_rep.backbone_registry.BACKBONES`):
+            ``"cdae"`` (the CXR denoising autoencoder) or ``"echo"`` (the dilated echo encoder).
         params: A hyper-parameters JSON file (a Talos ``best.json``).
         epochs: Epochs to train; None: the preset's.
     """
 
-    backbone: str = "cdae"  # "cdae": the CXR denoising autoencoder; "echo": the dilated echo encoder
+    backbone: str = "cdae"  # a name of ums_rep.backbone_registry.BACKBONES
     params: Path | None = None  # hyper-parameters JSON (a Talos best.json)
     epochs: int | None = None  # the preset's when None
 
 
 def pretrain_encoder(modality: str, out: Path, *, preset: str, seed: int, data=None, params=None,
                      deterministic: bool = False, no_progress: bool = False, precision: str = "float32",
-                     distribute: str = "none") -> Path:
-    """The shared encoder of ``modality`` ("cxr": the CDAE, "echo": the echo encoder), pretrained
-    into ``out`` as ``python -m ums_rep.pretrain`` would with these options (finished: reused;
-    interrupted: resumed). Returns its ``model.keras``; what ``finetune`` and ``scan`` train on.
+                     distribute: str = "none", backbone: str | None = None) -> Path:
+    """The shared encoder of ``modality`` (by default its default backbone: ``"cxr"`` the CDAE,
+    ``"echo"`` the echo encoder), pretrained into ``out`` as ``python -m ums_rep.pretrain`` would
+    with these options (finished: reused; interrupted: resumed). Returns its ``model.keras``; what
+    ``finetune`` and ``scan`` train on.
 
     Args:
-        modality: ``"cxr"`` (the CDAE) or ``"echo"`` (the echo encoder).
+        modality: The task set's modality, e.g. ``"cxr"`` or ``"echo"``.
         out: The pretraining run folder.
         preset: ``"tiny"``, ``"quick"`` or ``"paper"``.
         seed: The random seed.
@@ -168,16 +176,22 @@ def pretrain_encoder(modality: str, out: Path, *, preset: str, seed: int, data=N
         no_progress: No progress bars.
         precision: ``"float32"``, ``"mixed"`` or ``"auto"``.
         distribute: ``"none"``, ``"mirrored"``, ``"multiworker"`` or ``"auto"``.
+        backbone: A registered backbone of ``modality``; None: the modality's default
+            (:func:`ums_rep.backbone_registry.default_for`).
 
     Returns:
         The path of the pretrained ``model.keras``.
 
     Raises:
         RuntimeError: Pretraining did not finish (a non-finite loss).
+        ValueError: The backbone is unknown or of another modality.
     """
     out = Path(out)
+    record = backbone_registry.default_for(modality) if backbone is None else backbone_registry.get(backbone)
+    if record.modality != modality:
+        raise ValueError(f"backbone {record.name!r} encodes {record.modality} images, not {modality}")
     if not (out / "results.json").is_file():
-        options = PretrainOptions(backbone="cdae" if modality == "cxr" else "echo", preset=preset, params=params,
+        options = PretrainOptions(backbone=record.name, preset=preset, params=params,
                                   seed=seed, out=out, data=data, deterministic=deterministic,
                                   no_progress=no_progress, precision=precision, distribute=distribute,
                                   resume=out if (out / "args.json").is_file() else None)
@@ -202,6 +216,9 @@ def pretrain(args: PretrainOptions) -> int:
 
     Returns:
         The exit code: 0, or 3 when a non-finite loss stopped training.
+
+    Raises:
+        ValueError: An unknown backbone (:data:`ums_rep.backbone_registry.BACKBONES`).
     """
     args = resume_args(args, "ums_rep.pretrain")
     dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
@@ -213,22 +230,24 @@ def pretrain(args: PretrainOptions) -> int:
     out = run_dir(args.out, f"pretrain-{args.backbone}", "ums_rep.pretrain", resume=resume, dist=dist)
     if not resume:
         save_args(args, out)
-    dataset = "rsna" if args.backbone == "cdae" else "doppler"
-    side = image_side(preset, "cxr" if args.backbone == "cdae" else "echo")
+    record = backbone_registry.get(args.backbone)  # (a resumed run's own)
+    dataset = record.pretraining_data
+    side = image_side(preset, record.modality)
     data = prepared_data(dataset, args.data, size=side, seed=args.seed,
                          phantom_n=preset["n"][dataset], phantom_size=preset["phantom_size"])
     batch = int(params.get("batch_size", preset["batch"]))
     with dist.scope():
-        model, task, used = build(args.backbone, side, params, preset["echo_strides"])
+        model, task, used = build(record, side, params, preset)
     norm = data.normalizer
     atomic_write_text(out / "normalizer.json", norm.to_json())  # the run folder holds its preprocessing
-    if args.backbone == "cdae":
+    denoising = task.kind == "reconstruction"
+    if denoising:  # noisy input, clean target: the dataset's own splits
         train_rows, val_rows, test_rows = data.rows("train"), data.rows("val"), data.rows("test")
         kw = dict(normalize=False, map_fn=_noise_map(norm))
     else:  # the encoder uses the 70% train split; its fold 0 validates, the test split scores
         train_all = data.rows("train")
         train_rows, val_rows, test_rows = train_all[train_all.fold != 0], train_all[train_all.fold == 0], data.rows("test")
-        kw = dict(label_column="flow_type", classes=FLOW_CLASSES)
+        kw = dict(label_column=record.pretraining_label, classes=task.classes)
     train = make_dataset(data, train_rows, batch_size=batch, shuffle=True, seed=args.seed, repeat=True,
                          drop_remainder=True, **kw)
     val = make_dataset(data, val_rows, batch_size=batch, **kw)
@@ -247,17 +266,18 @@ def pretrain(args: PretrainOptions) -> int:
 
     eval_rows = test_rows if preset["eval_images"] is None else test_rows.head(preset["eval_images"])
     extra = {}
-    if args.backbone == "cdae":
+    if denoising:
         clean = np.stack([read_image(data.root / p) for p in eval_rows.image])
-        table, examples = evaluate_denoising(model, clean, norm, args.seed)
+        table, examples = evaluate_denoising(model, clean, norm, args.seed, name=record.name)
         _figure(out / "denoising.png", clean, examples)
-        task_metrics = {f"{level}_{k}": v for level, rows in table.items() for k, v in rows["cdae"].items()
+        task_metrics = {f"{level}_{k}": v for level, rows in table.items() for k, v in rows[record.name].items()
                         if k != "ms_ssim_scales"}
         extra["table2"] = table
     else:
-        ds = make_dataset(data, eval_rows, batch_size=batch, label_column="flow_type", classes=FLOW_CLASSES)
+        ds = make_dataset(data, eval_rows, batch_size=batch, label_column=record.pretraining_label,
+                          classes=task.classes)
         prob = model.predict(ds.map(lambda x, y: x), verbose=0)
-        truth = eval_rows.flow_type.map({c: i for i, c in enumerate(FLOW_CLASSES)}).to_numpy()
+        truth = eval_rows[record.pretraining_label].map({c: i for i, c in enumerate(task.classes)}).to_numpy()
         task_metrics = metrics.classification(truth, prob.argmax(1))
     body = results(f"pretrain --backbone {args.backbone}",
                    {"preset": args.preset, **preset, "image": side, "params": used, "batch_size": batch,
@@ -268,6 +288,9 @@ def pretrain(args: PretrainOptions) -> int:
                    {task.name: {"metrics": task_metrics, "train_seconds": seconds,
                                 "trainable_params": trainable_params(model.trainable_variables)}},
                    args.seed, **extra)
+    model_config.write(out, model_config.describe(
+        "ums_rep.pretrain", body["command"], record, (side, side, 1), {task.name: task},
+        [model_config.fold_entry(None, "normalizer.json", {"model.keras": {task.name: None}})]))
     write_json(out / "results.json", body)
     log.info("wrote %s (%.1f s of training)", out, seconds)
     discard_worker_folder(out, dist)

@@ -24,8 +24,8 @@ from data_prep.io import atomic_write_bytes, atomic_write_text
 from data_prep.noise import random_training_noise
 from data_prep.pipeline import make_dataset
 from data_prep.plotting import pyplot
-from ums_rep import presets, pretraining
-from ums_rep.backbones import FLOW_CLASSES, encoder as encoder_of
+from ums_rep import backbone_registry, presets, pretraining
+from ums_rep.backbones import encoder as encoder_of
 from ums_rep.heads import classification_head
 from ums_rep.presets import PAPER_ECHO_CHOICE, SCAN_OBJECTIVES, SCAN_SPACES
 from ums_rep.runs import (image_side, load_model, prepared_data, results, resume_args, run_dir, save_args, set_seed,
@@ -54,10 +54,10 @@ def _arrays(prepared, rows, **kw):
 
 
 def scan_modality(model: str, args) -> str:
-    """The modality a scan trains on: the echo encoder's, the CDAE's, or the head's task set's."""
+    """The modality a scan trains on: the backbone's (its record's), or the head's task set's."""
     if model == "head":
         return TASK_SETS[CLASSIFICATION_TASKS[args.task][0]]["modality"]
-    return "echo" if model == "echo" else "cxr"
+    return backbone_registry.get(model).modality
 
 
 def scan_data(model: str, args, preset: dict):
@@ -68,22 +68,25 @@ def scan_data(model: str, args, preset: dict):
         return prepared_data(name, args.data, size=size, seed=args.seed, phantom_n=preset["n"][name],
                              phantom_size=preset["phantom_size"], progress=not args.no_progress)
 
-    if model == "echo":  # as pretrain: the 70% train split, its fold 0 validates
-        p = data("doppler")
+    record = backbone_registry.get(model) if model != "head" else None
+    if record and record.pretraining_target.kind == "classification":  # as pretrain: the 70% train split, its
+        p = data(record.pretraining_data)                               # fold 0 validates
         rows = p.rows("train")
-        kw = dict(label_column="flow_type", classes=FLOW_CLASSES)
+        kw = dict(label_column=record.pretraining_label, classes=record.pretraining_target.classes)
         xt, yt = _arrays(p, rows[rows.fold != 0], **kw)
         xv, yv = _arrays(p, rows[rows.fold == 0], **kw)
-        return xt, yt, xv, yv, {"dataset": "doppler", "phantom": p.info.get("phantom"), "prepared": p.info["prepared"]}
-    if model == "cdae":  # noisy → clean pairs, noise drawn once with a fixed seed
-        p = data("rsna")
+        return xt, yt, xv, yv, {"dataset": record.pretraining_data, "phantom": p.info.get("phantom"),
+                                "prepared": p.info["prepared"]}
+    if record:  # a reconstruction target: noisy → clean pairs, noise drawn once with a fixed seed
+        p = data(record.pretraining_data)
         norm = p.normalizer
         clean_t, _ = _arrays(p, p.rows("train"), normalize=False)
         clean_v, _ = _arrays(p, p.rows("val"), normalize=False)
         keras.utils.set_random_seed(args.seed)
         noisy_t, noisy_v = (np.asarray(random_training_noise(c)) for c in (clean_t, clean_v))
         z = lambda a: ((a - norm.mean) / norm.std).astype("float32")  # noqa: E731
-        return z(noisy_t), z(clean_t), z(noisy_v), z(clean_v), {"dataset": "rsna", "phantom": p.info.get("phantom"),
+        return z(noisy_t), z(clean_t), z(noisy_v), z(clean_v), {"dataset": record.pretraining_data,
+                                                                 "phantom": p.info.get("phantom"),
                                                                  "prepared": p.info["prepared"]}
     # head: features of the frozen shared encoder for one classification task
     set_name, spec = CLASSIFICATION_TASKS[args.task]
@@ -111,7 +114,7 @@ def frozen_encoder(args: "ScanOptions", modality: str) -> keras.Model:
                                             seed=args.seed, data=args.data, deterministic=args.deterministic,
                                             no_progress=args.no_progress, precision=args.precision)
     backbone = load_model(path, expect="encoder")
-    enc = encoder_of(backbone, "echo" if modality == "echo" else "cdae")
+    enc = encoder_of(backbone)  # up to its record's feature layer
     enc.trainable = False
     return enc
 
@@ -133,16 +136,11 @@ def model_fn(model: str, image: int, epochs: int, echo_strides: int = 1, seed: i
         p = dict(params)
         if seed is not None:
             keras.utils.set_random_seed(round_seed(seed, p))
-        if model == "echo":
-            net, task, _ = pretraining.build("echo", image, p, echo_strides)
-            loss, metrics = "categorical_crossentropy", ["accuracy"]
-            opt = make_optimizer(p["optimizer"], task.learning_rate)  # the rate pretrain will use
-        elif model == "cdae":
-            b = int(p["base_filters"])
-            net, task, _ = pretraining.build("cdae", image, {"filters": [b, 2 * b, 4 * b, 8 * b],
-                                                 "learning_rate": float(p["learning_rate"])})
-            loss, metrics = "mse", []
-            opt = make_optimizer(task.optimizer, task.learning_rate)
+        if model != "head":  # a backbone, as pretrain builds it: its record's target sets the loss
+            net, task, _ = pretraining.build(model, image, backbone_params(p), {"echo_strides": echo_strides})
+            loss, metrics = (("categorical_crossentropy", ["accuracy"]) if task.kind == "classification"
+                             else ("mse", []))
+            opt = make_optimizer(task.optimizer, task.learning_rate)  # what pretrain will use
         else:
             inputs = keras.Input(x_train.shape[1:])
             out = classification_head(inputs, y_train.shape[1], "head", units=int(p["head_units"]),
@@ -158,6 +156,16 @@ def model_fn(model: str, image: int, epochs: int, echo_strides: int = 1, seed: i
     return round_fn
 
 
+def backbone_params(params: dict) -> dict:
+    """A round's (or the winner's) parameters in the keys pretraining reads: a space's
+    ``base_filters`` b becomes the encoder widths ``[b, 2b, 4b, 8b]`` (the CDAE's doubling)."""
+    params = dict(params)
+    if "base_filters" in params:
+        b = int(params.pop("base_filters"))
+        params["filters"] = [b, 2 * b, 4 * b, 8 * b]
+    return params
+
+
 # --------------------------------------------------------------------------- results
 
 def best_params(table: pd.DataFrame, model: str) -> dict:
@@ -171,9 +179,7 @@ def best_params(table: pd.DataFrame, model: str) -> dict:
     for key, values in SCAN_SPACES[model].items():
         value = row[key]
         best[key] = type(values[0])(value) if not isinstance(values[0], str) else str(value)
-    if model == "cdae":
-        b = best.pop("base_filters")
-        best["filters"] = [b, 2 * b, 4 * b, 8 * b]
+    best = backbone_params(best) if model != "head" else best
     best["_score"] = {metric: float(row[metric])}
     return best
 

@@ -5,7 +5,8 @@ import tensorflow as tf
 
 import keras
 from tests.helpers import check_builder
-from ums_rep.backbones import FEATURES, cdae, echo_encoder, encoder
+from ums_rep.backbone_registry import get as backbone
+from ums_rep.backbones import cdae, echo_encoder, encoder
 from ums_rep.heads import classification_head, saliency_head, segmentation_head
 
 
@@ -67,8 +68,9 @@ def test_echo_search_space(kernel, dilation, dropout):
                                                        ("echo", (64, 64, 1), (32, 64, 64, 128, 128, 128), 2)])
 def test_heads_attach_to_each_backbone(kind, shape, filters, steps, tmp_path):
     keras.utils.set_random_seed(0)
-    backbone = cdae(shape) if kind == "cdae" else echo_encoder(shape, strides=2)
-    enc = encoder(backbone, kind)
+    source = cdae(shape) if kind == "cdae" else echo_encoder(shape, strides=2)
+    enc = encoder(source, kind)
+    assert encoder(source).layers[-1] is enc.layers[-1]  # kind None: found by its feature layer
     feats = enc.output
     outputs = {"cls": classification_head(feats, 2, name="cls"),
                "seg": segmentation_head(feats, filters, name="seg", steps=steps),
@@ -81,7 +83,8 @@ def test_heads_attach_to_each_backbone(kind, shape, filters, steps, tmp_path):
     np.testing.assert_allclose(out["sal"].numpy().sum(axis=(1, 2, 3)), 1.0, atol=1e-5)
     check_builder(model, shape, {"cls.out": (2,), "seg.out": (*shape[:2], 1)}, tmp_path)
     # heads share the backbone's encoder weights
-    assert model.get_layer(FEATURES[kind].replace(".relu", ".conv")) is backbone.get_layer(FEATURES[kind].replace(".relu", ".conv"))
+    conv = backbone(kind).feature_layer.replace(".relu", ".conv")
+    assert model.get_layer(conv) is source.get_layer(conv)
 
 
 def test_lambda_layers_are_refused(tmp_path):
