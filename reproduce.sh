@@ -154,6 +154,6 @@ experiments
 if [[ -n $COMPARE_SECONDS ]]; then log "MT-UNet comparison table ($OUT/compare.md) in $COMPARE_SECONDS s"; fi
 log "time table ($OUT/times.json):"
 plan table --out "$OUT" --preset "$PRESET" --wall-seconds $(( $(date +%s) - START )) \
-  ${COMPARE_SECONDS:+--compare-seconds "$COMPARE_SECONDS"} "${STEPS[@]}" | tee -a "$OUT/reproduce.log"
+  ${COMPARE_SECONDS:+--closing-seconds "MT-UNet comparison table=$COMPARE_SECONDS"} "${STEPS[@]}" | tee -a "$OUT/reproduce.log"
 "$PY" -m ums_rep.report --runs "$OUT" --out "$OUT/report"
 log "all done in $(( $(date +%s) - START )) s; report: $OUT/report/report.md and report.html"
