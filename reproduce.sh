@@ -46,7 +46,7 @@ if ! "${lock[@]}" 2> /dev/null; then
 fi
 START=$(date +%s)
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/reproduce.log"; }
-plan() { "$PY" -m ums_rep.reproduce_plan "$@"; }  # the plan, progress lines and time table
+plan() { "$PY" -m ums_rep.plan "$@"; }  # the plan, progress lines and time table
 
 # selected NAME: whether REPRODUCE_ONLY_STEPS (if set) keeps step NAME
 selected() {

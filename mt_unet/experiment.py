@@ -19,7 +19,7 @@ from data_prep.io import atomic_write_text
 from mt_unet import data, figures, presets, scoring
 from mt_unet.model import build
 from mt_unet.naming import label
-from mt_unet.report import METRICS, compare as compare_runs
+from mt_unet.reporting import METRICS, compare as compare_runs
 from mt_unet.schedule import describe as describe_schedule, fit_config_kwargs
 from mt_unet.tasks import DISEASE, SALIENCY, TASKS
 from ums_rep.options import TrainingOptions
@@ -199,5 +199,5 @@ def run(args: MtUnetOptions) -> int:
 
 
 def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """``mt_unet.train --compare``: :func:`mt_unet.report.compare`."""
+    """``mt_unet.train --compare``: :func:`mt_unet.reporting.compare`."""
     return compare_runs(run_dirs, out, mix_presets)

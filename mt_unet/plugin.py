@@ -1,6 +1,6 @@
 """What MT-UNet adds to the shared framework, loaded through the ``ums_rep.plugins`` entry point
 (``setup.cfg``; :func:`ums_rep.plugins.load`): its claims (:mod:`mt_unet.claims`), its report
-section and the kinds of results.json the report reads (:mod:`mt_unet.report`), its presets
+section and the kinds of results.json the report reads (:mod:`mt_unet.reporting`), its presets
 (:mod:`mt_unet.presets`) and how ``python -m ums_rep.predict`` reads its run folders
 (:mod:`ums_rep.predictors`; the reading itself, :mod:`mt_unet.inference`, loads with
 TensorFlow only when such a folder is predicted), and the stage of ``reproduce.sh``'s MT-UNet
@@ -9,7 +9,7 @@ Importing this module loads no TensorFlow.
 """
 from __future__ import annotations
 
-from mt_unet import claims, presets, report  # noqa: F401  each registers on import
+from mt_unet import claims, presets, reporting  # noqa: F401  each registers on import
 from ums_rep import predictors, reproduce_plan
 
 TRAIN_COMMAND = "mt_unet.train"

@@ -252,7 +252,7 @@ def test_the_plan_estimates_from_the_previous_time_table(tmp_path):
 
 
 def test_the_report_shows_the_time_table(tmp_path):
-    from ums_rep.report import time_tables
+    from ums_rep.reporting import time_tables
     assert time_tables([tmp_path]) == []
     for broken in ("not json", '{"stages": [{"stage": "x"}], "steps": []}'):
         (tmp_path / "times.json").write_text(broken)

@@ -1,7 +1,7 @@
 """UMS-Rep's fine-tuning experiment (Sections 4.1.2 and 4.2; Tables 3-10): one strategy on one task
 set, fold by fold — the settings checked before any work, the shared encoder (given or pretrained
 now), each fold's models, data, training (:func:`ums_rep.strategies.fit`) and test scoring
-(:mod:`ums_rep.evaluate`), and the run folder's ``results.json``. ``python -m ums_rep.finetune``
+(:mod:`ums_rep.evaluation`), and the run folder's ``results.json``. ``python -m ums_rep.finetune``
 is the command-line shell over :func:`run`; its docstring describes the protocol.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ums_rep.options import TrainingOptions
 from data_prep.io import atomic_write_text, read_image
 from data_prep.pipeline import make_dataset
 from data_prep.transforms import MeanNormalizer
-from ums_rep import evaluate as evaluation, presets, pretraining
+from ums_rep import evaluation, presets, pretraining
 from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model,
                             head_params, weights_digest)
 from ums_rep.runs import (discard_worker_folder, history_csv, image_side, load_model, prepared_data, results,

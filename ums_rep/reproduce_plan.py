@@ -1,5 +1,5 @@
-"""``python -m ums_rep.reproduce_plan plan|progress|table --out OUT STEP...``: the plan, the
-progress lines and the time table of ``reproduce.sh``.
+"""The plan, the progress lines and the time table of ``reproduce.sh`` (its command:
+``python -m ums_rep.plan plan|progress|table --out OUT STEP...``, :mod:`ums_rep.plan`).
 
 ``reproduce.sh`` runs its steps (one run folder ``OUT/<step>`` each: ``pretrain-cdae``,
 ``finetune-cxr-hetero-joint``, ``scan-echo``, ...) and, after some stages' runs, a closing step
@@ -22,7 +22,6 @@ its own stage (and its closing step, a stage of its own in the tables) through
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -317,60 +316,3 @@ def write_times(out, times: dict) -> Path:
     path = Path(out) / TIMES
     atomic_write_text(path, json.dumps(times, indent=1, allow_nan=False) + "\n")
     return path
-
-
-def _finite(value: str) -> float:
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected seconds ≥ 0")
-    return v
-
-
-def _closing_seconds(value: str) -> tuple:
-    name, sep, seconds = value.rpartition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=SECONDS")
-    return name, _finite(seconds)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ums_rep.reproduce_plan",
-                                     description="reproduce.sh's plan, progress lines and time table.")
-    sub = parser.add_subparsers(dest="what", required=True)
-    for name, text in (("plan", "print the plan: stages, runs, estimates"),
-                       ("progress", "print 'elapsed …; ETA …' after the first --done steps"),
-                       ("table", "write OUT/times.json and print the time table")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--out", type=Path, required=True, metavar="DIR", help="reproduce.sh's --out")
-        p.add_argument("steps", nargs="*", metavar="STEP", help="the planned steps, in order")
-        if name == "progress":
-            p.add_argument("--done", type=int, required=True, help="steps done so far (run or skipped)")
-            p.add_argument("--elapsed", type=_finite, required=True, help="seconds since reproduce.sh started")
-        if name == "table":
-            p.add_argument("--closing-seconds", type=_closing_seconds, action="append", default=[],
-                           metavar="NAME=SECONDS", help="the seconds of a stage's closing step")
-            p.add_argument("--wall-seconds", type=_finite, default=None)
-            p.add_argument("--preset", default=None)
-    return parser
-
-
-def main(argv=None) -> int:
-    from ums_rep import plugins
-    args = build_parser().parse_args(argv)
-    plugins.load()  # other papers' stages
-    if args.what == "plan":
-        print("\n".join(plan_lines(args.out, args.steps)))
-    elif args.what == "progress":
-        print(eta(args.out, args.steps, args.done, args.elapsed))
-    else:
-        times = time_table(args.out, args.steps, dict(args.closing_seconds), args.wall_seconds, args.preset)
-        write_times(args.out, times)
-        print("\n".join(table_lines(times)))
-    return 0
-
-
-if __name__ == "__main__":
-    # python -m runs this file as __main__, a second copy of the module; other packages' plugins register
-    # their stages into the imported ums_rep.reproduce_plan, so the command runs that copy's main
-    from ums_rep import reproduce_plan as _imported
-    raise SystemExit(_imported.main())

@@ -21,7 +21,7 @@ from data_prep import datasets
 from data_prep.cli import default_out_dir
 from data_prep.io import atomic_write_bytes, atomic_write_text, file_lock
 from data_prep.pipeline import Prepared, load_prepared
-from data_prep.prepare import prepare
+from data_prep.preparation import prepare
 from ums_rep.precision import set_precision
 
 log = logging.getLogger(__name__)

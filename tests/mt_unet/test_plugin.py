@@ -10,16 +10,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 _PROBE = """
 import json, sys
-from ums_rep import claims, plugins, predictors, presets, report, reproduce_plan
+from ums_rep import claims, plugins, predictors, presets, reporting, reproduce_plan
 before = {"imported": sorted(m for m in sys.modules if m.split(".")[0] == "mt_unet"),
-          "kinds": "mt_unet.train" in report.KINDS, "stage": reproduce_plan.stage_of("mt_unet-x"),
+          "kinds": "mt_unet.train" in reporting.KINDS, "stage": reproduce_plan.stage_of("mt_unet-x"),
           "closings": reproduce_plan.closings()}
 names = plugins.load()
 print(json.dumps({"before": before, "names": names,
                   "claims": sum(c.paper == "MT-UNet" for c in claims.REGISTRY),
-                  "kinds": [k for k in report.KINDS if k.startswith("mt_unet")],
-                  "reported": "mt_unet.train" in report.REPORTED,
-                  "sections": [h for h, _ in report.SECTIONS],
+                  "kinds": [k for k in reporting.KINDS if k.startswith("mt_unet")],
+                  "reported": "mt_unet.train" in reporting.REPORTED,
+                  "sections": [h for h, _ in reporting.SECTIONS],
                   "stages": list(presets.STAGES),
                   "predict": {c: [k.geometry, k.feature_layer] for c, k in predictors.RUN_KINDS.items()},
                   "stage": reproduce_plan.stage_of("mt_unet-mtunet-full-mtl3"),

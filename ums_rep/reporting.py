@@ -1,6 +1,6 @@
-"""``python -m ums_rep.report --runs DIR... --out DIR``: every reproduced table beside the paper's
-numbers, with the figures, in Markdown (``report.md``) and one self-contained HTML page
-(``report.html``, images inlined).
+"""The reproduction report (``python -m ums_rep.report``, :mod:`ums_rep.report`, is its command):
+every reproduced table beside the paper's numbers, with the figures, in Markdown (``report.md``)
+and one self-contained HTML page (``report.html``, images inlined).
 
 The report opens with the claims at a glance: every claim of :data:`ums_rep.claims.REGISTRY`
 judged on the runs (UMS-Rep Sections 4.1.2 and 4.2.2; tests, verdicts and the one cost rule are
@@ -21,7 +21,6 @@ becomes the section "How long each part took".
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import math
@@ -30,32 +29,12 @@ import os
 import re
 from pathlib import Path
 
-from data_prep.cli import PRESETS as PRESET_NAMES, base_parser, default_out_dir, parse_early, run_cli
+import pandas as pd
 
+from data_prep.io import atomic_write_text
+from ums_rep import claims as paper_claims, metrics, plugins, reproduce_plan
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser("python -m ums_rep.report", "Every reproduced table beside the papers' numbers, with the "
-                         "figures: report.md and one self-contained report.html.", data=False, preset=False,
-                         seed=False)
-    parser.add_argument("--runs", nargs="+", type=Path, required=True, metavar="DIR",
-                        help="run folders, or folders holding them (searched recursively)")
-    parser.add_argument("--preset", choices=PRESET_NAMES, default=None,
-                        help="report only the runs of this preset (default: every run found; runs of "
-                             "different presets are refused unless --mix-presets)")
-    parser.add_argument("--bench", type=Path, default=None, metavar="JSON",
-                        help="a benchmarks.run JSON for the compute saving")
-    parser.add_argument("--mix-presets", action="store_true", help="allow runs of different presets in one report")
-    return parser
-
-
-parse_early(__name__, build_parser, tensorflow=False)  # python -m: --help answers before pandas and sklearn load
-
-import pandas as pd  # noqa: E402
-
-from data_prep.io import atomic_write_text  # noqa: E402
-from ums_rep import claims as paper_claims, metrics, plugins, reproduce_plan  # noqa: E402
-
-log = logging.getLogger("ums_rep.report")
+log = logging.getLogger("ums_rep.report")  # the command's name: its log lines read as before
 
 PAPER = {
     # UMS-Rep Table 2: PSNR / SSIM / MS-SSIM of the CDAE on RSNA
@@ -656,18 +635,3 @@ def to_html(text: str, base: Path) -> str:
              ".v-ns{background:#e2e3e5;color:#383d41}.v-notrun{background:#f6f6f6;color:#888}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>Reproduction report</title>" \
            f"<style>{style}</style></head><body>{body}</body></html>\n"
-
-
-def _report(args) -> None:
-    build(args.runs, args.out or default_out_dir("report"), args.bench, args.mix_presets, args.preset)
-
-
-def main(argv=None) -> int:
-    return run_cli(build_parser, _report, argv, log)
-
-
-if __name__ == "__main__":
-    # python -m runs this file as __main__, a second copy of the module; other packages' plugins register
-    # their run kinds and sections into the imported ums_rep.report, so the command runs that copy's main
-    from ums_rep import report as _imported
-    raise SystemExit(_imported.main())

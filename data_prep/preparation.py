@@ -1,4 +1,5 @@
-"""``python -m data_prep.prepare DATASET [--data ROOT | --src DIR] --out DIR``: preprocess a dataset once.
+"""Preprocessing a dataset once (``python -m data_prep.prepare``, :mod:`data_prep.prepare`, is its
+command): :func:`prepare`.
 
 Reads the dataset through its loader, checks it up front (missing files, unknown labels, empty
 classes, then every image decoded: unreadable files, constant images, masks of the wrong size
@@ -17,7 +18,6 @@ existing outputs are skipped, so an interrupted run is completed by running it a
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -26,52 +26,24 @@ import re
 import time
 from pathlib import Path
 
-from data_prep.cli import base_parser, parse_early, setup_logging, shape_arg, worker_pool
+import pandas as pd
+from tqdm.auto import tqdm
+
+from data_prep import datasets
+from data_prep.cli import worker_pool
+from data_prep.io import atomic_write_text
+from data_prep.prepare_item import ItemJob, prepare_item, worker_ready
+from data_prep.splits import assign_folds, check_no_leakage, split_patients
+from data_prep.transforms import MTUNET_SHAPE, UMS_SIZE, MeanNormalizer
+from data_prep.validate import DataValidationError, manifest_problems
 
 # Split fractions per dataset: 70/20/10 for UMS-Rep's data (Section 4.1.1 for the CDAE's; the
 # echo encoder's 70%, then 20% to cross-validate and 10% to test, Section 4.2.2), 70/10/20 for
 # MT-UNet's (its Appendix B).
 DEFAULT_SPLIT = {"rsna": "70/20/10", "shenzhen": "70/20/10", "montgomery": "70/20/10",
                  "kermany": "70/20/10", "doppler": "70/20/10", "egd": "70/10/20"}
-SPLITS = ("70/10/20", "70/20/10")  # data_prep.splits.SPLIT_PRESETS
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser("python -m data_prep.prepare", "Preprocess a dataset once: check it, resize or "
-                         "letter-box its images, split it by patient, and write its manifest and statistics.",
-                         preset=False, out_default="runs/prepared/<dataset>/")
-    parser.add_argument("dataset", choices=sorted(DEFAULT_SPLIT), help="the dataset to prepare")
-    parser.add_argument("--src", type=Path, default=None, metavar="DIR",
-                        help="the dataset's own folder in its published layout, instead of --data ROOT "
-                             "(ROOT/<dataset>)")
-    parser.add_argument("--size", type=int, default=256, metavar="PX", help="square resize side (default 256)")
-    parser.add_argument("--shape", type=shape_arg, default=None, metavar="HxW",
-                        help="letterbox to HxW instead (default 640x416 for egd)")
-    parser.add_argument("--split", choices=SPLITS, default=None,
-                        help="train/val/test fractions (default per dataset: 70/10/20 for egd, else 70/20/10)")
-    parser.add_argument("--folds", type=int, default=10, metavar="K",
-                        help="patient-level folds within each split part (the manifest's fold column; default 10)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="processes reading and writing images (default: all cores)")
-    parser.add_argument("--gaze-source", choices=("fixations", "eye_gaze"), default="fixations",
-                        help="egd: the saliency maps from fixations.csv (duration-weighted, default) or the "
-                             "raw 60 Hz eye_gaze.csv samples")
-    return parser
-
-
-parse_early(__name__, build_parser, tensorflow=False)  # python -m: --help answers before OpenCV and pandas load
-
-import pandas as pd  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from data_prep import datasets  # noqa: E402
-from data_prep.io import atomic_write_text  # noqa: E402
-from data_prep.prepare_item import ItemJob, prepare_item, worker_ready  # noqa: E402
-from data_prep.splits import assign_folds, check_no_leakage, split_patients  # noqa: E402
-from data_prep.transforms import MTUNET_SHAPE, UMS_SIZE, MeanNormalizer  # noqa: E402
-from data_prep.validate import DataValidationError, manifest_problems  # noqa: E402
-
-log = logging.getLogger("data_prep.prepare")
+log = logging.getLogger("data_prep.prepare")  # the command's name: its log lines read as before
 MANIFEST_COLUMNS_DROPPED = ("path", "mask_paths", "boxes")
 
 
@@ -128,7 +100,7 @@ def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, fo
 
     Example:
         ```python
-        from data_prep.prepare import prepare
+        from data_prep.preparation import prepare
 
         manifest = prepare("shenzhen", "data/shenzhen", "runs/prepared/shenzhen", size=(256, 256))
         ```
@@ -204,27 +176,3 @@ def prepare(dataset: str, src, out, *, size=UMS_SIZE, shape=None, split=None, fo
         {"dataset": dataset, "src": str(src), "size": list(size), "shape": list(shape) if shape else None,
          "split": split, "folds": k, "seed": seed, "n": len(manifest), "seconds": round(seconds, 2)}, indent=1))
     return manifest
-
-
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.data is not None and args.src is not None:
-        parser.error("give --data ROOT (the folder holding ROOT/<dataset>) or --src DIR (the dataset's folder), "
-                     "not both")
-    setup_logging(args.verbose)
-    out = args.out or Path("runs") / "prepared" / args.dataset
-    try:
-        src = args.src or (datasets.source(args.dataset, args.data) if args.data is not None
-                           else datasets.phantom(args.dataset, seed=args.seed))
-        prepare(args.dataset, src, out, size=(args.size, args.size), shape=args.shape, split=args.split,
-                folds=args.folds, seed=args.seed, workers=args.workers, gaze_source=args.gaze_source)
-    except (DataValidationError, ValueError) as e:
-        log.error("%s", e)
-        return 1
-    log.info("prepared %s in %s", args.dataset, out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
