@@ -46,7 +46,7 @@ if ! "${lock[@]}" 2> /dev/null; then
 fi
 START=$(date +%s)
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/reproduce.log"; }
-plan() { "$PY" -m ums_rep.reproduce_plan "$@"; }  # the plan, progress lines and time table
+plan() { "$PY" -m ums_rep.plan "$@"; }  # the plan, progress lines and time table
 
 # selected NAME: whether REPRODUCE_ONLY_STEPS (if set) keeps step NAME
 selected() {
@@ -154,6 +154,6 @@ experiments
 if [[ -n $COMPARE_SECONDS ]]; then log "MT-UNet comparison table ($OUT/compare.md) in $COMPARE_SECONDS s"; fi
 log "time table ($OUT/times.json):"
 plan table --out "$OUT" --preset "$PRESET" --wall-seconds $(( $(date +%s) - START )) \
-  ${COMPARE_SECONDS:+--compare-seconds "$COMPARE_SECONDS"} "${STEPS[@]}" | tee -a "$OUT/reproduce.log"
+  ${COMPARE_SECONDS:+--closing-seconds "MT-UNet comparison table=$COMPARE_SECONDS"} "${STEPS[@]}" | tee -a "$OUT/reproduce.log"
 "$PY" -m ums_rep.report --runs "$OUT" --out "$OUT/report"
 log "all done in $(( $(date +%s) - START )) s; report: $OUT/report/report.md and report.html"

@@ -156,7 +156,7 @@ def train_case(case: str, batch: int, quick: bool, steps: int, repeats: int, pol
 
 
 def markdown(report: dict) -> str:
-    # joined by hand, not by ums_rep.report.markdown_table: this harness runs on accelerator machines
+    # joined by hand, not by ums_rep.reporting.markdown_table: this harness runs on accelerator machines
     # that have JAX but neither pandas nor tabulate
     mm = report["matmul_tflops"]
     lines = [f"Device: {report['device']}; JAX {report['jax']}, Keras {report['keras']}; "

@@ -22,7 +22,7 @@ measured in the same run on the same machine.
   convolution kernels reach on these shapes, an upper bound for any training loop around them.
 * **input pipeline** — images/s of :func:`data_prep.pipeline.make_dataset` decoding prepared
   PNGs (no cache), against the CDAE's training images/s (it must stay ≥ 3× faster).
-* **prepare** (issue 19) — :func:`data_prep.prepare.prepare` of RSNA-layout phantoms (1024² DICOMs,
+* **prepare** (issue 19) — :func:`data_prep.preparation.prepare` of RSNA-layout phantoms (1024² DICOMs,
   16 bits allocated, 12 or 13 stored, written once by :func:`data_prep.phantoms.layouts.generate` outside
   the timed part) to 256² PNGs, at three dataset sizes, single-process and on every core, each run
   in its own subprocess: images/s, peak RSS (the largest of the run's process and its pool
@@ -365,9 +365,9 @@ def rsna_sources(folder: Path, sizes, side: int) -> dict:
 
 
 def prepare_run(src: Path, out: Path, workers: int, out_side: int) -> dict:
-    """One timed :func:`data_prep.prepare.prepare` into the new folder ``out`` (run in a process
+    """One timed :func:`data_prep.preparation.prepare` into the new folder ``out`` (run in a process
     of its own: its peak RSS, and its pool workers', are this run's)."""
-    from data_prep.prepare import prepare
+    from data_prep.preparation import prepare
     t0 = time.perf_counter()
     manifest = prepare("rsna", src, out, size=(out_side, out_side), workers=workers, progress=False)
     seconds = time.perf_counter() - t0
@@ -446,7 +446,7 @@ def prepare_case(sizes, side: int, out_side: int, workers, folder: Path, repeats
 
 def prepare_table(p: dict) -> list:
     """The prepare case's lines of the markdown report."""
-    from ums_rep.report import markdown_table
+    from ums_rep.reporting import markdown_table
     bits = lambda v: "/".join(map(str, v))  # noqa: E731
     lines = ["", f"Prepare (`data_prep.prepare rsna`): {p['input'][0]}×{p['input'][1]} DICOMs "
              f"({bits(p['bits_allocated'])} bits allocated, {bits(p['bits_stored'])} stored) → "
@@ -498,8 +498,8 @@ def _primary(task_result: dict) -> float | None:
 
 
 def _paper_ratio(set_name: str) -> str:
-    """The paper's shared / baseline totals (Tables 4, 6, 8, 10; ums_rep.report.PAPER)."""
-    from ums_rep.report import PAPER
+    """The paper's shared / baseline totals (Tables 4, 6, 8, 10; ums_rep.reporting.PAPER)."""
+    from ums_rep.reporting import PAPER
     c = PAPER["compute"][set_name]
     return f"time {c['shared'][0] / c['baseline'][0]:.2f}, params {c['shared'][1] / c['baseline'][1]:.2f}"
 
@@ -553,7 +553,7 @@ def rate(images_per_s: float) -> str:
 
 
 def markdown(report: dict) -> str:
-    from ums_rep.report import markdown_table
+    from ums_rep.reporting import markdown_table
     head = (f"Machine: {report['machine']['processor']}, {report['machine']['cpus']} CPUs, "
             f"GPUs {report['machine']['gpus'] or 'none'}; TensorFlow {report['machine']['tensorflow']}; "
             f"{'quick' if report['quick'] else 'full'} run.")
@@ -604,7 +604,7 @@ def markdown(report: dict) -> str:
 def mixed_table(report: dict) -> list:
     """``--mixed``: each case's mixed modes over float32 in the same run, and the fraction of the
     matmul rate each reaches, of its own 16-bit type and of float32 (no lines without mixed modes)."""
-    from ums_rep.report import markdown_table
+    from ums_rep.reporting import markdown_table
     mm, mm16 = report["matmul_gflops"], report.get("matmul_gflops_mixed")
     cases = [t for t in report["training"] if "custom+mixed" in t["modes"]]
     if not cases:

@@ -1,5 +1,13 @@
 """Data preparation shared by both papers: readers, phantoms, splits, tf.data pipelines.
 
+Commands: ``prepare`` (library :mod:`data_prep.preparation`) and ``phantoms``
+(``data_prep/phantoms/__main__.py``; :mod:`data_prep.phantoms.layouts`).
+
+Layout (docs/extending.md, "Commands and libraries"; ``tests/test_layout.py`` enforces it): every
+command is a thin ``<verb>.py`` shell — ``build_parser()``, ``main(argv)`` and an ``if __name__ ==
+"__main__"`` guard — that parses its arguments and calls one library module named for what it
+holds (a noun); no other module has a ``__main__`` guard, and no library is named as a command.
+
 Importing any package module first sets TensorFlow's CPU defaults (this module runs before
 TensorFlow loads): oneDNN kernels. TensorFlow turns them on by default only on some Intel CPUs;
 on the 2-core AMD EPYC we develop and run CI on, they took dense matmul from 102 to 150 GFLOP/s

@@ -1,4 +1,4 @@
-"""One image of :func:`data_prep.prepare.prepare`: read, check, resize or letter-box, write.
+"""One image of :func:`data_prep.preparation.prepare`: read, check, resize or letter-box, write.
 
 This is what every process of ``prepare``'s pool runs, so it imports only NumPy, OpenCV and the
 light ``data_prep`` modules (no pandas, scikit-learn or TensorFlow): a spawned worker imports it

@@ -42,7 +42,7 @@ import pandas as pd
 
 from data_prep.egd import CLASSES
 from mt_unet.naming import label
-from mt_unet.report import PAPER as PAPER_TABLES
+from mt_unet.reporting import PAPER as PAPER_TABLES
 from ums_rep import claims as registry
 from mt_unet.tasks import DISEASE, SALIENCY
 from ums_rep.metrics import N_RESAMPLES, SEED, auc_resampled, resample_indices, resample_weights
@@ -106,7 +106,7 @@ def mt_unet_runs(runs) -> dict:
     """The ``mt_unet.train`` runs among ``runs`` by the label of the model they trained.
 
     Args:
-        runs: ``(folder, results)`` pairs (``ums_rep.report.collect``).
+        runs: ``(folder, results)`` pairs (``ums_rep.reporting.collect``).
 
     Returns:
         ``{label: [(folder, results), ...]}``."""

@@ -19,13 +19,13 @@ from data_prep.io import atomic_write_text
 from mt_unet import data, figures, presets, scoring
 from mt_unet.model import build
 from mt_unet.naming import label
-from mt_unet.report import METRICS, compare as compare_runs
+from mt_unet.reporting import METRICS, compare as compare_runs
 from mt_unet.schedule import describe as describe_schedule, fit_config_kwargs
 from mt_unet.tasks import DISEASE, SALIENCY, TASKS
 from ums_rep.options import TrainingOptions
-from ums_rep.precision import clear_session, set_precision
-from ums_rep.runs import (discard_worker_folder, distribution, history_csv, results, resume_args, run_dir, save_args,
-                          save_model, set_seed, trainable_params, write_json)
+from ums_rep.precision import clear_session
+from ums_rep.runs import (discard_worker_folder, history_csv, results, save_model, set_seed, start, trainable_params,
+                          write_json)
 from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
 from ums_rep.weighting import LOSS_FORMS, FixedWeights, get as get_weighting, mtl
 
@@ -143,29 +143,29 @@ class MtUnetOptions(TrainingOptions):
     loss_form: str = "paper"  # the saliency term: KLD/σ² as Eqs. 1, 4, 5 (paper) or KLD/(2σ²) (authors' code)
 
 
-def run(args: MtUnetOptions) -> int:
-    """Train ``args.model`` with every seed into a run folder and score it (Tables 1-3); returns 0,
-    raises :class:`~ums_rep.strategies.NonFiniteLossError` when a loss turned non-finite (the
-    seed's outputs are written first)."""
-    args = resume_args(args, "mt_unet.train")
+def settings(args: MtUnetOptions) -> tuple:
+    """What :func:`run` trains, from the (resumed) arguments and the preset: ``(preset, seeds,
+    label, RLRP rule)``; everything that can be checked is checked before data is prepared or
+    the run folder made."""
     if args.resume and "schedule" not in json.loads((Path(args.out) / "args.json").read_text()):
         args.schedule = "package"  # a run started before --schedule existed continues with the rule it began with
-    dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
     # (as before the preset tables: 0 for a number means the preset's value)
     preset = presets.preset(args.preset, epochs=args.epochs or None, lr=args.lr or None,
                             lr_patience=args.patience or None, batch=args.batch or None, image=args.shape)
-    n_seeds = args.seeds or preset["seeds"]
-    name = label(args.model, args.variant, args.scheme, args.loss_form)
-    policy = set_precision(args.precision)  # before any model is built
-    # everything that can be checked is checked before data is prepared or a model built
     _, task_names = build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)
     check_loss_form(args.scheme, task_names, args.loss_form)
     rlrp = describe_schedule(preset["lr_patience"], args.schedule)
     clear_session()
-    out = run_dir(args.out, f"mt_unet-{args.model}-{args.variant}-{args.scheme}", "mt_unet.train",
-                  resume=bool(args.resume), dist=dist)
-    if not args.resume:
-        save_args(args, out)
+    return preset, args.seeds or preset["seeds"], label(args.model, args.variant, args.scheme, args.loss_form), rlrp
+
+
+def run(args: MtUnetOptions) -> int:
+    """Train ``args.model`` with every seed into a run folder and score it (Tables 1-3); returns 0,
+    raises :class:`~ums_rep.strategies.NonFiniteLossError` when a loss turned non-finite (the
+    seed's outputs are written first)."""
+    started = start(args, "mt_unet.train", lambda a: f"mt_unet-{a.model}-{a.variant}-{a.scheme}", check=settings)
+    args, out, dist, policy = started.options, started.out, started.dist, started.policy
+    preset, n_seeds, name, rlrp = started.checked
     prepared = data.egd_data(args.data, args.preset, preset["image"], args.seed)
     atomic_write_text(out / "normalizer.json", prepared.normalizer.to_json())  # for ums_rep.predict
     per_seed = []
@@ -199,5 +199,5 @@ def run(args: MtUnetOptions) -> int:
 
 
 def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """``mt_unet.train --compare``: :func:`mt_unet.report.compare`."""
+    """``mt_unet.train --compare``: :func:`mt_unet.reporting.compare`."""
     return compare_runs(run_dirs, out, mix_presets)

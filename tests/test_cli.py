@@ -189,7 +189,7 @@ def test_the_package_cites_the_papers_not_files_users_lack():
 
 def test_constants_the_parsers_repeat_match_their_sources():
     """The light parsers name choices without importing TensorFlow; they must match the library."""
-    from data_prep import datasets, doppler, egd, prepare, splits
+    from data_prep import datasets, doppler, egd, prepare, preparation, splits
     from data_prep.phantoms import __main__ as phantoms, layouts
     from mt_unet import model, tasks as mt_tasks, train
     from ums_rep import backbones, finetune, strategies, tasks
@@ -197,7 +197,8 @@ def test_constants_the_parsers_repeat_match_their_sources():
     assert tasks.FLOW_CLASSES == backbones.FLOW_CLASSES == doppler.CLASSES
     assert mt_tasks.CLASSES == egd.CLASSES == mt_tasks.TASKS[mt_tasks.DISEASE].classes
     assert train.VARIANTS == model.VARIANTS and set(train.MODELS) == set(model.models())
-    assert set(prepare.DEFAULT_SPLIT) == set(datasets.DATASETS) and set(prepare.SPLITS) == set(splits.SPLIT_PRESETS)
+    assert set(prepare.DATASETS) == set(preparation.DEFAULT_SPLIT) == set(datasets.DATASETS)
+    assert set(prepare.SPLITS) == set(splits.SPLIT_PRESETS)
     assert phantoms.LAYOUTS == layouts.LAYOUTS
 
 
@@ -239,7 +240,8 @@ def test_prepare_takes_data_root_like_every_command(phantom_root, tmp_path, monk
 
 
 def test_report_preset_picks_the_runs_of_one_preset(tmp_path, caplog):
-    from ums_rep.report import build_parser, collect
+    from ums_rep.report import build_parser
+    from ums_rep.reporting import collect
 
     def run(name, preset):
         (tmp_path / name).mkdir()

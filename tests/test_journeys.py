@@ -96,7 +96,7 @@ def _mt_unet(folder, preset):
 def test_report_and_compares_skip_what_they_do_not_use_and_refuse_mixed_presets(tmp_path, caplog):
     from mt_unet.train import compare as mt_compare
     from ums_rep.finetune import compare as ft_compare, main as ft_main
-    from ums_rep.report import build
+    from ums_rep.reporting import build
     ft, mt = _finetune(tmp_path / "ft", "tiny"), _mt_unet(tmp_path / "mt", "tiny")
     ev = _results(tmp_path / "ev", {"command": "mt_unet.evaluate", "model": "m.keras", "split": "test",
                                     "metrics": {"accuracy": 0.5}})

@@ -1,4 +1,5 @@
-"""reproduce.sh: its plan, progress lines and time table (``ums_rep.reproduce_plan``, the report's
+"""reproduce.sh: its plan, progress lines and time table (``ums_rep.reproduce_plan``, MT-UNet's stage
+registered by ``mt_unet.plugin``; the report's
 "How long each part took"), one run per --out (a lock), and a run killed twice at random points
 (SIGKILL to its whole process group) that, rerun with the same arguments, ends with the same
 results, MT-UNet comparison table and claims.json as an uninterrupted run.
@@ -18,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from ums_rep import reproduce_plan as rp
+from mt_unet.plugin import COMPARE
+from ums_rep import plugins, reproduce_plan as rp
+
+plugins.load()  # MT-UNet's stage and its comparison table, as the command loads them
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = "mt_unet-mtunet-full-mtl3"
@@ -120,7 +124,7 @@ def test_a_run_prints_its_plan_progress_and_time_table(reference):
     assert "elapsed" in done and "ETA" in done
 
     times = rp.read_times(out / "times.json")
-    assert [(s["stage"], s["runs"]) for s in times["stages"]] == [("MT-UNet", 1), (rp.COMPARE, 1)]
+    assert [(s["stage"], s["runs"]) for s in times["stages"]] == [("MT-UNet", 1), (COMPARE, 1)]
     assert times["steps"][0]["step"] == STEP
     assert times["steps"][0]["seconds"] == float((out / STEP / "step_seconds").read_text()) > 0
     assert sum(s["share"] for s in times["stages"]) == pytest.approx(1)
@@ -170,7 +174,7 @@ def test_killed_twice_at_random_points_a_rerun_ends_like_an_uninterrupted_run(re
     assert claims[0] == claims[1], context
     assert _headings(out / "report" / "report.md") == _headings(ref / "report" / "report.md"), context
     times = rp.read_times(out / "times.json")
-    assert [(s["stage"], s["runs"]) for s in times["stages"]] == [("MT-UNet", 1), (rp.COMPARE, 1)], context
+    assert [(s["stage"], s["runs"]) for s in times["stages"]] == [("MT-UNet", 1), (COMPARE, 1)], context
     assert times["steps"][0]["seconds"] > 0, context
 
 
@@ -196,7 +200,7 @@ def test_stages_are_named_after_the_steps():
 def test_the_time_table_keeps_the_seconds_of_steps_finished_before(tmp_path):
     for step, secs in zip(STEPS, (10, 20, 30, 40, 50, 60, 70)):
         _finished(tmp_path, step, secs)
-    first = rp.time_table(tmp_path, STEPS, compare_seconds=5, wall_seconds=300)
+    first = rp.time_table(tmp_path, STEPS, closing_seconds={COMPARE: 5}, wall_seconds=300)
     rp.write_times(tmp_path, first)
     # a rerun that skips every step (and one without a step_seconds: killed after its results.json)
     (tmp_path / "scan-echo" / rp.STEP_SECONDS).unlink()
@@ -207,14 +211,14 @@ def test_the_time_table_keeps_the_seconds_of_steps_finished_before(tmp_path):
     stages = {s["stage"]: s for s in again["stages"]}
     assert stages["pretrain"]["seconds"] == 30 and stages["pretrain"]["runs"] == 2
     assert stages["MT-UNet"]["seconds"] == 130
-    assert stages[rp.COMPARE]["seconds"] == 5, "the comparison's seconds come from the previous table"
+    assert stages[COMPARE]["seconds"] == 5, "the comparison's seconds come from the previous table"
     # no step_seconds: from the last attempt's start (step_started), else from args.json, to results.json
     assert stages["finetune cxr-hetero"]["seconds"] == pytest.approx(30 + 12, abs=1)
     assert stages["scan"]["seconds"] == pytest.approx(0, abs=1)
-    assert list(stages) == ["pretrain", "finetune cxr-hetero", "scan", "MT-UNet", rp.COMPARE]
+    assert list(stages) == ["pretrain", "finetune cxr-hetero", "scan", "MT-UNet", COMPARE]
     assert sum(s["share"] for s in again["stages"]) == pytest.approx(1)
     # --only mt_unet after a whole run: the table still covers every step under OUT
-    only_mt = rp.time_table(tmp_path, STEPS[-2:], compare_seconds=6)
+    only_mt = rp.time_table(tmp_path, STEPS[-2:], closing_seconds={COMPARE: 6})
     assert [s["stage"] for s in only_mt["stages"]][:2] == ["pretrain", "finetune cxr-hetero"]
     text = "\n".join(rp.table_lines(again))
     assert "total" in text and "100.0%" in text
@@ -224,7 +228,7 @@ def test_the_plan_estimates_from_the_previous_time_table(tmp_path):
     assert any("no estimate" in line for line in rp.plan_lines(tmp_path, STEPS))
     for step, secs in zip(STEPS, (10, 20, 30, 40, 50, 60, 70)):
         _finished(tmp_path, step, secs)
-    rp.write_times(tmp_path, rp.time_table(tmp_path, STEPS, compare_seconds=5))
+    rp.write_times(tmp_path, rp.time_table(tmp_path, STEPS, closing_seconds={COMPARE: 5}))
     # a fresh start into the same OUT: nothing finished, every step estimated from times.json
     for step in STEPS[2:]:
         (tmp_path / step / "results.json").unlink()
@@ -234,7 +238,7 @@ def test_the_plan_estimates_from_the_previous_time_table(tmp_path):
     assert row["pretrain"] == ["2", "0", "0", "s", "(finished", "before)"]
     # the baseline is not in times.json: the mean of its stage's finished steps... none finished, so none
     assert row["finetune cxr-hetero"] == ["3", "3", "no", "estimate"]
-    assert row["MT-UNet"] == ["2", "2", "2", "min", "10", "s"] and row[rp.COMPARE] == ["1", "1", "5", "s"]
+    assert row["MT-UNet"] == ["2", "2", "2", "min", "10", "s"] and row[COMPARE] == ["1", "1", "5", "s"]
     assert "≥" in plan[-1] and "1 without estimate" in plan[-1]
     # the ETA after the two pretraining steps: the rest of the steps with an estimate, and the comparison
     eta = rp.eta(tmp_path, STEPS + ["finetune-cxr-hetero-baseline"], done=2, elapsed=61)
@@ -248,14 +252,14 @@ def test_the_plan_estimates_from_the_previous_time_table(tmp_path):
 
 
 def test_the_report_shows_the_time_table(tmp_path):
-    from ums_rep.report import time_tables
+    from ums_rep.reporting import time_tables
     assert time_tables([tmp_path]) == []
     for broken in ("not json", '{"stages": [{"stage": "x"}], "steps": []}'):
         (tmp_path / "times.json").write_text(broken)
         assert time_tables([tmp_path]) == []
     _finished(tmp_path, "pretrain-cdae", 30)
-    rp.write_times(tmp_path, rp.time_table(tmp_path, ["pretrain-cdae"], compare_seconds=10, wall_seconds=41,
-                                           preset="tiny"))
+    rp.write_times(tmp_path, rp.time_table(tmp_path, ["pretrain-cdae"], closing_seconds={COMPARE: 10},
+                                           wall_seconds=41, preset="tiny"))
     md = "\n".join(time_tables([tmp_path]))
     assert md.startswith("## How long each part took")
     assert ["pretrain", "1", "30", "75.0%"] in table_rows(md) and ["**total**", "2", "40", "100.0%"] in table_rows(md)

@@ -111,7 +111,7 @@ class Claim:
 
     @property
     def paper_ratio(self) -> float | None:
-        """A saving's ratio ``a / b`` as the paper prints it (``ums_rep.report.PAPER["compute"]``)."""
+        """A saving's ratio ``a / b`` as the paper prints it (``ums_rep.reporting.PAPER["compute"]``)."""
         return _paper_ratio(self, package_rule=False)
 
     @property
@@ -135,7 +135,7 @@ class Claim:
 def _paper_ratio(claim: Claim, package_rule: bool) -> float | None:
     if claim.kind != "saving":
         return None
-    from ums_rep.report import PAPER  # the one home of the papers' numbers
+    from ums_rep.reporting import PAPER  # the one home of the papers' numbers
     c = PAPER["compute"].get(claim.task_set)
     if c is None:
         return None
@@ -399,7 +399,7 @@ def finetune_arms(runs) -> dict:
     """The finetune runs among ``runs`` by task set and strategy.
 
     Args:
-        runs: ``(folder, results)`` pairs (``ums_rep.report.collect``).
+        runs: ``(folder, results)`` pairs (``ums_rep.reporting.collect``).
 
     Returns:
         ``{task set: {strategy: [(folder, results), ...]}}``."""
@@ -538,7 +538,7 @@ def judge(runs, registry=None) -> list[Judged]:
     judge in :data:`JUDGES`, the p-values Holm-corrected within each paper's task set.
 
     Args:
-        runs: ``(folder, results)`` pairs (``ums_rep.report.collect``).
+        runs: ``(folder, results)`` pairs (``ums_rep.reporting.collect``).
         registry: the claims (default: every registered one).
 
     Returns:

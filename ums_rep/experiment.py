@@ -1,7 +1,7 @@
 """UMS-Rep's fine-tuning experiment (Sections 4.1.2 and 4.2; Tables 3-10): one strategy on one task
 set, fold by fold — the settings checked before any work, the shared encoder (given or pretrained
 now), each fold's models, data, training (:func:`ums_rep.strategies.fit`) and test scoring
-(:mod:`ums_rep.evaluate`), and the run folder's ``results.json``. ``python -m ums_rep.finetune``
+(:mod:`ums_rep.evaluation`), and the run folder's ``results.json``. ``python -m ums_rep.finetune``
 is the command-line shell over :func:`run`; its docstring describes the protocol.
 """
 from __future__ import annotations
@@ -20,13 +20,11 @@ from ums_rep.options import TrainingOptions
 from data_prep.io import atomic_write_text, read_image
 from data_prep.pipeline import make_dataset
 from data_prep.transforms import MeanNormalizer
-from ums_rep import backbone_registry, evaluate as evaluation, model_config, presets, pretraining
+from ums_rep import backbone_registry, evaluation, model_config, presets, pretraining
 from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model,
                             head_params, weights_digest)
-from ums_rep.precision import set_precision
-from ums_rep.runs import (discard_worker_folder, distribution, history_csv, image_side, load_model,
-                          prepared_data, results, resume_args, run_dir, save_args, save_model, set_seed,
-                          trainable_params, write_json)
+from ums_rep.runs import (discard_worker_folder, history_csv, image_side, load_model, prepared_data, results,
+                          save_model, start, trainable_params, write_json)
 from ums_rep.strategies import REGISTRY, FitConfig, fit
 from ums_rep.tasks import TASK_SETS, cross_validation
 from ums_rep import weighting as weighting_rules
@@ -340,17 +338,12 @@ def run(args: FinetuneOptions) -> int:
     Returns:
         The exit code: 0, or 3 when a non-finite loss stopped a fold.
     """
-    args = resume_args(args, "ums_rep.finetune")
-    resume = bool(args.resume)
-    dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
-    set_seed(args.seed, args.deterministic)
-    policy = set_precision(args.precision)  # before the encoder is loaded or built
+    # settings: arguments are checked before any data is prepared or any encoder trained
+    started = start(args, "ums_rep.finetune", lambda a: f"finetune-{a.tasks}-{a.strategy}", check=settings)
+    args, out, resume, dist = started.options, started.out, started.resume, started.dist
+    policy, cfg = started.policy, started.checked
     sdef = TASK_SETS[args.tasks]
-    cfg = settings(args)  # arguments are checked before any data is prepared or any encoder trained
     preset, specs, size, modality = cfg.preset, cfg.specs, cfg.size, sdef["modality"]
-    out = run_dir(args.out, f"finetune-{args.tasks}-{args.strategy}", "ums_rep.finetune", resume=resume, dist=dist)
-    if not resume:
-        save_args(args, out)
     def data(name):
         return prepared_data(name, args.data, size=size, seed=args.seed, phantom_n=preset["n"][name],
                              phantom_size=preset["phantom_size"])

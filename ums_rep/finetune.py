@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 parse_early(__name__, build_parser)  # python -m: --help and usage errors answer before TensorFlow loads
 
-from ums_rep import experiment, report  # noqa: E402
+from ums_rep import experiment, reporting  # noqa: E402
 
 log = logging.getLogger("ums_rep.finetune")
 
@@ -124,8 +124,8 @@ log = logging.getLogger("ums_rep.finetune")
 # --------------------------------------------------------------------------- compare
 
 def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
-    """``--compare``: :func:`ums_rep.report.compare_strategies` (kept here for the notebooks)."""
-    return report.compare_strategies(run_dirs, out, mix_presets)
+    """``--compare``: :func:`ums_rep.reporting.compare_strategies` (kept here for the notebooks)."""
+    return reporting.compare_strategies(run_dirs, out, mix_presets)
 
 
 def _run_or_compare(args) -> int:

@@ -12,7 +12,7 @@ older version of the package) is read by the command that made it, as follows:
   normaliser of that fold's training images (``normalizer.json`` for fold 0, as
   ``normalizer_fold0.json``; ``normalizer_fold<k>.json``); square bicubic resize to the model's
   input side. A cross-validated run predicts with its **fold ensemble**, as its test set was
-  scored (UMS-Rep Sections 4.1.2 and 4.2; :data:`ums_rep.evaluate.ENSEMBLE`): each fold's model
+  scored (UMS-Rep Sections 4.1.2 and 4.2; :data:`ums_rep.evaluation.ENSEMBLE`): each fold's model
   on the image normalised with that fold's own normaliser, the probabilities averaged (a
   segmentation head: the mean probability map, then the 0.5 threshold). ``fold=K`` picks one
   fold's model(s). A run saved before every fold's model was (``model.keras`` only) predicts

@@ -2,17 +2,18 @@
 
 The framework keeps registries that such a package fills when its registering module is
 imported: claims and their judges (:mod:`ums_rep.claims`), report sections and the kinds of run
-folder the report reads (:func:`ums_rep.report.register_section`,
-:func:`ums_rep.report.register_kind`), presets (:func:`ums_rep.presets.register`), the run
-folders ``predict`` reads (:func:`ums_rep.inference.register_run_kind`) and the model kinds
-``load_model`` checks (:func:`ums_rep.runs.register_model_kind`). The package names that module
+folder the report reads (:func:`ums_rep.reporting.register_section`,
+:func:`ums_rep.reporting.register_kind`), presets (:func:`ums_rep.presets.register`), the run
+folders ``predict`` reads (:func:`ums_rep.inference.register_run_kind`), the model kinds
+``load_model`` checks (:func:`ums_rep.runs.register_model_kind`) and the stages of
+``reproduce.sh``'s steps (:func:`ums_rep.reproduce_plan.register_stage`). The package names that module
 under the entry-point group :data:`PLUGIN_GROUP` in its ``[options.entry_points]``::
 
     ums_rep.plugins =
         my_paper = my_paper.plugin
 
-and :func:`load` imports every module so named; the report, the claims' judge and the
-predictor call it before they consult a registry.
+and :func:`load` imports every module so named; the report, the claims' judge, the
+predictor and ``reproduce.sh``'s plan call it before they consult a registry.
 """
 from __future__ import annotations
 

@@ -36,9 +36,8 @@ from data_prep.pipeline import make_dataset
 from data_prep.plotting import pyplot
 from ums_rep import backbone_registry, metrics, model_config, presets
 from ums_rep.denoising import classical
-from ums_rep.precision import set_precision
-from ums_rep.runs import (discard_worker_folder, distribution, history_csv, image_side, prepared_data, results,
-                          resume_args, run_dir, save_args, save_model, set_seed, trainable_params, write_json)
+from ums_rep.runs import (discard_worker_folder, history_csv, image_side, prepared_data, results, save_model, start,
+                          trainable_params, write_json)
 from ums_rep.strategies import FitConfig, fit
 
 log = logging.getLogger("ums_rep.pretrain")  # the command's messages
@@ -220,17 +219,11 @@ def pretrain(args: PretrainOptions) -> int:
     Raises:
         ValueError: An unknown backbone (:data:`ums_rep.backbone_registry.BACKBONES`).
     """
-    args = resume_args(args, "ums_rep.pretrain")
-    dist = distribution(args.distribute)  # first: a multi-worker strategy starts before any tensor
-    preset = presets.preset(args.preset, "pretrain", epochs=args.epochs or None)
-    params = load_params(args.params)
-    set_seed(args.seed, args.deterministic)
-    policy = set_precision(args.precision)  # before any model is built
-    resume = bool(args.resume)
-    out = run_dir(args.out, f"pretrain-{args.backbone}", "ums_rep.pretrain", resume=resume, dist=dist)
-    if not resume:
-        save_args(args, out)
-    record = backbone_registry.get(args.backbone)  # (a resumed run's own)
+    started = start(args, "ums_rep.pretrain", lambda a: f"pretrain-{a.backbone}",
+                    check=lambda a: (presets.preset(a.preset, "pretrain", epochs=a.epochs or None),
+                                     load_params(a.params), backbone_registry.get(a.backbone)))
+    args, out, resume, dist, policy = started.options, started.out, started.resume, started.dist, started.policy
+    preset, params, record = started.checked  # the record: a resumed run's own backbone
     dataset = record.pretraining_data
     side = image_side(preset, record.modality)
     data = prepared_data(dataset, args.data, size=side, seed=args.seed,
@@ -257,10 +250,10 @@ def pretrain(args: PretrainOptions) -> int:
                        progress=not args.no_progress, label=f"{args.backbone} pretraining")
     log.info("pretraining %s on %d/%d/%d images (%s), %d parameters", args.backbone, len(train_rows),
              len(val_rows), len(test_rows), "phantom" if data.info.get("phantom") else "real", model.count_params())
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     fitted = fit("joint", {task.name: model}, {task.name: task}, {task.name: train}, {task.name: val}, config,
                  dist=dist)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - t0
     save_model(model, out / "model.keras")
     history_csv(out / "history.csv", fitted["history"])
 

@@ -1,11 +1,13 @@
-"""``python -m ums_rep.reproduce_plan plan|progress|table --out OUT STEP...``: the plan, the
-progress lines and the time table of ``reproduce.sh``.
+"""The plan, the progress lines and the time table of ``reproduce.sh`` (its command:
+``python -m ums_rep.plan plan|progress|table --out OUT STEP...``, :mod:`ums_rep.plan`).
 
 ``reproduce.sh`` runs its steps (one run folder ``OUT/<step>`` each: ``pretrain-cdae``,
-``finetune-cxr-hetero-joint``, ``scan-echo``, ``mt_unet-mtunet-full-mtl3``, ...) and, after
-the MT-UNet runs, the MT-UNet comparison table. Each step's stage is named by
-:func:`stage_of`: ``pretrain``, ``finetune <task set>``, ``scan``, ``MT-UNet``; the
-comparison is a stage of its own (:data:`COMPARE`).
+``finetune-cxr-hetero-joint``, ``scan-echo``, ...) and, after some stages' runs, a closing step
+of that stage (a comparison table of its runs). Each step's stage is named by :func:`stage_of`
+from the step's name prefix, as registered with :func:`register_stage`: this package registers
+UMS-Rep's ``pretrain``, ``finetune <task set>`` and ``scan``; another paper's package registers
+its own stage (and its closing step, a stage of its own in the tables) through
+:mod:`ums_rep.plugins`, which the command loads.
 
 * A finished step leaves ``OUT/<step>/step_seconds`` (:data:`STEP_SECONDS`, written by
   ``reproduce.sh``): the seconds of the attempt that finished it (each attempt also writes its
@@ -20,36 +22,89 @@ comparison is a stage of its own (:data:`COMPARE`).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 TIMES = "times.json"
 STEP_SECONDS = "step_seconds"
 STEP_STARTED = "step_started"
-COMPARE = "MT-UNet comparison table"
-STAGE_RANK = {"pretrain": 0, "finetune": 1, "scan": 2, "MT-UNet": 3, COMPARE: 4}  # the order reproduce.sh runs them
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage of ``reproduce.sh``'s steps (:func:`register_stage`)."""
+    prefix: str  # the names of its steps start with it, e.g. "pretrain-"
+    name: str | Callable[[str], str]  # its name, or the name as a function of the step's name
+    rank: int  # the order reproduce.sh runs the stages: the plan's and time table's order
+    closing: str | None = None  # a step run once after the stage's runs (a stage of its own in the tables)
+
+    def of(self, step: str) -> str:
+        return self.name(step) if callable(self.name) else self.name
+
+
+STAGES: list[Stage] = []  # in the order registered; a step's stage is the first whose prefix it starts with
+
+
+def register_stage(prefix: str, stage: str | Callable[[str], str], rank: int, closing: str | None = None) -> Stage:
+    """Name the stage of the steps whose names start with ``prefix``.
+
+    Args:
+        prefix: the start of the steps' names (``reproduce.sh``'s ``step NAME ...``), e.g.
+            ``"scan-"``; registering a prefix again replaces its stage.
+        stage: the stage's name in the plan and the time table, or a function of the step's name
+            that returns it (one stage per task set, say).
+        rank: where the stage comes in the plan and the time table (the order ``reproduce.sh``
+            runs the stages); a step of no registered stage comes after every ranked one.
+        closing: the name of a step ``reproduce.sh`` runs once after the stage's runs (a
+            comparison table, say), estimated and timed as a stage of its own after the others;
+            ``reproduce.sh`` passes its seconds as ``--closing-seconds NAME=SECONDS``.
+
+    Returns:
+        The registered :class:`Stage`."""
+    record = Stage(prefix, stage, rank, closing)
+    STAGES[:] = [s for s in STAGES if s.prefix != prefix] + [record]
+    return record
+
+
+def _finetune_stage(step: str) -> str:
+    return "finetune " + "-".join(step.split("-")[1:3])  # finetune-cxr-hetero-joint -> finetune cxr-hetero
+
+
+register_stage("pretrain-", "pretrain", 0)
+register_stage("finetune-", _finetune_stage, 1)
+register_stage("scan-", "scan", 2)
+
+
+def _stage(step: str) -> Stage | None:
+    return next((s for s in STAGES if step.startswith(s.prefix)), None)
 
 
 def stage_of(step: str) -> str:
-    """The stage of a reproduce.sh step: ``pretrain-cdae`` → ``pretrain``,
-    ``finetune-cxr-hetero-joint`` → ``finetune cxr-hetero``, ``scan-echo`` → ``scan``,
-    ``mt_unet-...`` → ``MT-UNet``; any other name is its own stage."""
-    if step.startswith("pretrain-"):
-        return "pretrain"
-    if step.startswith("finetune-"):
-        return "finetune " + "-".join(step.split("-")[1:3])
-    if step.startswith("scan-"):
-        return "scan"
-    if step.startswith("mt_unet-"):
-        return "MT-UNet"
-    return step
+    """The stage of a reproduce.sh step (:func:`register_stage`): ``pretrain-cdae`` →
+    ``pretrain``, ``finetune-cxr-hetero-joint`` → ``finetune cxr-hetero``, ``scan-echo`` →
+    ``scan``; a name of no registered stage is its own stage."""
+    record = _stage(step)
+    return record.of(step) if record else step
 
 
-def _rank(stage: str) -> int:
-    return STAGE_RANK.get(stage.split()[0] if stage.startswith("finetune ") else stage, len(STAGE_RANK))
+def _rank(step: str) -> float:
+    record = _stage(step)
+    return record.rank if record else math.inf
+
+
+def closings() -> list[str]:
+    """The registered closing steps (:func:`register_stage`), in their stages' order."""
+    return [s.closing for s in sorted(STAGES, key=lambda s: s.rank) if s.closing]
+
+
+def _closings_of(steps) -> list[str]:
+    """The closing steps of the stages of ``steps``."""
+    records = {id(r): r for r in map(_stage, steps) if r}
+    return [r.closing for r in sorted(records.values(), key=lambda r: r.rank) if r.closing]
 
 
 def finished(out, step: str) -> bool:
@@ -92,18 +147,19 @@ def read_times(path) -> dict | None:
 
 
 def _previous(out) -> dict:
-    """``{step or COMPARE: seconds}`` of the previous run's ``times.json`` under ``out``."""
+    """``{step or closing step: seconds}`` of the previous run's ``times.json`` under ``out``."""
     body = read_times(Path(out) / TIMES) or {"steps": [], "stages": []}
     seconds = {s["step"]: s["seconds"] for s in body["steps"] if isinstance(s.get("seconds"), (int, float))}
+    closing = closings()
     for s in body["stages"]:
-        if s.get("stage") == COMPARE and isinstance(s.get("seconds"), (int, float)):
-            seconds[COMPARE] = s["seconds"]
+        if s.get("stage") in closing and isinstance(s.get("seconds"), (int, float)):
+            seconds[s["stage"]] = s["seconds"]
     return seconds
 
 
 def estimates(out, steps) -> dict:
-    """``{step: seconds still to spend, or None}`` for ``steps``, and for :data:`COMPARE` when a
-    step is an MT-UNet run: 0 for a finished step, the previous ``times.json``'s seconds for the
+    """``{step: seconds still to spend, or None}`` for ``steps``, and for the closing step of
+    each of their stages (:func:`register_stage`): 0 for a finished step, the previous ``times.json``'s seconds for the
     others, else the mean of the finished steps of its stage under ``out``, else None (no
     estimate)."""
     steps = list(steps)
@@ -122,8 +178,8 @@ def estimates(out, steps) -> dict:
             est[s] = float(previous[s])
         else:
             est[s] = sum(same_stage) / len(same_stage) if same_stage else None
-    if any(stage_of(s) == "MT-UNet" for s in steps):
-        est[COMPARE] = float(previous[COMPARE]) if COMPARE in previous else None
+    for closing in _closings_of(steps):
+        est[closing] = float(previous[closing]) if closing in previous else None
     return est
 
 
@@ -144,7 +200,7 @@ def _stages(steps) -> dict:
     stages = {}
     for s in steps:
         stages.setdefault(stage_of(s), []).append(s)
-    return dict(sorted(stages.items(), key=lambda kv: _rank(kv[0])))
+    return dict(sorted(stages.items(), key=lambda kv: _rank(kv[1][0])))
 
 
 def plan_lines(out, steps) -> list[str]:
@@ -157,8 +213,8 @@ def plan_lines(out, steps) -> list[str]:
     for stage, members in _stages(steps).items():
         todo = [s for s in members if not finished(out, s)]
         rows.append((stage, len(members), len(todo), [est[s] for s in todo]))
-    if COMPARE in est:
-        rows.append((COMPARE, 1, 1, [est[COMPARE]]))
+    for closing in _closings_of(steps):
+        rows.append((closing, 1, 1, [est[closing]]))
     source = "the previous run's times.json" if read_times(Path(out) / TIMES) else "no previous times.json"
     lines = [f"plan for {out} ({_runs(len(steps))}; estimates from {source}):",
              f"  {'stage':<26} {'runs':>4} {'to run':>6}  estimate"]
@@ -189,12 +245,12 @@ def _runs(n: int) -> str:
 
 def eta(out, steps, done: int, elapsed: float, now: float | None = None) -> str:
     """``elapsed E; ETA R left (about HH:MM)`` after the first ``done`` of ``steps``: R sums
-    the estimates of the steps after them that are not finished, and of the comparison table."""
+    the estimates of the steps after them that are not finished, and of the closing steps of
+    their stages."""
     steps = list(steps)
     est = estimates(out, steps)
     rest = [est[s] for s in steps[done:] if not finished(out, s)]
-    if COMPARE in est:
-        rest.append(est[COMPARE])
+    rest += [est[closing] for closing in _closings_of(steps)]
     known = sum(s for s in rest if s is not None)
     unknown = sum(s is None for s in rest)
     text = f"elapsed {duration(elapsed)}; "
@@ -206,13 +262,13 @@ def eta(out, steps, done: int, elapsed: float, now: float | None = None) -> str:
     return text + f"ETA {duration(known)} left (about {at})"
 
 
-def time_table(out, steps, compare_seconds: float | None = None, wall_seconds: float | None = None,
+def time_table(out, steps, closing_seconds: dict | None = None, wall_seconds: float | None = None,
                preset: str | None = None) -> dict:
     """The time table of the runs under ``out``: ``steps`` and every other step folder with a
     ``step_seconds`` file, each with its recorded seconds (:func:`recorded_seconds`; a step
     skipped because it finished before keeps its seconds), summed per stage with the stage's share
-    of the total; the comparison table's seconds (``compare_seconds``, else the previous
-    table's) as a stage of its own.
+    of the total; each registered closing step's seconds (:func:`register_stage`;
+    ``closing_seconds[name]``, else the previous table's) as a stage of its own.
 
     Returns:
         ``{"preset", "written", "wall_seconds", "total_seconds", "stages": [{"stage", "runs",
@@ -223,16 +279,17 @@ def time_table(out, steps, compare_seconds: float | None = None, wall_seconds: f
     others = sorted(p.parent.name for p in out.glob(f"*/{STEP_SECONDS}")
                     if p.parent.name not in steps and finished(out, p.parent.name))
     step_rows = [{"step": s, "stage": stage_of(s), "seconds": recorded_seconds(out, s)} for s in steps + others]
-    step_rows.sort(key=lambda r: _rank(r["stage"]))  # stable: reproduce.sh's order within a stage
+    step_rows.sort(key=lambda r: _rank(r["step"]))  # stable: reproduce.sh's order within a stage
     stages = {}
     for r in step_rows:
         entry = stages.setdefault(r["stage"], {"stage": r["stage"], "runs": 0, "seconds": 0.0})
         entry["runs"] += 1
         entry["seconds"] += r["seconds"] or 0.0
-    if compare_seconds is None:
-        compare_seconds = _previous(out).get(COMPARE)
-    if compare_seconds is not None:
-        stages[COMPARE] = {"stage": COMPARE, "runs": 1, "seconds": float(compare_seconds)}
+    previous = _previous(out)
+    for closing in closings():
+        seconds = (closing_seconds or {}).get(closing, previous.get(closing))
+        if seconds is not None:
+            stages[closing] = {"stage": closing, "runs": 1, "seconds": float(seconds)}
     total = sum(s["seconds"] for s in stages.values())
     for s in stages.values():
         s["share"] = s["seconds"] / total if total > 0 else 0.0
@@ -259,47 +316,3 @@ def write_times(out, times: dict) -> Path:
     path = Path(out) / TIMES
     atomic_write_text(path, json.dumps(times, indent=1, allow_nan=False) + "\n")
     return path
-
-
-def _finite(value: str) -> float:
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected seconds ≥ 0")
-    return v
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ums_rep.reproduce_plan",
-                                     description="reproduce.sh's plan, progress lines and time table.")
-    sub = parser.add_subparsers(dest="what", required=True)
-    for name, text in (("plan", "print the plan: stages, runs, estimates"),
-                       ("progress", "print 'elapsed …; ETA …' after the first --done steps"),
-                       ("table", "write OUT/times.json and print the time table")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--out", type=Path, required=True, metavar="DIR", help="reproduce.sh's --out")
-        p.add_argument("steps", nargs="*", metavar="STEP", help="the planned steps, in order")
-        if name == "progress":
-            p.add_argument("--done", type=int, required=True, help="steps done so far (run or skipped)")
-            p.add_argument("--elapsed", type=_finite, required=True, help="seconds since reproduce.sh started")
-        if name == "table":
-            p.add_argument("--compare-seconds", type=_finite, default=None)
-            p.add_argument("--wall-seconds", type=_finite, default=None)
-            p.add_argument("--preset", default=None)
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.what == "plan":
-        print("\n".join(plan_lines(args.out, args.steps)))
-    elif args.what == "progress":
-        print(eta(args.out, args.steps, args.done, args.elapsed))
-    else:
-        times = time_table(args.out, args.steps, args.compare_seconds, args.wall_seconds, args.preset)
-        write_times(args.out, times)
-        print("\n".join(table_lines(times)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,6 +3,7 @@
 seed, versions), and safe model saving/loading."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,8 @@ from data_prep import datasets
 from data_prep.cli import default_out_dir
 from data_prep.io import atomic_write_bytes, atomic_write_text, file_lock
 from data_prep.pipeline import Prepared, load_prepared
-from data_prep.prepare import prepare
+from data_prep.preparation import prepare
+from ums_rep.precision import set_precision
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,76 @@ def save_args(args, out) -> None:
     if not getattr(args, "command", None):
         raise ValueError("save_args: args.command is not set (call resume_args first)")
     write_json(Path(out) / "args.json", {k: v for k, v in vars(args).items() if k != "resume"})
+
+
+@dataclasses.dataclass
+class Run:
+    """A started run (:func:`start`).
+
+    Attributes:
+        options: The options in force: under ``--resume``, the interrupted run's own.
+        out: The run folder (a multi-worker run's non-chief worker: its temporary folder).
+        resume: Whether the run continues an interrupted one.
+        dist: The ``tf.distribute`` strategy (:func:`distribution`).
+        policy: The dtype policy set (:func:`ums_rep.precision.set_precision`).
+        checked: What ``start``'s ``check`` returned (None without one).
+    """
+    options: object
+    out: Path
+    resume: bool
+    dist: tf.distribute.Strategy
+    policy: str
+    checked: object = None
+
+
+def start(options, command: str, name, check=None) -> Run:
+    """The prologue of every training run, in its one right order.
+
+    1. :func:`resume_args`: under ``options.resume`` the interrupted run's own options (its
+       ``args.json``) replace the given ones. First, because every later step reads them: the
+       strategy, the seed, the precision and the run folder are the run's, not the command line's.
+    2. :func:`distribution`: the strategy ``options.distribute`` names. Before any tensor
+       exists: ``MultiWorkerMirroredStrategy`` configures TensorFlow's collective ops, which
+       fails once the runtime has started (and seeding or the precision policy may start it).
+    3. :func:`set_seed` (with ``options.deterministic``): before any weight or data draw, so a
+       rerun and a resumed run draw the same numbers.
+    4. :func:`ums_rep.precision.set_precision`: before any model is built, since layers take
+       the global dtype policy when they are made.
+    5. ``check(options)``: whatever the library checks before work begins (options, the preset),
+       after the steps above and before the run folder exists, so a refused run leaves no folder.
+    6. :func:`run_dir`: the run folder, needing the resumed ``out`` and the strategy (under
+       multi-worker training only the chief writes the run folder); ``options.out`` becomes it.
+    7. :func:`save_args`: ``args.json``, for a new run only (a resumed run's is the record it
+       resumes from), once the folder exists: its presence marks a run ``--resume`` can continue.
+
+    Args:
+        options: The library's options (a :class:`ums_rep.options.TrainingOptions`), changed in
+            place: ``command``, under ``resume`` the saved options, and ``out``.
+        command: The command that owns the run folder, e.g. ``"ums_rep.pretrain"``.
+        name: The default run folder's name (``runs/<name>-<timestamp>``) when ``options.out``
+            is None, or a function of the (resumed) options that returns it.
+        check: Called with the options before the run folder is made; what it returns is
+            :attr:`Run.checked`, what it raises stops the run.
+
+    Returns:
+        The started :class:`Run`.
+
+    Raises:
+        RunFolderError: ``resume`` is not an interrupted run of ``command``, or the run folder
+            cannot be used (another command's, a finished run, not writable).
+        ValueError: An unknown ``distribute`` or ``precision``.
+    """
+    options = resume_args(options, command)
+    resume = bool(options.resume)
+    dist = distribution(options.distribute)
+    set_seed(options.seed, options.deterministic)
+    policy = set_precision(options.precision)
+    checked = check(options) if check is not None else None
+    out = run_dir(options.out, name(options) if callable(name) else name, command, resume=resume, dist=dist)
+    options.out = out
+    if not resume:
+        save_args(options, out)
+    return Run(options, out, resume, dist, policy, checked)
 
 
 def write_json(path, obj) -> None:

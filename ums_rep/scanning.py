@@ -28,8 +28,7 @@ from ums_rep import backbone_registry, presets, pretraining
 from ums_rep.backbones import encoder as encoder_of
 from ums_rep.heads import classification_head
 from ums_rep.presets import PAPER_ECHO_CHOICE, SCAN_OBJECTIVES, SCAN_SPACES
-from ums_rep.runs import (image_side, load_model, prepared_data, results, resume_args, run_dir, save_args, set_seed,
-                          write_json)
+from ums_rep.runs import image_side, load_model, prepared_data, results, run_dir, start, write_json
 from ums_rep.strategies import make_optimizer
 from ums_rep.tasks import CLASSIFICATION_TASKS, TASK_SETS, cross_validation
 
@@ -308,6 +307,29 @@ class ScanOptions(TrainingOptions):
     shard: tuple | None = None  # (I, N): the I-th of N disjoint parts of the rounds
 
 
+def settings(args: ScanOptions) -> tuple:
+    """What :func:`scan` searches, from the (resumed) arguments and the preset: ``(preset, time
+    limit, shard)``; the arguments are checked before the run folder is made.
+
+    Raises:
+        ValueError: An unknown model or task, or a fraction limit outside (0, 1].
+    """
+    if args.model not in SCAN_SPACES:
+        raise ValueError(f"unknown model {args.model!r}; expected one of {sorted(SCAN_SPACES)}")
+    if args.model == "head" and args.task not in CLASSIFICATION_TASKS:
+        raise ValueError(f"--task {args.task!r}: expected one of {sorted(CLASSIFICATION_TASKS)}")
+    if args.fraction_limit is not None and not 0 < args.fraction_limit <= 1:
+        raise ValueError(f"--fraction-limit must be in (0, 1], got {args.fraction_limit}")
+    time_limit = absolute_time_limit(args.time_limit)
+    shard = tuple(args.shard) if args.shard else None  # a list once read back from args.json
+    preset = {**presets.preset(args.preset, "scan", epochs=args.epochs or None), "n": phantom_counts(args.preset)}
+    return preset, time_limit, shard
+
+
+def _folder_name(args: ScanOptions) -> str:
+    return f"scan-{args.model}" + (f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else "")
+
+
 def scan(args: ScanOptions) -> int:
     """A Talos scan of ``args.model`` into a run folder (its table, best parameters, figures,
     ``results.json``); 0, or 130 when interrupted (continue it with ``resume``).
@@ -329,25 +351,11 @@ def scan(args: ScanOptions) -> int:
         ValueError: An unknown model or task, or a fraction limit outside (0, 1].
     """
     import talos
-    args = resume_args(args, "ums_rep.scan")  # --resume RUN_DIR: the scan's own arguments
-    resume = bool(args.resume)
-    if args.model not in SCAN_SPACES:
-        raise ValueError(f"unknown model {args.model!r}; expected one of {sorted(SCAN_SPACES)}")
-    if args.model == "head" and args.task not in CLASSIFICATION_TASKS:
-        raise ValueError(f"--task {args.task!r}: expected one of {sorted(CLASSIFICATION_TASKS)}")
-    if args.fraction_limit is not None and not 0 < args.fraction_limit <= 1:
-        raise ValueError(f"--fraction-limit must be in (0, 1], got {args.fraction_limit}")
-    time_limit = absolute_time_limit(args.time_limit)
-    shard = tuple(args.shard) if args.shard else None  # a list once read back from args.json
-    preset = {**presets.preset(args.preset, "scan", epochs=args.epochs or None), "n": phantom_counts(args.preset)}
-    name = f"scan-{args.model}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "")
-    out = run_dir(args.out, name, "ums_rep.scan", resume=resume)
-    args.out = out
-    if not resume:
-        save_args(args, out)
+    started = start(args, "ums_rep.scan", _folder_name, check=settings)  # --resume RUN_DIR: the scan's own arguments
+    args, out, resume = started.options, started.out, started.resume
+    preset, time_limit, shard = started.checked
     talos_dir = out / "talos"
     resume_dir = _latest_experiment(talos_dir) if resume else None
-    set_seed(args.seed)
     xt, yt, xv, yv, info = scan_data(args.model, args, preset)
     space = SCAN_SPACES[args.model]
     metric, direction = SCAN_OBJECTIVES[args.model]

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from data_prep.pipeline import load_prepared, make_dataset
-from data_prep.prepare import prepare
+from data_prep.preparation import prepare
 from data_prep.splits import LeakageError
 
 

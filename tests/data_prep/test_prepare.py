@@ -1,4 +1,4 @@
-"""data_prep.prepare: outputs, splits, training-only statistics, resume, and up-front validation."""
+"""data_prep.prepare and its library data_prep.preparation: outputs, splits, training-only statistics, resume, and up-front validation."""
 import shutil
 
 import cv2
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from data_prep.io import read_image
-from data_prep.prepare import main, prepare
+from data_prep.prepare import main
+from data_prep.preparation import prepare
 from data_prep.validate import DataValidationError
 
 

@@ -12,7 +12,7 @@ from statsmodels.stats.multitest import multipletests
 from data_prep.egd import CLASSES
 from mt_unet import claims as mt_claims
 from mt_unet.naming import label
-from ums_rep import claims, plugins, report
+from ums_rep import claims, plugins, reporting
 
 N = 60
 SEEDS = (0, 1, 2, 3, 4)
@@ -70,7 +70,7 @@ def make_run(root, name: str, *, seeds=SEEDS, shuffle=False, data_seed=0, preset
 
 
 def mt_judged(root):
-    return {j.claim.claim_id: j for j in claims.judge(report.collect([root])) if j.claim.paper == "MT-UNet"}
+    return {j.claim.claim_id: j for j in claims.judge(reporting.collect([root])) if j.claim.paper == "MT-UNet"}
 
 
 def test_the_registry_holds_every_statement_of_tables_1_to_3_in_the_tables_direction():
@@ -162,7 +162,7 @@ def test_judge_gives_verdicts_holm_per_table_and_not_run_for_missing_models(tmp_
         expected = multipletests([j.p for j in family], method="holm")[1]
         assert [j.p_holm for j in family] == pytest.approx(list(expected))
     # claims.json and the report's claims at a glance
-    md = report.build([tmp_path], tmp_path / "report")
+    md = reporting.build([tmp_path], tmp_path / "report")
     rows = {r["claim_id"]: r for r in json.loads((tmp_path / "report" / "claims.json").read_text())}
     assert rows["mt-unet/table-1/accuracy/mt-unet-mtl3-vs-unetc"]["verdict"] == "agrees"
     assert rows["mt-unet/table-1/auc/mt-unet-mtl3-vs-efficientnetv2-s"]["verdict"] == "not run"

@@ -12,7 +12,7 @@ from scipy.stats import wilcoxon
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from ums_rep import claims, metrics, report
+from ums_rep import claims, metrics, reporting
 
 FIELDS = ["claim_id", "paper", "section", "task_set", "task", "a", "b", "paper_finding", "test", "p", "p_holm",
           "diff", "ci", "verdict"]
@@ -45,7 +45,7 @@ def segmentation(dice) -> pd.DataFrame:
 
 def make_run(root, task_set, strategy, predictions: dict, *, seed=0, config=None, fold_seconds=None,
              source_seconds=None, total_params=1000, shuffle=False):
-    """A finished finetune run folder: results.json with the keys report.collect needs, and each
+    """A finished finetune run folder: results.json with the keys reporting.collect needs, and each
     task's predictions (rows shuffled if ``shuffle``). ``fold_seconds``: per fold, per task."""
     folder = root / f"{task_set}-{strategy}"
     folder.mkdir(parents=True)
@@ -96,7 +96,7 @@ def cxr_hetero(root, shuffle=(), **kw):
 
 
 def judged_by_id(root):
-    return {j.claim.claim_id: j for j in claims.judge(report.collect([root]))}
+    return {j.claim.claim_id: j for j in claims.judge(reporting.collect([root]))}
 
 
 def by_hand(folders, a, b, task):
@@ -121,7 +121,7 @@ def test_claims_json_has_one_object_per_registry_entry_and_not_run_for_missing_a
     make_run(tmp_path / "runs", "cxr-homo", "independent",
              {t: classification(ARMS_CORRECT["joint"], seed=i) for i, t in
               enumerate(("bacterial_vs_normal", "viral_vs_normal"))})
-    report.build([tmp_path / "runs"], tmp_path / "report")
+    reporting.build([tmp_path / "runs"], tmp_path / "report")
     text = (tmp_path / "report" / "claims.json").read_text()
     assert "NaN" not in text
     out = json.loads(text)
@@ -210,8 +210,8 @@ def test_incomparable_runs_are_refused_in_one_line_naming_both(tmp_path, problem
     a = make_run(tmp_path, "echo-homo", "joint", {"mv_vs_ma": classification(INDEPENDENT, classes=("MV", "MA"))},
                  config={"encoder_sha1": "a" * 40, "folds_sha1": "a" * 40} if problem.endswith("sha1") else None)
     b = make_run(tmp_path, "echo-homo", "independent", {"mv_vs_ma": other}, **kw)
-    for fn in (lambda: claims.judge(report.collect([tmp_path])), lambda: report.build([tmp_path], tmp_path / "r"),
-               lambda: report.compare_strategies([a, b])):
+    for fn in (lambda: claims.judge(reporting.collect([tmp_path])), lambda: reporting.build([tmp_path], tmp_path / "r"),
+               lambda: reporting.compare_strategies([a, b])):
         with pytest.raises(ValueError) as e:
             fn()
         msg = str(e.value)
@@ -269,7 +269,7 @@ def test_cxr_homo_paper_ratio_is_recomputed_under_the_package_cost_rule(tmp_path
     tasks = ("bacterial_vs_normal", "viral_vs_normal", "bacterial_vs_viral")
     for s in ("joint", "baseline"):
         make_run(tmp_path / "runs", "cxr-homo", s, {t: classification(INDEPENDENT) for t in tasks})
-    md = report.build([tmp_path / "runs"], tmp_path / "report")
+    md = reporting.build([tmp_path / "runs"], tmp_path / "report")
     row = next(r for r in rows_of(md) if r[:2] == ["a shared representation saves training time", "cxr-homo joint"])
     assert "ratio 0.14 as printed, 0.91 under the package's cost rule" in row[2]
     assert "0.14 / 0.19 (package rule: 0.91 / 0.31)" in md  # Table 6
@@ -280,7 +280,7 @@ def test_cxr_homo_paper_ratio_is_recomputed_under_the_package_cost_rule(tmp_path
 
 def test_report_opens_with_the_claims_and_its_html_colours_verdicts_and_links_tables(tmp_path):
     cxr_hetero(tmp_path / "runs")
-    md = report.build([tmp_path / "runs"], tmp_path / "report")
+    md = reporting.build([tmp_path / "runs"], tmp_path / "report")
     sections = [line for line in md.splitlines() if line.startswith("## ")]
     assert sections[:2] == ["## Claims at a glance", "## UMS-Rep"]
     rows = rows_of(md)
@@ -301,10 +301,10 @@ def test_report_opens_with_the_claims_and_its_html_colours_verdicts_and_links_ta
 
 def test_compare_writes_the_same_claims(tmp_path):
     folders = cxr_hetero(tmp_path / "runs")
-    text = report.compare_strategies(list(folders.values()), tmp_path / "cmp")
+    text = reporting.compare_strategies(list(folders.values()), tmp_path / "cmp")
     assert text.startswith("## Claims at a glance")
     got = json.loads((tmp_path / "cmp" / "claims.json").read_text())
-    assert got == [j.as_json() for j in claims.judge(report.collect(list(folders.values()), recursive=False))]
+    assert got == [j.as_json() for j in claims.judge(reporting.collect(list(folders.values()), recursive=False))]
     pair = next(r for r in rows_of(text) if r[:2] == ["lung_seg", "independent vs joint"])
     assert pair[2] == "Wilcoxon"
 

@@ -132,9 +132,9 @@ def _blobs(n, seed, size=32):
 def test_every_arm_learns_every_head(strategy):
     """Every arm, the baseline included, learns both heads of cxr-hetero on held-out images with
     the optimizers a run gives them: the TB-like head beats the majority rate (0.5) clearly, the
-    segmentation head reaches IoU 0.5 (what ``evaluate.learned`` asks of a validation fold). The
+    segmentation head reaches IoU 0.5 (what ``evaluation.learned`` asks of a validation fold). The
     independent arm's heads learn on a frozen, here untrained, encoder."""
-    from ums_rep import evaluate, metrics
+    from ums_rep import evaluation, metrics
     keras.utils.set_random_seed(3)
     specs = TASK_SETS["cxr-hetero"]["tasks"]
     dist = tf.distribute.get_strategy()
@@ -150,6 +150,6 @@ def test_every_arm_learns_every_head(strategy):
     truth = y_val["label"].argmax(1)
     scores = metrics.classification(truth, models["abnormal"].predict(x_val, verbose=0).argmax(1))
     scores["majority_accuracy"] = 0.5
-    assert evaluate.learned(scores) and scores["accuracy"] >= 0.65, (strategy, scores)  # 31 of 48 at least
+    assert evaluation.learned(scores) and scores["accuracy"] >= 0.65, (strategy, scores)  # 31 of 48 at least
     seg = metrics.segmentation(y_val["mask"], models["lung_seg"].predict(x_val, verbose=0))
-    assert evaluate.learned(seg), (strategy, seg)
+    assert evaluation.learned(seg), (strategy, seg)

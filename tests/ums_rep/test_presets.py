@@ -3,7 +3,7 @@ rule, and every command reading its values from there."""
 import pytest
 
 from ums_rep import finetune, presets, pretrain, scan
-from mt_unet import report as mt_report
+from mt_unet import reporting as mt_report
 from mt_unet.presets import MT_UNET
 from ums_rep.presets import UMS_REP
 

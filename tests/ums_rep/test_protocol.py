@@ -74,7 +74,7 @@ def test_k_distinct_folds_cover_the_pool_once(set_name, k):
 
 def test_prepared_folds_are_independent_of_the_split(tmp_path, phantom_root):
     """prepare's ``fold`` column: every split part holds several folds (it was a copy of the split)."""
-    from data_prep.prepare import prepare
+    from data_prep.preparation import prepare
     df = prepare("doppler", phantom_root / "doppler", tmp_path / "doppler", size=(32, 32), folds=3, progress=False)
     for part, rows in df.groupby("split"):
         assert rows.fold.nunique() == min(3, rows.patient_id.nunique()), part

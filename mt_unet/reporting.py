@@ -1,5 +1,5 @@
 """MT-UNet's part of the report (Tables 1–3 beside the paper's numbers) and the comparison of
-``mt_unet.train`` runs (``--compare``), registered with :mod:`ums_rep.report`: the kinds of
+``mt_unet.train`` runs (``--compare``), registered with :mod:`ums_rep.reporting`: the kinds of
 results.json it reads (``mt_unet.train``; ``mt_unet.evaluate`` outputs are recognised and
 skipped) and its section. :data:`PAPER` is the one home of the paper's numbers.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 
 from mt_unet.tasks import CLASSES
-from ums_rep import report
-from ums_rep.report import collect, compare_md, markdown_table, table_anchor
+from ums_rep import reporting
+from ums_rep.reporting import collect, compare_md, markdown_table, table_anchor
 
 METRICS = ("kld", "cc", "hs", "accuracy", "auc", *(f"auc_{c}" for c in CLASSES))  # Tables 1-3
 LOWER_IS_BETTER = {"kld"}
@@ -55,7 +55,7 @@ def median_std(entry: dict, key: str) -> str:
 def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
     """Table 1/2/3-style Markdown of finished runs: median ± std over seeds of every metric,
     training seconds and trainable parameters; the best value of each column in bold. Folders
-    that are not mt_unet.train runs are skipped (logged); see :func:`ums_rep.report.collect`.
+    that are not mt_unet.train runs are skipped (logged); see :func:`ums_rep.reporting.collect`.
     (``mt_unet.train --compare``.)
 
     Args:
@@ -88,10 +88,10 @@ def compare(run_dirs, out=None, mix_presets: bool = False) -> str:
 
 def tables(runs) -> list:
     """MT-UNet Tables 1–3: one row per model trained (median ± std over seeds), the paper's row
-    below each model the paper reports; the report's MT-UNet section (:func:`ums_rep.report.build`).
+    below each model the paper reports; the report's MT-UNet section (:func:`ums_rep.reporting.build`).
 
     Args:
-        runs: ``(folder, results)`` pairs (:func:`ums_rep.report.collect`).
+        runs: ``(folder, results)`` pairs (:func:`ums_rep.reporting.collect`).
 
     Returns:
         Markdown lines; none without an ``mt_unet.train`` run."""
@@ -120,6 +120,6 @@ def tables(runs) -> list:
     return lines
 
 
-report.register_kind("mt_unet.train", ("config", "tasks"))
-report.register_kind("mt_unet.evaluate", ("metrics",), reported=False)
-report.register_section("MT-UNet", tables)
+reporting.register_kind("mt_unet.train", ("config", "tasks"))
+reporting.register_kind("mt_unet.evaluate", ("metrics",), reported=False)
+reporting.register_section("MT-UNet", tables)
