@@ -36,7 +36,7 @@ from ums_rep.denoising import classical
 from ums_rep.precision import set_precision
 from ums_rep.runs import (discard_worker_folder, distribution, history_csv, image_side, prepared_data, results,
                           resume_args, run_dir, save_args, save_model, set_seed, trainable_params, write_json)
-from ums_rep.strategies import FitConfig, fit
+from ums_rep.strategies import ALL_TASKS, FitConfig, fit
 from ums_rep.tasks import Task
 
 log = logging.getLogger("ums_rep.pretrain")  # the command's messages
@@ -264,14 +264,14 @@ def pretrain(args: PretrainOptions) -> int:
                     "precision": policy,
                     "data": "phantom" if data.info.get("phantom") else str(args.data), "prepared": data.info["prepared"],
                     "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(eval_rows),
-                    "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"]},
+                    "best_epoch": fitted["best_epoch"][ALL_TASKS], "stopped": fitted["stopped"][ALL_TASKS]},
                    {task.name: {"metrics": task_metrics, "train_seconds": seconds,
                                 "trainable_params": trainable_params(model.trainable_variables)}},
                    args.seed, **extra)
     write_json(out / "results.json", body)
     log.info("wrote %s (%.1f s of training)", out, seconds)
     discard_worker_folder(out, dist)
-    if fitted["stopped"].startswith("non-finite"):
-        log.error("%s: %s; the outputs above are those of the restored weights", out, fitted["stopped"])
+    if fitted["stopped"][ALL_TASKS].startswith("non-finite"):
+        log.error("%s: %s; the outputs above are those of the restored weights", out, fitted["stopped"][ALL_TASKS])
         return 3
     return 0
