@@ -6,7 +6,7 @@ Why a second harness: the GPU machines lent to this project have CUDA 13, PyTorc
 TensorFlow and no package index; TensorFlow's GPU build and the CUDA 12 libraries it links are
 gigabytes, far over what can be carried there. Keras 3 runs the same Functional models on JAX
 (``ums_rep.layers.BatchNorm`` falls back to Keras' own batch norm there), so the models' speed on
-a GPU can still be measured. The package's training loops (:class:`ums_rep.strategies.Engine`)
+a GPU can still be measured. The package's training loops (:class:`ums_rep.engine.Engine`)
 are TensorFlow code and are not what is timed here; the two modes are
 
 * **fit** — Keras ``model.fit`` on in-memory arrays (its JAX trainer jit-compiles the step);

@@ -8,7 +8,7 @@ measured in the same run on the same machine.
 * **matmul** — dense ``tf.matmul`` FLOP/s (2N³ per product, float32): the machine's reference.
 * **training** — images/s of the CDAE (256², batch 16), the echo encoder (256², batch 16) and
   MT-UNet (quick preset shape, and the paper's width at 320×208) trained three ways: Keras
-  ``model.fit``; the package's custom loop (:class:`ums_rep.strategies.Engine`); the custom loop
+  ``model.fit``; the package's custom loop (:class:`ums_rep.engine.Engine`); the custom loop
   with XLA; on a GPU also XLA + mixed precision; with ``--mixed`` the custom loop with and
   without XLA under the mixed policy ``--precision mixed`` picks (bfloat16 on CPUs with
   AVX512-BF16/AMX and on GPUs ≥ 8.0, float16 with loss scaling on older GPUs), beside float32 in
@@ -258,7 +258,8 @@ def train_case(case: str, quick: bool, steps: int, repeats: int, mixed: bool = F
     import keras
     import tensorflow as tf
     from ums_rep.precision import choose
-    from ums_rep.strategies import Engine, make_optimizer
+    from ums_rep.engine import Engine
+    from ums_rep.strategies import make_optimizer
     shape, batch, base = case_size(case, quick, batch)
     steps = steps if quick else min(steps, CASES[case].get("steps", steps))  # seconds-long steps: fewer per block
     gpu = bool(tf.config.list_physical_devices("GPU"))

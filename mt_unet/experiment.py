@@ -26,7 +26,7 @@ from ums_rep.options import TrainingOptions
 from ums_rep.precision import clear_session
 from ums_rep.runs import (discard_worker_folder, history_csv, results, save_model, set_seed, start, trainable_params,
                           write_json)
-from ums_rep.strategies import FitConfig, NonFiniteLossError, fit
+from ums_rep.strategies import ALL_TASKS, FitConfig, NonFiniteLossError, fit
 from ums_rep.weighting import LOSS_FORMS, FixedWeights, get as get_weighting, mtl
 
 log = logging.getLogger("mt_unet.train")
@@ -97,16 +97,17 @@ def train_one(args, preset: dict, prepared, seed: int, out: Path, dist) -> dict:
                                   arrays["truths"]["saliency"][:k], arrays["outputs"][SALIENCY][:k],
                                   titles=list(table["truth"][:k]))
     record = {"seed": seed, "metrics": m, "train_seconds": float(sum(fitted["seconds"].values())),
-              "epochs": len(history), "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"],
-              "lr_resets": fitted["schedule"]["events"], "final_sigma": weighting.describe(),
+              "epochs": len(history), "best_epoch": fitted["best_epoch"][ALL_TASKS],
+              "stopped": fitted["stopped"][ALL_TASKS], "lr_resets": fitted["schedule"][ALL_TASKS]["events"],
+              "final_sigma": weighting.describe(),
               "val_metrics": val_m, "chance_on_validation": chance,
               "learned_on_validation": scoring.learned(val_m, chance)}
     if not all(record["learned_on_validation"].values()):
         log.warning("%s, seed %d did not learn on the validation split (%s; chance: accuracy %.3f, KLD %.3f): "
                     "its claims are not judged", label(args.model, args.variant, args.scheme, args.loss_form), seed,
                     record["learned_on_validation"], chance["accuracy"], chance["kld"])
-    if fitted["stopped"].startswith("non-finite"):
-        raise NonFiniteLossError(f"{out}: {fitted['stopped']}; the model, history and test metrics of the "
+    if record["stopped"].startswith("non-finite"):
+        raise NonFiniteLossError(f"{out}: {record['stopped']}; the model, history and test metrics of the "
                                  "restored weights are written there")
     write_json(out / "seed_results.json", record)
     return record

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from ums_rep.schedule import PlateauSchedule
-from ums_rep.strategies import optimizer_state
+from ums_rep.checkpoints import optimizer_state
 
 FACTOR = 0.1  # "reduces 90% of the learning rate"
 

@@ -18,7 +18,8 @@ from data_prep import egd, rsna
 from data_prep._layout import DatasetLayoutError
 from data_prep.io import atomic_write_text
 from data_prep.splits import split_patients
-from ums_rep.strategies import FitConfig, fit
+from ums_rep.hooks import EpochCallback
+from ums_rep.strategies import ALL_TASKS, FitConfig, default_hooks, fit
 from ums_rep.tasks import Task
 
 
@@ -104,10 +105,11 @@ def test_non_finite_loss_stops_restores_and_returns_the_history():
     def remember(epoch, record):
         weights_after_epoch_1.update(enumerate(w.copy() for w in model.get_weights()))
 
+    config = FitConfig(epochs=3, steps_per_epoch={"denoise": 2}, progress=False, on_nonfinite="stop")
     out = fit("joint", {"denoise": model}, {"denoise": task}, {"denoise": train}, {"denoise": good.batch(4)},
-              FitConfig(epochs=3, steps_per_epoch={"denoise": 2}, progress=False, on_nonfinite="stop"),
-              on_epoch_end=remember)
-    assert out["stopped"].startswith("non-finite denoise loss") and "restored" in out["stopped"]
+              config, hooks=[*default_hooks(config), EpochCallback(remember)])
+    stopped = out["stopped"][ALL_TASKS]
+    assert stopped.startswith("non-finite denoise loss") and "restored" in stopped
     assert len(out["history"]) == 1
     for i, w in enumerate(model.get_weights()):
         np.testing.assert_array_equal(w, weights_after_epoch_1[i])

@@ -25,7 +25,7 @@ from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_mode
                             head_params, weights_digest)
 from ums_rep.runs import (discard_worker_folder, history_csv, image_side, load_model, prepared_data, results,
                           save_model, start, trainable_params, write_json)
-from ums_rep.strategies import REGISTRY, FitConfig, fit
+from ums_rep.strategies import ALL_TASKS, REGISTRY, FitConfig, fit
 from ums_rep.tasks import TASK_SETS, cross_validation
 from ums_rep import weighting as weighting_rules
 from ums_rep.weighting import FixedWeights
@@ -65,7 +65,7 @@ def _weighting(args, weights: dict, tasks: dict, dist):
 
 def _bn_images(prepared, specs, train_rows, seed: int):
     """Up to ``BN_SAMPLE`` of the fold's training images (every task's, without augmentation), on
-    which :func:`ums_rep.strategies.precise_batch_norm` re-estimates batch norm after each epoch."""
+    which :func:`ums_rep.batch_norm.precise_batch_norm` re-estimates batch norm after each epoch."""
     rows = pd.concat([s.select(train_rows) for s in specs]).drop_duplicates("image")
     rows = rows.sample(min(BN_SAMPLE, len(rows)), random_state=seed)
     images, _ = next(iter(make_dataset(prepared, rows, batch_size=len(rows), cache=False)))
@@ -246,8 +246,8 @@ def train_fold(args, models: dict, tasks: dict, trains, vals, config: FitConfig,
     part of it stopped."""
     fitted = fit(args.strategy, models, tasks, trains, vals, config, dist=dist,
                  weighting=_weighting(args, weights, tasks, dist))
-    why = fitted["stopped"]
-    return fitted, ([f"{t}: {w}" for t, w in why.items()] if isinstance(why, dict) else [why])
+    # results.json's "stopped": the one rule's reason, or "<task>: <reason>" for each task's rule
+    return fitted, [why if group == ALL_TASKS else f"{group}: {why}" for group, why in fitted["stopped"].items()]
 
 
 @dataclass

@@ -11,8 +11,8 @@
   - ``mixed_bfloat16`` on CPUs with native bfloat16 (``/proc/cpuinfo`` flags ``avx512_bf16`` or
     ``amx_bf16``) and on GPUs of compute capability ≥ 8.0 (Ampere and later);
   - ``mixed_float16`` on older GPUs, with loss scaling: :func:`loss_scaled` wraps optimizers in
-    ``keras.optimizers.LossScaleOptimizer`` (the custom loop of :mod:`ums_rep.strategies` does
-    so, and scales its losses with ``optimizer.scale_loss``);
+    ``keras.optimizers.LossScaleOptimizer`` (the custom loop's steps, :mod:`ums_rep.engine`, do
+    so, and scale their losses with ``optimizer.scale_loss``);
   - on a CPU without native bfloat16, ``mixed`` still applies ``mixed_bfloat16`` (emulated, slow;
     logged as a warning) so that its numerics can be checked anywhere;
 * ``auto`` — ``mixed`` where the hardware computes 16-bit types natively (bfloat16 CPUs, GPUs

@@ -38,7 +38,7 @@ from ums_rep import backbone_registry, metrics, model_config, presets
 from ums_rep.denoising import classical
 from ums_rep.runs import (discard_worker_folder, history_csv, image_side, prepared_data, results, save_model, start,
                           trainable_params, write_json)
-from ums_rep.strategies import FitConfig, fit
+from ums_rep.strategies import ALL_TASKS, FitConfig, fit
 
 log = logging.getLogger("ums_rep.pretrain")  # the command's messages
 
@@ -277,7 +277,7 @@ def pretrain(args: PretrainOptions) -> int:
                     "precision": policy,
                     "data": "phantom" if data.info.get("phantom") else str(args.data), "prepared": data.info["prepared"],
                     "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(eval_rows),
-                    "best_epoch": fitted["best_epoch"], "stopped": fitted["stopped"]},
+                    "best_epoch": fitted["best_epoch"][ALL_TASKS], "stopped": fitted["stopped"][ALL_TASKS]},
                    {task.name: {"metrics": task_metrics, "train_seconds": seconds,
                                 "trainable_params": trainable_params(model.trainable_variables)}},
                    args.seed, **extra)
@@ -287,7 +287,7 @@ def pretrain(args: PretrainOptions) -> int:
     write_json(out / "results.json", body)
     log.info("wrote %s (%.1f s of training)", out, seconds)
     discard_worker_folder(out, dist)
-    if fitted["stopped"].startswith("non-finite"):
-        log.error("%s: %s; the outputs above are those of the restored weights", out, fitted["stopped"])
+    if fitted["stopped"][ALL_TASKS].startswith("non-finite"):
+        log.error("%s: %s; the outputs above are those of the restored weights", out, fitted["stopped"][ALL_TASKS])
         return 3
     return 0

@@ -17,9 +17,11 @@ from mt_unet.schedule import ResetOnPlateau, fit_config_kwargs
 from mt_unet.train import compare, main
 from tests.helpers import table_rows
 from ums_rep import metrics
+from ums_rep.checkpoints import optimizer_state
 from ums_rep.heads import SpatialSoftmax
+from ums_rep.hooks import EpochCallback
 from ums_rep.losses import categorical_crossentropy, kld
-from ums_rep.strategies import FitConfig, fit, optimizer_state
+from ums_rep.strategies import ALL_TASKS, FitConfig, default_hooks, fit
 from ums_rep.weighting import mtl
 
 SHAPE = (32, 48, 1)
@@ -265,7 +267,8 @@ def test_custom_loop_rlrp_resets_weights_sigma_and_optimizer(schedule):
     config = FitConfig(epochs=cut + 1, steps_per_epoch={"joint": 1}, progress=False, restore_best=False,
                        **{**fit_config_kwargs(1, schedule), "stop_patience": None, "min_lr": 1e-12})
     out = fit("joint", {"model": net}, TASKS, ds.repeat().batch(4, drop_remainder=True), ds.batch(4), config,
-              optimizers={"joint": optimizer}, weighting=weighting, joint_model=net, on_epoch_end=spoil)
+              optimizers={"joint": optimizer}, weighting=weighting, joint_model=net,
+              hooks=[*default_hooks(config), EpochCallback(spoil)])
     assert [h["lr_cut"] for h in out["history"]] == [e == cut for e in range(cut + 1)], out["stopped"]
     last = out["history"][cut]
     assert last["lr_cut"] and last["reset"] and last["lr"] == pytest.approx(1e-9)
@@ -274,7 +277,7 @@ def test_custom_loop_rlrp_resets_weights_sigma_and_optimizer(schedule):
             np.testing.assert_allclose(v.numpy(), w, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose([v.numpy() for v in weighting.trainable_variables], snapshot["sigma"], atol=1e-6)
     assert {"sigma_saliency", "sigma_disease"} <= set(out["history"][0])
-    assert out["schedule"]["lr"] == pytest.approx(1e-10)
+    assert out["schedule"][ALL_TASKS]["lr"] == pytest.approx(1e-10)
     # the authors' code also reloads the best epoch's optimizer: Adam's moments and its step count
     state = [np.array(v.numpy()) for v in optimizer_state(optimizer)]
     assert int(state[0]) == (1 if schedule == "authors" else cut + 1)  # one step an epoch
@@ -300,8 +303,8 @@ def test_rlrp_monitors_the_weighted_validation_loss(schedule):
                 + r.val_disease / r.sigma_disease**2 + math.log(r.sigma_disease + 1) for r in h.itertuples()]
     assert not np.allclose(h.sigma_saliency, 1.0)  # σ moved, so the two values differ beyond ln 2 terms
     watched = weighted if schedule == "authors" else list(h.val_total)
-    assert out["schedule"]["best"] == pytest.approx(min(watched), rel=1e-5)
-    assert out["best_epoch"] == int(np.argmin(watched)) + 1
+    assert out["schedule"][ALL_TASKS]["best"] == pytest.approx(min(watched), rel=1e-5)
+    assert out["best_epoch"] == {ALL_TASKS: int(np.argmin(watched)) + 1}
     if schedule == "authors":
         assert list(h.val_weighted) == pytest.approx(weighted, rel=1e-5)
     else:

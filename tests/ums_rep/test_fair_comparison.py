@@ -8,8 +8,9 @@ import tensorflow as tf
 
 import keras
 from ums_rep.backbones import cdae
+from ums_rep.engine import SHARED, joint_schedule
 from ums_rep.experiment import fold_models
-from ums_rep.strategies import SHARED, FitConfig, default_optimizers, fit, joint_schedule
+from ums_rep.strategies import FitConfig, default_optimizers, fit
 from ums_rep.tasks import TASK_SETS
 
 SHARED_OPTIMIZER = ("adam", 1e-3)

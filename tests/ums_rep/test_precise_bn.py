@@ -3,8 +3,9 @@ import numpy as np
 import tensorflow as tf
 
 import keras
+from ums_rep.batch_norm import precise_batch_norm
 from ums_rep.layers import BatchNorm
-from ums_rep.strategies import FitConfig, fit, precise_batch_norm
+from ums_rep.strategies import FitConfig, fit
 from ums_rep.tasks import Task
 
 

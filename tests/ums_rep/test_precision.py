@@ -10,8 +10,8 @@ from mt_unet.model import mt_unet
 from mt_unet.tasks import DISEASE, SALIENCY, TASKS
 from ums_rep import precision
 from ums_rep.backbones import cdae
+from ums_rep.engine import Engine
 from ums_rep.runs import load_model, save_model
-from ums_rep.strategies import Engine
 from ums_rep.tasks import Task
 from ums_rep.weighting import mtl
 

@@ -14,10 +14,12 @@ from data_prep.io import read_image
 from data_prep.splits import split_patients
 from data_prep.transforms import MeanNormalizer
 from ums_rep.backbones import cdae
+from ums_rep.engine import Engine
 from ums_rep.finetune import main
+from ums_rep.hooks import EpochCallback
 from ums_rep.models import build_shared, copy_model, weights_digest
 from ums_rep.presets import UMS_REP
-from ums_rep.strategies import Engine, FitConfig, fit
+from ums_rep.strategies import ALL_TASKS, FitConfig, default_hooks, fit
 from ums_rep.tasks import TASK_SETS, Task, cross_validation
 
 
@@ -131,10 +133,10 @@ def test_independent_tasks_have_their_own_plateau_and_early_stopping(monkeypatch
 
     monkeypatch.setattr(Engine, "evaluate", evaluate)
     snapshots = []
-    out = fit("independent", models, tasks, train, val,
-              FitConfig(epochs=5, steps_per_epoch={"a": 2, "b": 2}, lr_patience=1, stop_patience=2, progress=False,
-                        restore_best=False),
-              on_epoch_end=lambda e, r: snapshots.append(models["b"].get_layer("b.out").get_weights()[0].copy()))
+    config = FitConfig(epochs=5, steps_per_epoch={"a": 2, "b": 2}, lr_patience=1, stop_patience=2, progress=False,
+                       restore_best=False)
+    out = fit("independent", models, tasks, train, val, config, hooks=[*default_hooks(config), EpochCallback(
+        lambda e, r: snapshots.append(models["b"].get_layer("b.out").get_weights()[0].copy()))])
     assert out["best_epoch"] == {"a": 5, "b": 1}
     assert out["stopped"]["b"] == "early stopping" and out["stopped"]["a"] == "epochs"
     last = out["history"][-1]
@@ -149,7 +151,8 @@ def test_joint_and_alternating_keep_one_rule(monkeypatch):
     monkeypatch.setattr(Engine, "evaluate", lambda self, data: {"a": 1.0, "b": 1.0})
     out = fit("alternating", models, tasks, train, val,
               FitConfig(epochs=4, steps_per_epoch={"a": 1, "b": 1}, lr_patience=5, stop_patience=2, progress=False))
-    assert out["best_epoch"] == 1 and out["stopped"] == "early stopping" and len(out["history"]) == 3
+    assert out["best_epoch"] == {ALL_TASKS: 1} and out["stopped"] == {ALL_TASKS: "early stopping"}
+    assert len(out["history"]) == 3
 
 
 def test_folds_share_no_encoder_variables():

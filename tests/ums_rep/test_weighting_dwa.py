@@ -11,7 +11,9 @@ import tensorflow as tf
 
 import keras
 from ums_rep import weighting
-from ums_rep.strategies import Engine, FitConfig, fit
+from ums_rep.engine import Engine
+from ums_rep.hooks import EpochCallback
+from ums_rep.strategies import FitConfig, default_hooks, fit
 from ums_rep.tasks import Task
 from ums_rep.weighting import DynamicWeightAverage, get
 
@@ -96,10 +98,10 @@ def _two_task_fit(dwa, epochs=4, on_epoch_end=None, **config):
     shared = keras.layers.Dense(8, activation="relu")(inp)
     models = {t: keras.Model(inp, keras.layers.Dense(1)(shared)) for t in ds}
     tasks = {t: Task(t, "reconstruction", optimizer="adam", learning_rate=1e-2) for t in ds}
+    config = FitConfig(epochs=epochs, steps_per_epoch={t: 4 for t in ds}, progress=False, **config)
     return fit("joint", models, tasks, {t: d.repeat().batch(8, drop_remainder=True) for t, d in ds.items()},
-               {t: d.batch(8) for t, d in ds.items()},
-               FitConfig(epochs=epochs, steps_per_epoch={t: 4 for t in ds}, progress=False, **config),
-               weighting=dwa, on_epoch_end=on_epoch_end)
+               {t: d.batch(8) for t, d in ds.items()}, config, weighting=dwa,
+               hooks=None if on_epoch_end is None else [*default_hooks(config), EpochCallback(on_epoch_end)])
 
 
 def test_fit_with_dwa_records_the_weights_of_every_epoch():
