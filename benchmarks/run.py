@@ -499,8 +499,8 @@ def _primary(task_result: dict) -> float | None:
 
 
 def _paper_ratio(set_name: str) -> str:
-    """The paper's shared / baseline totals (Tables 4, 6, 8, 10; ums_rep.reporting.PAPER)."""
-    from ums_rep.reporting import PAPER
+    """The paper's shared / baseline totals (Tables 4, 6, 8, 10; ums_rep.paper_results.PAPER)."""
+    from ums_rep.paper_results import PAPER
     c = PAPER["compute"][set_name]
     return f"time {c['shared'][0] / c['baseline'][0]:.2f}, params {c['shared'][1] / c['baseline'][1]:.2f}"
 

@@ -138,3 +138,49 @@ def test_only_start_runs_the_prologue():
                 if called in steps:
                     calls.append((name, called))
     assert {name for name, _ in calls} <= {"ums_rep.runs"}, calls
+
+
+LAYERS = ("data_prep", "ums_rep", "mt_unet")  # each imports only those before it
+
+
+def _imports() -> dict:
+    """``{module: {modules of the three packages it imports}}``, at any depth of its code (an
+    import inside a function is an edge too: it is a cycle once both sides run)."""
+    edges = {}
+    for name in MODULES:
+        found = set()
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            found |= {t for t in targets if t in MODULES and t != name}
+        edges[name] = found
+    return edges
+
+
+def test_packages_import_only_the_layers_below_them():
+    for name, targets in _imports().items():
+        rank = LAYERS.index(name.split(".")[0])
+        above = sorted(t for t in targets if LAYERS.index(t.split(".")[0]) > rank)
+        assert not above, f"{name} imports {above}: a lower layer may not import a higher one ({' <- '.join(LAYERS)})"
+
+
+def test_no_import_cycles():
+    edges, state, cycles = _imports(), {}, []
+
+    def visit(name, path):
+        state[name] = "open"
+        for target in sorted(edges[name]):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[name] = "done"
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, f"import cycles: {cycles}"

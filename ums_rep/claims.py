@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 
 from ums_rep import plugins
+from ums_rep.paper_results import PAPER
 from ums_rep.metrics import auc_resampled, bootstrap_ci, holm, mcnemar, weighted_mean, wilcoxon_paired
 
 FINDINGS = ("better", "direction", "not significant")
@@ -111,7 +112,7 @@ class Claim:
 
     @property
     def paper_ratio(self) -> float | None:
-        """A saving's ratio ``a / b`` as the paper prints it (``ums_rep.reporting.PAPER["compute"]``)."""
+        """A saving's ratio ``a / b`` as the paper prints it (``ums_rep.paper_results.PAPER["compute"]``)."""
         return _paper_ratio(self, package_rule=False)
 
     @property
@@ -135,7 +136,6 @@ class Claim:
 def _paper_ratio(claim: Claim, package_rule: bool) -> float | None:
     if claim.kind != "saving":
         return None
-    from ums_rep.reporting import PAPER  # the one home of the papers' numbers
     c = PAPER["compute"].get(claim.task_set)
     if c is None:
         return None
