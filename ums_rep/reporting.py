@@ -14,8 +14,8 @@ section its package registered (:func:`register_kind`, :func:`register_section`,
 through :mod:`ums_rep.plugins`). Anything else (a kind registered as not reported, an
 unfinished run) is skipped with a logged reason, and runs of different presets are refused
 unless ``--mix-presets``. The header states the data (phantom or real), presets, seeds,
-versions and hardware the runs recorded. :data:`PAPER` is the one home of UMS-Rep's numbers
-(another paper's are its package's).
+versions and hardware the runs recorded. :data:`ums_rep.paper_results.PAPER` is the one home of
+UMS-Rep's numbers (another paper's are its package's).
 A ``times.json`` in a ``--runs`` folder (``reproduce.sh``'s time table, :mod:`ums_rep.reproduce_plan`)
 becomes the section "How long each part took".
 """
