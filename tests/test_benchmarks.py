@@ -44,7 +44,7 @@ def test_harness_writes_a_complete_report(tmp_path, monkeypatch):
 
 # trainable parameters of the fine-tuning architecture, by hand: the echo encoder's six biased 3×3
 # convolutions (widths 32-64-64-128-128-128), with its pretraining head GAP → FC(256) → FC(3); a
-# classification head GAP → FC(1024) → FC(2) on its 128 channels (ums_rep.models.HEAD_PARAMS)
+# classification head GAP → FC(1024) → FC(2) on its 128 channels (ums_rep.backbone_registry.DEFAULT_HEADS)
 ECHO_CONVS = sum(9 * a * b + b for a, b in zip((1, 32, 64, 64, 128, 128), (32, 64, 64, 128, 128, 128)))
 ECHO_ENCODER = ECHO_CONVS + (128 * 256 + 256) + (256 * 3 + 3)
 HEAD_2 = (128 * 1024 + 1024) + (1024 * 2 + 2)

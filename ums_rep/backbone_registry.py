@@ -23,6 +23,9 @@ from typing import Callable, Mapping
 
 from ums_rep.tasks import FLOW_CLASSES, Task
 
+# a classification head's size on every backbone unless its record says otherwise (UMS-Rep 4.1.2:
+# GAP → FC → Dropout → softmax); a head scan's best.json or --params overrides these keys
+DEFAULT_HEADS = {"head_units": 1024, "head_dropout": 0.5}
 CDAE_FILTERS = (32, 64, 128, 256)
 ECHO_FILTERS = (32, 64, 64, 128, 128, 128)
 
@@ -53,6 +56,9 @@ class Backbone:
             decoder starts from (UMS-Rep 4.1.2: the CDAE with its output layer replaced), or None.
         baseline_denoiser: The baseline (UMS-Rep Figure 4) passes its input through this
             pretrained model, frozen, before its own network (the CXR baseline's denoiser).
+        default_heads: The classification heads' size on this backbone (``head_units``,
+            ``head_dropout``; default :data:`DEFAULT_HEADS`), unless a run's ``--params`` says
+            otherwise.
         default_for_modality: The backbone ``finetune`` and ``scan`` pretrain for its modality
             when no ``--backbone`` or ``--encoder`` says otherwise (one per modality).
         description: One line for ``--help`` and the documentation.
@@ -68,11 +74,13 @@ class Backbone:
     feature_layer: str = ""
     decoder_to_transfer: str | None = None
     baseline_denoiser: bool = False
+    default_heads: Mapping = field(default_factory=lambda: dict(DEFAULT_HEADS))
     default_for_modality: bool = False
     description: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))  # frozen all the way
+        object.__setattr__(self, "default_heads", MappingProxyType({**DEFAULT_HEADS, **self.default_heads}))
 
     def builder(self) -> Callable:
         """The build function (:attr:`build`, imported if named as ``"module:function"``)."""

@@ -21,7 +21,7 @@ from data_prep.io import atomic_write_text, read_image
 from data_prep.pipeline import make_dataset
 from data_prep.transforms import MeanNormalizer
 from ums_rep import backbone_registry, evaluation, model_config, presets, pretraining
-from ums_rep.models import (HEAD_PARAMS, baseline_model, build_shared, copy_model,
+from ums_rep.models import (baseline_model, build_shared, copy_model,
                             head_params, weights_digest)
 from ums_rep.runs import (discard_worker_folder, history_csv, image_side, load_model, prepared_data, results,
                           save_model, start, trainable_params, write_json)
@@ -149,7 +149,7 @@ def settings(args) -> Settings:
     preset = presets.preset(args.preset, "finetune", epochs=args.epochs or None, augment=args.augment)
     sdef = TASK_SETS[args.tasks]
     params = pretraining.load_params(args.params)  # encoder keys go to pretraining, head_* keys to the heads
-    head = {k: params[k] for k in HEAD_PARAMS if k in params}
+    head = {k: params[k] for k in backbone_registry.DEFAULT_HEADS if k in params}
     # the classification heads' optimizer: --params' head_* keys, else the preset's recipe (a named
     # deviation from Section 4.2's SGD, for every arm alike), else the paper's
     recipe = dict(zip(("head_optimizer", "head_learning_rate"), preset.get("classification_optimizer") or ()))

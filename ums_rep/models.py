@@ -22,7 +22,6 @@ from ums_rep import backbone_registry
 from ums_rep.backbones import encoder as encoder_of
 from ums_rep.heads import classification_head, segmentation_head
 
-HEAD_PARAMS = {"head_units": 1024, "head_dropout": 0.5}  # classification head; a head scan's best.json overrides
 
 
 def copy_model(model: keras.Model) -> keras.Model:
@@ -68,7 +67,7 @@ def _upsampling_steps(enc: keras.Model) -> int:
 
 def build_shared(backbone: keras.Model, kind, specs, head: dict | None = None) -> tuple[dict, list]:
     """Per-task models ``{task: keras.Model}`` sharing ``backbone``'s encoder layers, and those
-    layers. ``head`` overrides :data:`HEAD_PARAMS` (``head_units``, ``head_dropout``).
+    layers. ``head`` overrides the record's ``default_heads`` (``head_units``, ``head_dropout``).
 
     Classification heads attach to the record's feature layer; a segmentation head mirrors the
     encoder's convolution widths, and where the record names a decoder to transfer (the CDAE,
@@ -81,7 +80,7 @@ def build_shared(backbone: keras.Model, kind, specs, head: dict | None = None) -
         kind: Its :class:`ums_rep.backbone_registry.Backbone`, a backbone's name, or a modality
             (that modality's default backbone: ``"cxr"`` the CDAE, ``"echo"`` the echo encoder).
         specs: The task set's :class:`ums_rep.tasks.Spec` entries, one head per task.
-        head: Overrides of :data:`HEAD_PARAMS` (``head_units``, ``head_dropout``), e.g. a head
+        head: Overrides of the record's ``default_heads`` (``head_units``, ``head_dropout``), e.g. a head
             scan's ``best.json``.
 
     Returns:
@@ -96,7 +95,7 @@ def build_shared(backbone: keras.Model, kind, specs, head: dict | None = None) -
     feats = enc.output
     filters = tuple(layer.filters for layer in enc.layers if isinstance(layer, keras.layers.Conv2D))
     steps = _upsampling_steps(enc)
-    h = {**HEAD_PARAMS, **(head or {})}
+    h = {**record.default_heads, **(head or {})}
     outputs = {}
     for s in specs:
         t = s.task
@@ -147,7 +146,7 @@ def baseline_model(backbone: keras.Model, kind, spec, head: dict | None = None,
         kind: Its :class:`ums_rep.backbone_registry.Backbone`, a backbone's name, or a modality
             (see :func:`build_shared`).
         spec: The task's :class:`ums_rep.tasks.Spec`.
-        head: Overrides of :data:`HEAD_PARAMS`.
+        head: Overrides of the record's ``default_heads``.
         denoiser: For CXR, the separately trained CDAE its input passes through first.
 
     Returns:

@@ -46,10 +46,10 @@ def test_echo_encoder_builder(tmp_path):
 
 def test_classification_head_size_is_close_to_the_papers():
     """Tables 4–10 report 295,715 parameters per classification head; on the CDAE's 256 channels a
-    1,024-unit FC gives 265,218 (the nearest power of two; see ums_rep.models)."""
-    from ums_rep.models import HEAD_PARAMS
+    1,024-unit FC gives 265,218 (the nearest power of two; ums_rep.backbone_registry.DEFAULT_HEADS)."""
+    from ums_rep.backbone_registry import DEFAULT_HEADS
     inp = keras.Input((4, 4, 256))
-    head = keras.Model(inp, classification_head(inp, 2, name="cls", units=HEAD_PARAMS["head_units"]))
+    head = keras.Model(inp, classification_head(inp, 2, name="cls", units=DEFAULT_HEADS["head_units"]))
     assert head.count_params() == 265_218
     assert abs(head.count_params() / 295_715 - 1) < 0.11
 

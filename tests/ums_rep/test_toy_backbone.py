@@ -32,7 +32,7 @@ def build_toy(side: int, params: dict, preset: dict) -> keras.Model:
 TOY = Backbone("toy", "cxr", build_toy, defaults={"filters": list(FILTERS), "optimizer": "adam", "learning_rate": 1e-3},
                pretraining_data="rsna", pretraining_target=Task("denoise", "reconstruction"),
                feature_layer="toy.enc2.relu", decoder_to_transfer="toy.dec", baseline_denoiser=True,
-               description="a toy two-layer denoising autoencoder (a test's)")
+               default_heads={"head_units": 12}, description="a toy two-layer denoising autoencoder (a test's)")
 
 
 @pytest.fixture
@@ -68,6 +68,7 @@ def test_a_toy_backbone_pretrains_finetunes_and_predicts(toy, tmp_path):
                                 "models": {"model.keras": {"lung_seg": "lung_seg", "abnormal": "abnormal"}}}]
     model = keras.saving.load_model(ft / "model.keras", safe_mode=True, compile=False)
     assert "toy.enc2.relu" in {layer.name for layer in model.layers}  # the heads sit on the toy encoder
+    assert model.get_layer("abnormal.fc").units == 12  # the record's default head, not the package's 1,024
 
     # predict: a phantom test image through the fine-tuned model, with Grad-CAM at the toy's features
     prepared = json.loads((ft / "results.json").read_text())["config"]["prepared"]["test"]
