@@ -41,15 +41,14 @@ import numpy as np
 import pandas as pd
 
 from data_prep.egd import CLASSES
-from mt_unet.naming import label
-from mt_unet.reporting import PAPER as PAPER_TABLES
 from ums_rep import claims as registry
-from mt_unet.tasks import DISEASE, SALIENCY
 from ums_rep.metrics import N_RESAMPLES, SEED, auc_resampled, resample_indices, resample_weights
+from mt_unet.naming import label
+from mt_unet.reporting import LOWER_IS_BETTER, PAPER as PAPER_TABLES
+from mt_unet.tasks import DISEASE, SALIENCY
 
 PAPER = "MT-UNet"
 KIND = "mt_unet"
-LOWER_IS_BETTER = ("kld",)
 MTL3, MTL1, MTL2 = label("mtunet", "full", "mtl3"), label("mtunet", "full", "mtl1"), label("mtunet", "full", "mtl2")
 BOTTLENECK, TOP = label("mtunet", "bottleneck", "mtl3"), label("mtunet", "top", "mtl3")
 SALIENCY_METRICS, CLASSIFICATION_METRICS = ("kld", "cc", "hs"), ("accuracy", "auc")
