@@ -416,6 +416,7 @@ def test_predict_reads_the_runs_model_config(tiny_run, tmp_path):
     their output keys, the letter-box, the normaliser); without args.json and results.json a copy
     of it predicts the same as the folder read by its command (before that file), seed by seed."""
     import shutil
+
     from ums_rep.predict import main as predict
     run = tiny_run / "mtl1"
     config = json.loads((run / "model_config.json").read_text())
@@ -423,7 +424,7 @@ def test_predict_reads_the_runs_model_config(tiny_run, tmp_path):
     assert config["tasks"]["disease"]["classes"] == list(TASKS[DISEASE].classes) and not config["cross_validated"]
     assert [(e["seed"], e["fold"], e["normalizer"], e["models"]) for e in config["folds"]] == [
         (k, None, "normalizer.json", {f"seed{k}/model.keras": {SALIENCY: SALIENCY, DISEASE: DISEASE}}) for k in (0, 1)]
-    image = str(sorted((tiny_run / "cache").rglob("*.png"))[0])
+    image = str(min((tiny_run / "cache").rglob("*.png")))
     bare, legacy = tmp_path / "bare", tmp_path / "legacy"
     shutil.copytree(run, bare, ignore=shutil.ignore_patterns("args.json", "results.json", "checkpoints"))
     shutil.copytree(run, legacy, ignore=shutil.ignore_patterns("model_config.json", "checkpoints"))
