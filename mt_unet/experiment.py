@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -22,6 +23,7 @@ from mt_unet.naming import label
 from mt_unet.reporting import METRICS, compare as compare_runs
 from mt_unet.schedule import describe as describe_schedule, fit_config_kwargs
 from mt_unet.tasks import DISEASE, SALIENCY, TASKS
+from ums_rep import model_config
 from ums_rep.options import TrainingOptions
 from ums_rep.precision import clear_session
 from ums_rep.runs import (discard_worker_folder, history_csv, results, save_model, set_seed, start, trainable_params,
@@ -160,6 +162,28 @@ def settings(args: MtUnetOptions) -> tuple:
     return preset, args.seeds or preset["seeds"], label(args.model, args.variant, args.scheme, args.loss_form), rlrp
 
 
+def model_description(produced_by: str, model: str, image, task_names, seeds) -> dict:
+    """The run's ``model_config.json`` (:mod:`ums_rep.model_config`, what ``ums_rep.predict``
+    reads): one entry per seed, ``seed<k>/model.keras`` with one output per task (keyed by task),
+    letter-boxed to ``image`` (H, W) and normalised with the run's ``normalizer.json``.
+
+    Args:
+        produced_by: The run's command line, as ``results.json`` names it.
+        model: The model of the comparison (``--model``), named as the backbone.
+        image: The input (H, W).
+        task_names: The tasks the model outputs (:data:`mt_unet.tasks.TASKS`).
+        seeds: The seeds trained.
+
+    Returns:
+        The JSON object."""
+    record = SimpleNamespace(name=model, modality="cxr")  # a model of the comparison, not a ums_rep backbone
+    outputs = {t: t for t in task_names}
+    return model_config.describe(
+        data.TRAIN_COMMAND, produced_by, record, tuple(image) + (1,), {t: TASKS[t] for t in task_names},
+        [model_config.fold_entry(None, "normalizer.json", {f"seed{s}/model.keras": outputs}, seed=s) for s in seeds],
+        geometry="letterbox")
+
+
 def run(args: MtUnetOptions) -> int:
     """Train ``args.model`` with every seed into a run folder and score it (Tables 1-3); returns 0,
     raises :class:`~ums_rep.strategies.NonFiniteLossError` when a loss turned non-finite (the
@@ -177,13 +201,14 @@ def run(args: MtUnetOptions) -> int:
     med, std = summarise(per_seed)
     params = None
     with dist.scope():
-        net, _ = build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)
+        net, task_names = build(args.model, tuple(preset["image"]) + (1,), len(CLASSES), preset["base"], args.variant)
         params = trainable_params(net.trainable_variables)
     entry = {"label": name, "metrics": med, "std": std, "per_seed": per_seed,
              "train_seconds": float(np.median([r["train_seconds"] for r in per_seed])),
              "trainable_params": params}
-    body = results(f"mt_unet.train --model {args.model} --variant {args.variant} --scheme {args.scheme} "
-                   f"--schedule {args.schedule} --loss-form {args.loss_form}",
+    produced_by = (f"mt_unet.train --model {args.model} --variant {args.variant} --scheme {args.scheme} "
+                   f"--schedule {args.schedule} --loss-form {args.loss_form}")
+    body = results(produced_by,
                    {"model": args.model, "variant": args.variant, "scheme": args.scheme, "preset": args.preset,
                     "loss_form": args.loss_form, "rlrp": rlrp,
                     **{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}, "seeds": n_seeds,
@@ -192,6 +217,8 @@ def run(args: MtUnetOptions) -> int:
                     "prepared": prepared.info["prepared"], "split": "patient-level, class-stratified 70/10/20"},
                    {name: entry}, args.seed)
     write_json(out / "results.json", body)
+    model_config.write(out, model_description(produced_by, args.model, preset["image"], task_names,
+                                              [args.seed + k for k in range(n_seeds)]))
     log.info("%s over %d seed(s): %s", name, n_seeds,
              ", ".join(f"{k} {med[k]:.3f}±{std[k]:.3f}" for k in METRICS if k in med))
     log.info("wrote %s", out)

@@ -2,7 +2,9 @@
 which :mod:`mt_unet.plugin` registers with :mod:`ums_rep.predictors`), and the ``mt_unet``
 model kind that ``ums_rep.runs.load_model(..., expect="mt_unet")`` checks (registered here).
 
-An ``mt_unet.train`` run predicts with ``seed<k>/model.keras`` (the first seed's, unless a seed
+A run folder with ``model_config.json`` (:func:`mt_unet.experiment.model_description`) is read
+from it by :func:`ums_rep.inference.config_members`; this module reads the older ones. An
+``mt_unet.train`` run predicts with ``seed<k>/model.keras`` (the first seed's, unless a seed
 folder or model file is given), its saliency and/or disease head; the image is letter-boxed
 (aspect kept, zero padding) to the model's input H×W and normalised with ``normalizer.json``
 (the prepared eye-gaze data's training split). Grad-CAM of the disease head reads

@@ -402,16 +402,28 @@ def _config_tasks(run: Path, config: dict) -> dict:
         raise RunFolderError(f"{run / model_config.FILE}: bad tasks ({type(e).__name__}: {e})") from None
 
 
-def config_members(run: Path, config: dict, model_file: Path | None, fold: int | None) -> list:
+def _relative(path: Path, run: Path) -> str | None:
+    """``path`` relative to the run folder, as ``model_config.json`` names files; None: outside it."""
+    try:
+        return path.relative_to(run).as_posix()
+    except ValueError:
+        return None
+
+
+def config_members(run: Path, config: dict, model_file: Path | None, fold: int | None,
+                   given: Path | None = None) -> list:
     """The model sets of a run folder, as its ``model_config.json`` describes them
     (:mod:`ums_rep.model_config`): every fold's (a cross-validated run's fold ensemble), or fold
-    ``fold``'s, or ``model_file``'s fold's with that file alone.
+    ``fold``'s, or ``model_file``'s fold's with that file alone. Entries without a fold are
+    alternatives (e.g. the seeds of a run, each model file in its own folder): the first predicts,
+    or the one whose model files lie in ``given`` (a folder inside the run).
 
     Args:
         run: The run folder.
         config: Its ``model_config.json``.
         model_file: The model file given, or None.
         fold: The fold asked for, or None.
+        given: The path given, where a folder inside the run names its entry; or None.
 
     Returns:
         One :class:`Member` per fold (one, with fold None, for a run without folds).
@@ -424,18 +436,28 @@ def config_members(run: Path, config: dict, model_file: Path | None, fold: int |
     tasks = _config_tasks(run, config)
     entries = list(config["folds"])
     if model_file is not None:
-        owner = next((e for e in entries if model_file.parent == run and model_file.name in e["models"]), None)
+        name = _relative(model_file, run)
+        owner = next((e for e in entries if name in e["models"]), None)
         if owner is None:
             raise RunFolderError(f"{model_file}: not one of the model files of {run / model_config.FILE}")
         if fold is not None and fold != owner["fold"]:
             raise RunFolderError(f"{model_file}: fold {owner['fold']}'s model file, but fold {fold} was asked for")
-        entries = [{**owner, "models": {model_file.name: owner["models"][model_file.name]}}]
+        entries = [{**owner, "models": {name: owner["models"][name]}}]
+    elif given is not None and given.is_dir() and _relative(given, run) not in (None, "."):
+        inside = _relative(given, run) + "/"
+        entries = [e for e in entries if all(f.startswith(inside) for f in e["models"])]
+        if not entries:
+            raise RunFolderError(f"{given}: holds none of the model files of {run / model_config.FILE}")
     elif fold is not None:
         by_fold = {e["fold"]: e for e in entries}
         if fold not in by_fold:
             raise RunFolderError(f"{run}: no fold {fold}; the run trained {len(entries)} fold(s), "
                                  f"0..{len(entries) - 1}")
         entries = [by_fold[fold]]
+    if len(entries) > 1 and all(e["fold"] is None for e in entries):
+        log.info("%s: %d models without folds (e.g. seeds); using %s (give the folder or model file of another)",
+                 run, len(entries), ", ".join(entries[0]["models"]))
+        entries = entries[:1]
     missing = [e["fold"] for e in entries if any(not (run / f).is_file() for f in e["models"])]
     if missing:
         raise RunFolderError(f"{run}: fold(s) {missing} lack a model file {model_config.FILE} names "
@@ -570,7 +592,7 @@ class Predictor:
             if fold is not None and not config.get("cross_validated"):
                 raise RunFolderError(f"{run}: a run folder of {command} without folds; --fold picks a fold of a "
                                      "cross-validated run")
-            members = config_members(run, config, model_file, fold)
+            members = config_members(run, config, model_file, fold, given)
         else:  # a run folder made before model_config.json (or unfinished): read as its command's
             command = run_command(run)
             kind = predictors.RUN_KINDS.get(command)

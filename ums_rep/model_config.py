@@ -22,7 +22,9 @@ One JSON object (written atomically, like the other files of a run folder)::
 
 Each fold's ``models`` maps a model file (relative to the run folder) to the tasks it predicts
 and, for each, its key in the model's dict output (null: the model's only output). A run without
-folds (``ums_rep.pretrain``) has one entry whose ``fold`` is null. The file is written when the
+folds (``ums_rep.pretrain``) has one entry whose ``fold`` is null; a run of several seeds has one
+such entry per seed (with its ``seed``, its model files in the seed's folder), alternatives of
+which predict takes the first unless given a seed's folder or model file. The file is written when the
 model files are, at the end of a run: a folder without it is a run of an older version of the
 package, or an unfinished one, which ``predict`` reads as before, by its command.
 
@@ -39,19 +41,22 @@ FILE = "model_config.json"
 FORMAT = 1
 
 
-def fold_entry(fold: int | None, normalizer: str, models: dict) -> dict:
+def fold_entry(fold: int | None, normalizer: str, models: dict, *, seed: int | None = None) -> dict:
     """One entry of ``folds``.
 
     Args:
         fold: The cross-validation fold, or None (a run without folds).
         normalizer: The normaliser file of this fold's model(s), relative to the run folder.
-        models: ``{model file: {task: output key or None}}``.
+        models: ``{model file: {task: output key or None}}``, files relative to the run folder
+            (``/``-separated).
+        seed: The seed of a run of several seeds (one entry each, ``fold`` None); None: not one.
 
     Returns:
         The entry.
     """
-    return {"fold": fold, "normalizer": normalizer,
-            "models": {str(f): dict(outputs) for f, outputs in models.items()}}
+    entry = {"fold": fold, "normalizer": normalizer,
+             "models": {Path(f).as_posix(): dict(outputs) for f, outputs in models.items()}}
+    return entry if seed is None else {**entry, "seed": seed}
 
 
 def describe(command: str, produced_by: str, backbone, input_shape, tasks: dict, folds: list, *,

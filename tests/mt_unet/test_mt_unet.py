@@ -3,6 +3,7 @@ metrics, and the train / evaluate / compare commands at a tiny size."""
 import json
 import math
 
+import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -408,6 +409,37 @@ def test_evaluate_reproduces_the_training_runs_test_metrics(tiny_run):
     got = json.loads((tiny_run / "eval" / "results.json").read_text())["metrics"]
     want = json.loads((tiny_run / "mtl1" / "seed0" / "seed_results.json").read_text())["metrics"]
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_predict_reads_the_runs_model_config(tiny_run, tmp_path):
+    """Issue 28: the run folder says what its models are (model_config.json: the seeds' model files,
+    their output keys, the letter-box, the normaliser); without args.json and results.json a copy
+    of it predicts the same as the folder read by its command (before that file), seed by seed."""
+    import shutil
+
+    from ums_rep.predict import main as predict
+    run = tiny_run / "mtl1"
+    config = json.loads((run / "model_config.json").read_text())
+    assert config["command"] == "mt_unet.train" and config["input"] == {"shape": [64, 48, 1], "geometry": "letterbox"}
+    assert config["tasks"]["disease"]["classes"] == list(TASKS[DISEASE].classes) and not config["cross_validated"]
+    assert [(e["seed"], e["fold"], e["normalizer"], e["models"]) for e in config["folds"]] == [
+        (k, None, "normalizer.json", {f"seed{k}/model.keras": {SALIENCY: SALIENCY, DISEASE: DISEASE}}) for k in (0, 1)]
+    image = str(min((tiny_run / "cache").rglob("*.png")))
+    bare, legacy = tmp_path / "bare", tmp_path / "legacy"
+    shutil.copytree(run, bare, ignore=shutil.ignore_patterns("args.json", "results.json", "checkpoints"))
+    shutil.copytree(run, legacy, ignore=shutil.ignore_patterns("model_config.json", "checkpoints"))
+    probs = [f"disease_p_{c}" for c in TASKS[DISEASE].classes]
+    for given in ("", "seed1"):
+        got = {}
+        for name, folder in (("bare", bare), ("legacy", legacy)):
+            out = tmp_path / f"pred-{name}-{given}"
+            assert predict(["--model", str(folder / given), image, "--out", str(out)]) == 0
+            assert json.loads((out / "predict.json").read_text())["model_files"] == [
+                str(folder / (given or "seed0") / "model.keras")]
+            got[name] = (pd.read_csv(out / "predictions.csv")[probs].to_numpy(float),
+                         cv2.imread(str(next(out.glob("*_saliency.png"))), cv2.IMREAD_UNCHANGED))
+        np.testing.assert_allclose(got["bare"][0], got["legacy"][0], atol=1e-6)
+        assert np.array_equal(got["bare"][1], got["legacy"][1])
 
 
 def test_evaluate_scores_on_the_data_the_model_was_trained_on(tiny_run, tmp_path, caplog):
