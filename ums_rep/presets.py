@@ -26,6 +26,8 @@ where given, in place of the preset's.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from data_prep.cli import PRESETS as NAMES  # the names, for every command-line parser
 
 # the paper preset follows the papers; tiny fits a unit test; quick is what a 2-core CPU trains in minutes
@@ -64,7 +66,24 @@ UMS_REP = {
     },
 }
 
-STAGES = {stage: {name: entries[stage] for name, entries in UMS_REP.items()}
+class _UmsRepStage(Mapping):
+    """Preset name → UMS-Rep's entry of one stage, looked up in :data:`UMS_REP` when asked: the
+    one table, so an entry replaced there is the one every command gets."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def __getitem__(self, name: str) -> dict:
+        return UMS_REP[name][self.stage]
+
+    def __iter__(self):
+        return iter(UMS_REP)
+
+    def __len__(self) -> int:
+        return len(UMS_REP)
+
+
+STAGES = {stage: _UmsRepStage(stage)
           for stage in ("pretrain", "finetune", "scan")}  # stage → preset name → entry; register() adds stages
 
 

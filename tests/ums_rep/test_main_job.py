@@ -25,8 +25,6 @@ def main_job(tmp_path_factory):
     os.environ["UMS_REP_CACHE"] = str(root / "cache")
     quick = UMS_REP["quick"]
     with pytest.MonkeyPatch.context() as mp:  # the preset table is restored afterwards
-        # in place: presets.STAGES holds these same entry dicts (replacing an entry would leave
-        # the commands reading the original, and the test would train the whole quick preset)
         mp.setitem(quick["pretrain"], "epochs", 8)
         mp.setitem(quick["finetune"], "epochs", 10)
         mp.setitem(quick["finetune"], "folds", 1)

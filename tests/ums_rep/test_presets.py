@@ -31,6 +31,14 @@ def test_an_override_replaces_only_what_is_given():
         presets.preset("fast", "finetune")
 
 
+def test_the_commands_read_the_ums_rep_table_itself(monkeypatch):
+    """UMS_REP is the one table: an entry replaced in it (as a test or a notebook shortens a run)
+    is what preset() gives, not the entry the table held at import."""
+    monkeypatch.setitem(UMS_REP["quick"], "finetune", {**UMS_REP["quick"]["finetune"], "epochs": 4})
+    assert presets.preset("quick", "finetune")["epochs"] == 4
+    assert dict(presets.STAGES["finetune"])["quick"]["epochs"] == 4
+
+
 def test_the_commands_offer_the_presets_of_the_table():
     for module in (pretrain, finetune, scan):
         action = next(a for a in module.build_parser()._actions if a.dest == "preset")
