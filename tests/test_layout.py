@@ -184,3 +184,15 @@ def test_no_import_cycles():
         if name not in state:
             visit(name, [name])
     assert not cycles, f"import cycles: {cycles}"
+
+
+def test_no_module_or_notebook_imports_what_it_does_not_use():
+    """Unused imports, redefined names and unused locals (pyflakes' F401/F811/F841, by ruff) in the
+    packages, the benchmarks, the tests and the notebooks' cells: each is a name a reader looks up
+    for nothing (the notebooks' first cells imported nine, found 2026-12-07)."""
+    import subprocess
+    import sys
+    found = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
+                            "--select", "F401,F811,F841", *PACKAGES, "benchmarks", "tests", "notebooks"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout + found.stderr
