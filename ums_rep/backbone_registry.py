@@ -211,6 +211,39 @@ def of_model(model) -> Backbone | None:
     return next((r for r in BACKBONES.values() if r.feature_layer in names_), None)
 
 
+def of_run(folder, model) -> Backbone | None:
+    """The backbone of a run folder's model: the one its ``model_config.json`` names (every
+    pretrain and finetune run writes it), else the one its ``args.json`` names (``--backbone`` of a
+    pretrain run from before that file), else :func:`of_model`'s (an older run, or a name this
+    process has not registered).
+
+    Args:
+        folder: The run folder (the model file's folder).
+        model: Its ``keras.Model``, for :func:`of_model`.
+
+    Returns:
+        The record, or None.
+
+    Raises:
+        ValueError: One line naming the file, when ``model_config.json`` or ``args.json`` is unreadable.
+    """
+    import json
+    from pathlib import Path
+
+    from ums_rep import model_config  # here: this module stays light for the commands' --help
+
+    config = model_config.read(folder)
+    name = config.get("backbone") if config else None
+    args = Path(folder) / "args.json"
+    if config is None and args.is_file():
+        try:
+            saved = json.loads(args.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{args}: cannot read ({e})") from None
+        name = saved.get("backbone") if isinstance(saved, dict) else None
+    return BACKBONES.get(name) or of_model(model)
+
+
 register_backbone(Backbone(
     "cdae", "cxr", "ums_rep.backbones:build_cdae",
     defaults={"filters": list(CDAE_FILTERS), "optimizer": "rmsprop", "learning_rate": 1e-3},

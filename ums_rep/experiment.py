@@ -190,12 +190,9 @@ def shared_encoder(args, out: Path, modality: str, size: int):
 
 
 def encoder_backbone(encoder_path: Path, pretrained, named: str | None, modality: str):
-    """The backbone record of the shared encoder: its pretraining run's ``model_config.json``,
-    else (an encoder from before that file, or a model file alone) the registered backbone whose
-    feature layer it has; ``named`` (``--backbone``) must agree, and the modality must be the
-    task set's."""
-    config = model_config.read(Path(encoder_path).parent)
-    record = backbone_registry.get(config["backbone"]) if config else backbone_registry.of_model(pretrained)
+    """The backbone record of the shared encoder (:func:`ums_rep.backbone_registry.of_run` of its
+    pretraining run); ``named`` (``--backbone``) must agree, and the modality must be the task set's."""
+    record = backbone_registry.of_run(Path(encoder_path).parent, pretrained)
     if record is None:
         raise ValueError(f"{encoder_path}: the encoder has no registered backbone's feature layer "
                          f"({', '.join(r.feature_layer for r in backbone_registry.BACKBONES.values())})")

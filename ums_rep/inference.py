@@ -383,11 +383,12 @@ def _finetune_heads(files: list, tasks: dict, set_name: str) -> list:
 
 
 def _pretrain_heads(run: Path, model_file: Path | None) -> list:
-    backbone = _read_json(run / "args.json").get("backbone") if (run / "args.json").is_file() else None
     f = model_file or run / "model.keras"
     model = load_model(f, expect="encoder")
-    # the backbone args.json names, else (an older run) the one whose feature layer the model has
-    record = backbone_registry.BACKBONES.get(backbone) or backbone_registry.of_model(model)
+    try:
+        record = backbone_registry.of_run(run, model)
+    except ValueError as e:
+        raise RunFolderError(str(e)) from None
     if record is None:
         raise ModelFileError(f"{f}: a pretrain run's model of no registered backbone "
                              f"({', '.join(backbone_registry.BACKBONES)})")

@@ -94,3 +94,26 @@ def test_lambda_layers_are_refused(tmp_path):
     save_model(model, tmp_path / "evil.keras")
     with pytest.raises(ValueError, match="(?i)lambda|safe_mode"):
         load_model(tmp_path / "evil.keras")
+
+
+def test_a_run_folders_backbone_is_read_from_its_files_first(tmp_path):
+    """``backbone_registry.of_run``: model_config.json's backbone, else args.json's ``--backbone``,
+    else the feature layer the model has; one ValueError naming an unreadable args.json."""
+    import json
+
+    from ums_rep import backbone_registry, model_config
+    from ums_rep.tasks import Task
+    inp = keras.Input((8, 8, 1))
+    cdae_looking = keras.Model(inp, keras.layers.Activation("relu", name=backbone("cdae").feature_layer)(inp))
+    assert backbone_registry.of_run(tmp_path, cdae_looking).name == "cdae"  # no files: the feature layer
+    (tmp_path / "args.json").write_text(json.dumps({"backbone": "echo"}))
+    assert backbone_registry.of_run(tmp_path, cdae_looking).name == "echo"  # the older runs' args.json
+    config = model_config.describe("ums_rep.pretrain", "pretrain", backbone("cdae"), (8, 8, 1),
+                                   {"denoise": Task("denoise", "reconstruction")}, [model_config.fold_entry(None, "normalizer.json", {"model.keras": {"denoise": None}})])
+    model_config.write(tmp_path, config)
+    (tmp_path / "args.json").write_text(json.dumps({"backbone": "echo"}))
+    assert backbone_registry.of_run(tmp_path, cdae_looking).name == "cdae"  # model_config.json first
+    (tmp_path / model_config.FILE).unlink()
+    (tmp_path / "args.json").write_text("{not json")
+    with pytest.raises(ValueError, match="args.json: cannot read"):
+        backbone_registry.of_run(tmp_path, cdae_looking)
