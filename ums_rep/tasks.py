@@ -3,7 +3,8 @@
 A :class:`Task` is a name, what it predicts (its kind → loss and target), its classes and its
 optimizer; a :class:`Spec` adds the data: which manifest rows the task uses and which column
 holds its label. Classification heads use SGD and segmentation heads Adam, as in the paper
-(Section 4.2).
+(Section 4.2); a preset's ``classification_optimizer`` replaces the classification heads' for
+every arm alike (the quick preset's Adam at 1e-3, :mod:`ums_rep.presets`).
 
 Each task set names where its cross-validation *pool* and its *test* images come from
 (Sections 4.1.2 and 4.2): all of Shenzhen with Montgomery as external test (cxr-hetero); the
